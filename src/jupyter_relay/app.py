@@ -1,0 +1,253 @@
+"""The relay as an aiohttp application: its backends, middlewares and routes.
+
+Requests pass the error middleware (relay errors become JSON or an escaped
+page), then the auth middleware (token, Origin), then reach either the
+relay's own endpoints or the forwarder with the backend that serves the path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from . import auth, status
+from .backends import Backend, Timeouts, build_backend
+from .backends.base import Progress
+from .config import RelayConfig
+from .errors import BackendError, RelayError
+from .forward import Forwarder, ForwardSettings
+from .logs import add_secret
+from .responses import error_response, relay_error_response
+
+log = logging.getLogger("jupyter_relay")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+COOKIE_MAX_AGE = 30 * 24 * 3600
+HEALTH_INTERVAL = 30.0
+
+
+class Relay:
+    """The running relay: configuration, backends and the forwarder."""
+
+    def __init__(self, config: RelayConfig, port: int) -> None:
+        self.config = config
+        self.port = port
+        self.cookie_name = auth.cookie_name(port)
+        timeouts = Timeouts(
+            connect=config.connect_timeout,
+            response=config.backend_timeout,
+            start=config.start_timeout,
+        )
+        self.backends: dict[str, Backend] = {
+            spec.name: build_backend(spec, timeouts) for spec in config.backends
+        }
+        self.forwarder = Forwarder(
+            ForwardSettings(relay_cookie=self.cookie_name, response_timeout=config.backend_timeout)
+        )
+        self.started_at = time.monotonic()
+        if config.token is not None:
+            add_secret(config.token.value)
+            add_secret(auth.cookie_value(config.token.value))
+
+    @property
+    def primary(self) -> Backend:
+        return self.backends[self.config.primary]
+
+    async def start_backends(self, progress: Progress) -> None:
+        """Start every backend at once; if one cannot start, stop the rest and raise."""
+        try:
+            results = await asyncio.gather(
+                *(b.start(progress) for b in self.backends.values()), return_exceptions=True
+            )
+        except BaseException:  # cancelled (Ctrl-C): stop what had started
+            await asyncio.shield(self.stop_backends())
+            raise
+        for backend, result in zip(self.backends.values(), results, strict=True):
+            if not isinstance(result, BaseException):
+                for secret in backend.upstream().secrets:
+                    add_secret(secret.decode())
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await self.stop_backends()
+            raise failures[0]
+
+    async def stop_backends(self) -> None:
+        await asyncio.gather(*(b.stop() for b in self.backends.values()), return_exceptions=True)
+
+    def backend_for(self, request: web.Request) -> Backend:
+        # The mixer (kernels, sessions, specs over all backends) comes later; today
+        # every path goes to the primary, the backend that holds the files.
+        return self.primary
+
+    def url(self, host: str) -> str:
+        shown = f"[{host}]" if ":" in host else host
+        base = f"http://{shown}:{self.port}/"
+        if self.config.token is None:
+            return base
+        return f"{base}?token={self.config.token.value}"
+
+
+RELAY_KEY = web.AppKey("relay", Relay)
+HEALTH_TASK_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("health_task")
+
+
+def is_upgrade(request: web.BaseRequest) -> bool:
+    return (
+        request.headers.get("Upgrade", "").lower() == "websocket"
+        and "upgrade" in request.headers.get("Connection", "").lower()
+    )
+
+
+def is_navigation(request: web.BaseRequest) -> bool:
+    if request.method != "GET" or is_upgrade(request):
+        return False
+    mode = request.headers.get("Sec-Fetch-Mode")
+    if mode is not None:
+        return mode == "navigate"
+    return "text/html" in request.headers.get("Accept", "")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RelayError as exc:
+        if isinstance(exc, BackendError):
+            log.warning("%s %s: %s", request.method, request.path, exc.message)
+        return relay_error_response(request, exc)
+
+
+def make_auth_middleware(relay: Relay) -> Callable[..., Awaitable[web.StreamResponse]]:
+    config = relay.config
+
+    @web.middleware
+    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/relay/healthz":
+            return await handler(request)
+        token = config.token
+        query_token = None
+        if token is not None:
+            header, malformed = auth.parse_authorization(request.headers.get("Authorization"))
+            query_token = request.query.get("token")
+            creds = auth.Credentials(
+                query=query_token,
+                header=header,
+                header_malformed=malformed,
+                cookie=request.cookies.get(relay.cookie_name),
+            )
+            verdict = auth.check(token.value, creds)
+            if verdict is not auth.Verdict.OK:
+                return _denied(request, verdict)
+        upgrade = is_upgrade(request)
+        if auth.needs_origin_check(request.method, upgrade):
+            origin = request.headers.get("Origin")
+            if not auth.origin_allowed(origin, request.host, request.scheme, config.allow_origins):
+                log.warning("refused %s %s from origin %s", request.method, request.path, origin)
+                return error_response(
+                    request,
+                    403,
+                    f"requests from the origin {origin} are not allowed. If you trust it, "
+                    f"start jupyter-relay with --allow-origin {origin}",
+                    "Origin Not Allowed",
+                )
+        if token is not None and query_token is not None and is_navigation(request):
+            # Take the token out of the address bar: the cookie carries it from now on.
+            target = request.rel_url.without_query_params("token")
+            response = web.HTTPFound(location=str(target))
+            _set_cookie(response, relay, request)
+            raise response
+        return await handler(request)
+
+    return auth_middleware
+
+
+def _set_cookie(response: web.StreamResponse, relay: Relay, request: web.BaseRequest) -> None:
+    assert relay.config.token is not None
+    response.set_cookie(
+        relay.cookie_name,
+        auth.cookie_value(relay.config.token.value),
+        max_age=COOKIE_MAX_AGE,
+        path="/",
+        httponly=True,
+        samesite="Lax",
+        secure=request.scheme == "https",
+    )
+
+
+def _denied(request: web.Request, verdict: auth.Verdict) -> web.Response:
+    how = (
+        "Open the URL that jupyter-relay printed when it started (it ends in ?token=...), "
+        "or send the header 'Authorization: token <relay token>'. "
+        "Run 'jupyter-relay --help' for where the token comes from."
+    )
+    if verdict is auth.Verdict.MISSING:
+        return error_response(
+            request,
+            401,
+            f"This jupyter-relay needs its token. {how}",
+            "Token Required",
+            headers={"WWW-Authenticate": 'token realm="jupyter-relay"'},
+        )
+    return error_response(request, 403, f"The token is not this relay's. {how}", "Invalid Token")
+
+
+async def proxy(request: web.Request) -> web.StreamResponse:
+    relay = request.app[RELAY_KEY]
+    if not request.raw_path.startswith("/") or request.raw_path.startswith("//"):
+        return error_response(request, 400, "the request target must be a path", "Bad Request")
+    backend = relay.backend_for(request)
+    if is_upgrade(request):
+        return await relay.forwarder.websocket(request, backend)
+    return await relay.forwarder.http(request, backend)
+
+
+async def relay_not_found(request: web.Request) -> web.Response:
+    return error_response(
+        request,
+        404,
+        f"no relay endpoint at {request.path}; see /relay/api/status",
+        "Not Found",
+    )
+
+
+async def _health_loop(relay: Relay) -> None:
+    while True:
+        await asyncio.sleep(HEALTH_INTERVAL)
+        await asyncio.gather(*(b.check() for b in relay.backends.values()))
+
+
+def make_app(relay: Relay) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware, make_auth_middleware(relay)],
+        client_max_size=0,
+        handler_args={"max_field_size": 65536, "max_line_size": 65536},
+    )
+    app[RELAY_KEY] = relay
+    app.router.add_get("/relay/healthz", status.healthz_handler(relay), allow_head=True)
+    app.router.add_get("/relay/api/status", status.status_handler(relay))
+    app.router.add_route("*", "/relay/{tail:.*}", relay_not_found)
+    app.router.add_route("*", "/{tail:.*}", proxy)
+
+    async def on_startup(app: web.Application) -> None:
+        app[HEALTH_TASK_KEY] = asyncio.create_task(_health_loop(relay))
+
+    async def on_shutdown(app: web.Application) -> None:
+        await relay.forwarder.close_all()
+
+    async def on_cleanup(app: web.Application) -> None:
+        task = app.get(HEALTH_TASK_KEY)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        await relay.stop_backends()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
+    return app

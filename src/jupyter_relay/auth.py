@@ -1,0 +1,111 @@
+"""Who may use the relay: the token, its cookie, and the Origin check.
+
+The token is needed on every method and every websocket upgrade. It may come
+as `?token=` (then a cookie, so it leaves the address bar), as
+`Authorization: token ...`/`Bearer ...`, or as that cookie. The cookie holds
+an HMAC of the token, not the token. Comparisons are constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from enum import Enum
+
+from yarl import URL
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class Verdict(Enum):
+    MISSING = "missing"
+    WRONG = "wrong"
+    OK = "ok"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a request offers, gathered from its query, header and cookie."""
+
+    query: str | None
+    header: str | None
+    header_malformed: bool
+    cookie: str | None
+
+
+def parse_authorization(value: str | None) -> tuple[str | None, bool]:
+    """Return (token, malformed) for an `Authorization` header value."""
+    if value is None:
+        return None, False
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() in ("token", "bearer") and token.strip():
+        return token.strip(), False
+    return None, True
+
+
+def cookie_name(port: int) -> str:
+    """Per-port name: cookies ignore ports, two relays on one host must not collide."""
+    return f"jupyter-relay-{port}"
+
+
+def cookie_value(token: str) -> str:
+    return hmac.new(token.encode(), b"jupyter-relay cookie v1", hashlib.sha256).hexdigest()
+
+
+def check(token: str, creds: Credentials) -> Verdict:
+    """Decide whether the offered credentials carry the relay's token.
+
+    Any one valid credential is enough: JupyterLab pages may send a stale
+    token in a header while the cookie is good.
+    """
+    expected = token.encode()
+    offered = False
+    for candidate in (creds.query, creds.header):
+        if candidate is not None:
+            offered = True
+            if hmac.compare_digest(candidate.encode(), expected):
+                return Verdict.OK
+    if creds.cookie is not None:
+        offered = True
+        if hmac.compare_digest(creds.cookie.encode(), cookie_value(token).encode()):
+            return Verdict.OK
+    if creds.header_malformed:
+        offered = True
+    return Verdict.WRONG if offered else Verdict.MISSING
+
+
+def origin_allowed(
+    origin: str | None, host: str | None, scheme: str, allowlist: tuple[str, ...]
+) -> bool:
+    """Same origin as the relay itself, or in the allowlist; no Origin is a script.
+
+    `Origin: null` (sandboxed frames, file:// pages) is never allowed.
+    """
+    if origin is None:
+        return True
+    origin = origin.strip().lower()
+    if origin in allowlist:
+        return True
+    if host is None:
+        return False
+    try:
+        url = URL(origin)
+    except ValueError:
+        return False
+    if not url.is_absolute() or url.scheme not in ("http", "https"):
+        return False
+    return url.scheme == scheme and _authority(url) == host.lower()
+
+
+def _authority(url: URL) -> str:
+    host = url.raw_host or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if url.explicit_port is not None:
+        return f"{host}:{url.explicit_port}"
+    return host
+
+
+def needs_origin_check(method: str, is_upgrade: bool) -> bool:
+    return is_upgrade or method.upper() not in SAFE_METHODS

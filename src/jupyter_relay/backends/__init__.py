@@ -1,0 +1,26 @@
+"""Backend kinds behind one `Backend` protocol, and the factory that builds them."""
+
+from __future__ import annotations
+
+from ..specs import BackendSpec
+from .base import Backend, HealthResult, HttpBackend, Timeouts, Upstream
+from .jupyter import JupyterBackend
+from .local import LocalBackend
+
+__all__ = [
+    "Backend",
+    "HealthResult",
+    "HttpBackend",
+    "JupyterBackend",
+    "LocalBackend",
+    "Timeouts",
+    "Upstream",
+    "build_backend",
+]
+
+
+def build_backend(spec: BackendSpec, timeouts: Timeouts) -> Backend:
+    """Make the backend object for a spec; the spec's kind was validated already."""
+    if spec.kind == "local":
+        return LocalBackend(spec, timeouts)
+    return JupyterBackend(spec, timeouts)

@@ -1,0 +1,210 @@
+"""What every backend kind offers the relay, and the HTTP plumbing they share.
+
+A backend, once started, hands out an `Upstream`: the base URL to send
+requests to, the aiohttp session (connection pool, TLS context) to send them
+with, and the credentials to add. The forwarder knows nothing else about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+from yarl import URL
+
+from ..credentials import Secret
+from ..errors import BackendAuthError, BackendError, BackendUnreachable
+from ..specs import BackendSpec, TlsSettings
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 10.0
+    response: float = 120.0
+    start: float = 60.0
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """How to reach a backend over HTTP right now."""
+
+    base_url: URL  # scheme://host:port/base/ (base ends with /)
+    session: aiohttp.ClientSession
+    credentials: tuple[tuple[str, str], ...]
+    server_hostname: str | None
+    # Values a backend may print into its pages (its token): scrubbed from HTML.
+    secrets: tuple[bytes, ...]
+    origins: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def origin(self) -> str:
+        return str(self.base_url.origin())
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    reachable: bool
+    latency_ms: float | None
+    checked_at: float
+    error: str | None = None
+
+
+class Backend(Protocol):
+    spec: BackendSpec
+    last_health: HealthResult | None
+
+    @property
+    def name(self) -> str: ...
+
+    async def start(self, progress: Progress) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def upstream(self) -> Upstream: ...
+
+    async def check(self) -> HealthResult: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def tls_context(tls: TlsSettings) -> ssl.SSLContext:
+    """System trust store plus the extra CA file, and the client certificate."""
+    ctx = ssl.create_default_context()
+    if tls.ca_cert is not None:
+        ctx.load_verify_locations(cafile=str(tls.ca_cert))
+    if tls.client_cert is not None:
+        ctx.load_cert_chain(str(tls.client_cert), str(tls.client_key) if tls.client_key else None)
+    return ctx
+
+
+class HttpBackend:
+    """Common base of backends reached over plain HTTP(S)."""
+
+    kind = "jupyter"
+
+    def __init__(self, spec: BackendSpec, timeouts: Timeouts) -> None:
+        self.spec = spec
+        self.timeouts = timeouts
+        self.last_health: HealthResult | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._upstream: Upstream | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def _open(self, base_url: URL, token: Secret | None) -> None:
+        """Create the session for `base_url`; called once the address is known."""
+        ssl_ctx: ssl.SSLContext | bool = False
+        if base_url.scheme == "https":
+            try:
+                ssl_ctx = tls_context(self.spec.tls)
+            except (OSError, ssl.SSLError) as exc:
+                raise BackendError(
+                    self.name, f"backend '{self.name}': cannot load TLS files: {exc}"
+                ) from exc
+        connector = aiohttp.TCPConnector(
+            ssl=ssl_ctx,
+            limit=0,
+            limit_per_host=0,
+            keepalive_timeout=60,
+            enable_cleanup_closed=False,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=self.timeouts.connect, connect=None
+            ),
+            skip_auto_headers=("User-Agent",),
+        )
+        credentials = [(k, v) for k, v in self.spec.headers]
+        secrets: tuple[bytes, ...] = ()
+        if token:
+            assert token is not None
+            credentials.append(("Authorization", f"token {token.value}"))
+            secrets = (token.value.encode(),)
+        origins = {str(base_url.origin()).lower()}
+        if base_url.host in ("127.0.0.1", "localhost", "::1"):
+            port = base_url.port
+            origins |= {f"{base_url.scheme}://{h}:{port}" for h in ("127.0.0.1", "localhost")}
+        self._upstream = Upstream(
+            base_url=base_url,
+            session=self._session,
+            credentials=tuple(credentials),
+            server_hostname=self.spec.tls.server_name,
+            secrets=secrets,
+            origins=frozenset(origins),
+        )
+
+    def upstream(self) -> Upstream:
+        if self._upstream is None:
+            raise BackendUnreachable(
+                self.name, f"backend '{self.name}' is not ready yet; try again in a moment"
+            )
+        return self._upstream
+
+    async def start(self, progress: Progress) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def check(self) -> HealthResult:
+        """Ask the backend's `/api/status` with our credentials, and time it."""
+        from ..forward import translate_client_error
+
+        started = time.monotonic()
+        try:
+            up = self.upstream()
+            async with asyncio.timeout(self.timeouts.connect):
+                async with up.session.get(
+                    up.base_url / "api/status",
+                    headers=dict(up.credentials),
+                    server_hostname=up.server_hostname,
+                ) as resp:
+                    await resp.read()
+                    if resp.status in (401, 403):
+                        raise BackendAuthError(
+                            self.name,
+                            f"backend '{self.name}' refused the relay's credentials "
+                            f"(HTTP {resp.status}); check its token "
+                            f"(from {self.spec.token.describe()})",
+                        )
+                    if resp.status >= 400:
+                        raise BackendError(
+                            self.name, f"backend '{self.name}' answered HTTP {resp.status}"
+                        )
+            result = HealthResult(True, (time.monotonic() - started) * 1000, time.time())
+        except BackendError as exc:
+            result = HealthResult(False, None, time.time(), exc.message)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            err = translate_client_error(self.name, exc)
+            result = HealthResult(False, None, time.time(), err.message)
+        self.last_health = result
+        return result
+
+    def describe(self) -> dict[str, Any]:
+        health = self.last_health
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "url": self.public_url(),
+            "reachable": health.reachable if health else None,
+            "latency_ms": round(health.latency_ms, 2) if health and health.latency_ms else None,
+            "checked_at": health.checked_at if health else None,
+            "error": health.error if health else None,
+        }
+
+    def public_url(self) -> str:
+        return self.spec.public_url()

@@ -1,0 +1,21 @@
+"""The `jupyter` kind: a Jupyter server already running at a URL."""
+
+from __future__ import annotations
+
+from .base import HttpBackend, Progress
+
+
+class JupyterBackend(HttpBackend):
+    kind = "jupyter"
+
+    async def start(self, progress: Progress) -> None:
+        assert self.spec.url is not None
+        self._open(self.spec.url, self.spec.token.read())
+        health = await self.check()
+        if health.reachable:
+            progress(
+                f"backend '{self.name}': {self.public_url()} answers ({health.latency_ms:.0f} ms)"
+            )
+        else:
+            # Not fatal: the server may come up later; requests say why meanwhile.
+            progress(f"backend '{self.name}': not reachable yet: {health.error}")

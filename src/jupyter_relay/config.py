@@ -1,0 +1,352 @@
+"""The relay's configuration: flags over environment over file, parsed once.
+
+Every relay-level setting is declared once in `SETTINGS`; the command-line
+flags, the `JUPYTER_RELAY_*` variables and the TOML keys are all derived from
+that table, so the three sources cannot drift apart. The result is a frozen
+`RelayConfig`; anything unknown or malformed is refused with one line that
+names the key and what it allows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from yarl import URL
+
+from .credentials import Secret
+from .errors import ConfigError
+from .specs import BackendSpec, TlsSettings, parse_backend
+
+ENV_PREFIX = "JUPYTER_RELAY_"
+COLAB_ORIGIN = "https://colab.research.google.com"
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be 0-65535 (0 picks a free port)")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _log_level(text: str) -> str:
+    lowered = text.lower()
+    if lowered not in ("debug", "info", "warning", "error"):
+        raise ValueError("must be one of debug, info, warning, error")
+    return lowered
+
+
+def _origin(text: str) -> str:
+    url = URL(text.strip().rstrip("/"))
+    if url.scheme not in ("http", "https") or not url.host or url.path not in ("", "/"):
+        raise ValueError(f"{text!r} is not an origin like https://example.org[:port]")
+    if url.query_string or url.fragment or url.user:
+        raise ValueError(f"{text!r} is not an origin like https://example.org[:port]")
+    return str(url.origin()).lower()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One relay-level setting, with the parser for its text form."""
+
+    key: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str = ""
+    is_list: bool = False
+    is_flag: bool = False
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.key.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("ip", str, "127.0.0.1", "address to listen on (loopback by default)", "ADDR"),
+    Setting("port", _port, 8765, "port to listen on; 0 picks a free one", "PORT"),
+    Setting("token", str, None, "the relay's token (prefer --token-file: flags show in ps)", "T"),
+    Setting("token_file", str, None, "read the relay's token from this file", "FILE"),
+    Setting(
+        "no_auth", _bool, False, "disable the token (refused unless on loopback)", is_flag=True
+    ),
+    Setting(
+        "allow_origin",
+        _origin,
+        (),
+        "also accept requests from this browser origin (repeatable)",
+        "ORIGIN",
+        is_list=True,
+    ),
+    Setting("colab", _bool, False, f"allow Colab's origin ({COLAB_ORIGIN})", is_flag=True),
+    Setting("primary", str, None, "the backend that holds the files (default: the first)", "NAME"),
+    Setting("ca_cert", str, None, "extra CA file to verify backends' TLS certificates", "FILE"),
+    Setting("tls_server_name", str, None, "name to verify in backends' certificates", "NAME"),
+    Setting("client_cert", str, None, "client certificate to present to backends", "FILE"),
+    Setting("client_key", str, None, "key of the client certificate", "FILE"),
+    Setting("connect_timeout", _positive, 10.0, "seconds to wait for a backend connection", "S"),
+    Setting(
+        "backend_timeout",
+        _positive,
+        120.0,
+        "seconds to wait for a backend's response headers before answering 504",
+        "S",
+    ),
+    Setting(
+        "start_timeout",
+        _positive,
+        60.0,
+        "seconds to wait for a backend the relay starts to answer",
+        "S",
+    ),
+    Setting(
+        "shutdown_timeout",
+        _positive,
+        10.0,
+        "seconds in-flight requests get to finish on shutdown",
+        "S",
+    ),
+    Setting("log_level", _log_level, "info", "debug, info, warning or error", "LEVEL"),
+)
+SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}
+# TOML spells list settings in the plural, as users expect.
+FILE_KEYS = {"allow_origins": "allow_origin", **{s.key: s.key for s in SETTINGS}}
+EXTRA_ENV = {ENV_PREFIX + "BACKENDS", ENV_PREFIX + "CONFIG"}
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Everything the relay needs to run, validated."""
+
+    ip: str
+    port: int
+    token: Secret | None  # None: authentication disabled
+    token_generated: bool
+    allow_origins: tuple[str, ...]
+    backends: tuple[BackendSpec, ...]
+    primary: str
+    connect_timeout: float
+    backend_timeout: float
+    start_timeout: float
+    shutdown_timeout: float
+    log_level: str
+
+    @property
+    def primary_spec(self) -> BackendSpec:
+        return next(b for b in self.backends if b.name == self.primary)
+
+
+def default_config_path(env: Mapping[str, str]) -> Path:
+    base = env.get("JUPYTER_CONFIG_DIR") or str(Path.home() / ".jupyter")
+    return Path(base) / "jupyter-relay.toml"
+
+
+def load_config(
+    flags: Mapping[str, Any],
+    backend_args: Sequence[str],
+    env: Mapping[str, str],
+    config_path: str | None = None,
+) -> RelayConfig:
+    """Merge defaults < file < environment < flags into a `RelayConfig`.
+
+    `flags` holds only the flags the user gave (text values, lists for
+    repeatable ones); `backend_args` the `--backend` values.
+    """
+    for name in env:
+        if (
+            name.startswith(ENV_PREFIX)
+            and name not in EXTRA_ENV
+            and name not in {s.env for s in SETTINGS}
+        ):
+            allowed = ", ".join(sorted([s.env for s in SETTINGS] + sorted(EXTRA_ENV)))
+            raise ConfigError(f"unknown environment variable {name}; known: {allowed}")
+
+    explicit = config_path or env.get(ENV_PREFIX + "CONFIG")
+    path = Path(explicit).expanduser() if explicit else default_config_path(env)
+    file_values, file_backends = _read_file(path, required=bool(explicit))
+
+    values: dict[str, Any] = {s.key: s.default for s in SETTINGS}
+    for key, raw in file_values.items():
+        values[key] = _parse_value(SETTINGS_BY_KEY[key], raw, f"{path}: {key}")
+    for setting in SETTINGS:
+        if setting.env in env:
+            raw_env: Any = env[setting.env]
+            if setting.is_list:
+                raw_env = [part for part in raw_env.replace(",", " ").split() if part]
+            values[setting.key] = _parse_value(setting, raw_env, setting.env)
+    for key, raw in flags.items():
+        setting = SETTINGS_BY_KEY[key]
+        values[key] = _parse_value(setting, raw, setting.flag)
+
+    tls = TlsSettings(
+        ca_cert=_existing(values["ca_cert"], "ca_cert"),
+        server_name=values["tls_server_name"],
+        client_cert=_existing(values["client_cert"], "client_cert"),
+        client_key=_existing(values["client_key"], "client_key"),
+    )
+    backends = _backends(backend_args, env, file_backends, tls, path)
+    names = [b.name for b in backends]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(
+            f"two backends are named {duplicates[0]!r}; give each its own name: --backend NAME=URI"
+        )
+    primary = values["primary"] or backends[0].name
+    if primary not in names:
+        raise ConfigError(f"--primary {primary!r} is not a backend; known: {', '.join(names)}")
+
+    token, generated = _relay_token(values)
+    if token is None and not _is_loopback(values["ip"]):
+        raise ConfigError(
+            f"refusing to listen on {values['ip']} without a token: anyone who can reach it "
+            "could run code. Drop --no-auth, or listen on 127.0.0.1"
+        )
+    origins = list(values["allow_origin"])
+    if values["colab"]:
+        origins.append(COLAB_ORIGIN)
+    return RelayConfig(
+        ip=values["ip"],
+        port=values["port"],
+        token=token,
+        token_generated=generated,
+        allow_origins=tuple(dict.fromkeys(origins)),
+        backends=tuple(backends),
+        primary=primary,
+        connect_timeout=values["connect_timeout"],
+        backend_timeout=values["backend_timeout"],
+        start_timeout=values["start_timeout"],
+        shutdown_timeout=values["shutdown_timeout"],
+        log_level=values["log_level"],
+    )
+
+
+def _parse_value(setting: Setting, raw: Any, where: str) -> Any:
+    try:
+        if setting.is_list:
+            items = raw if isinstance(raw, list) else [raw]
+            return tuple(setting.parse(str(item)) for item in items)
+        if setting.is_flag and isinstance(raw, bool):
+            return raw
+        if isinstance(raw, (list, dict)):
+            raise ValueError("must be a single value")
+        return setting.parse(str(raw))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _read_file(path: Path, *, required: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    if not path.is_file():
+        if required:
+            raise ConfigError(f"config file {path} does not exist")
+        return {}, {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    backends = data.pop("backends", {})
+    if not isinstance(backends, dict) or not all(isinstance(v, dict) for v in backends.values()):
+        raise ConfigError(f"{path}: 'backends' must hold tables like [backends.NAME]")
+    values = {}
+    for key, raw in data.items():
+        if key not in FILE_KEYS:
+            allowed = ", ".join(sorted([*FILE_KEYS, "backends"]))
+            raise ConfigError(f"{path}: unknown key {key!r}; allowed: {allowed}")
+        values[FILE_KEYS[key]] = raw
+    return values, backends
+
+
+def _backends(
+    args: Sequence[str],
+    env: Mapping[str, str],
+    tables: Mapping[str, Mapping[str, Any]],
+    tls: TlsSettings,
+    path: Path,
+) -> list[BackendSpec]:
+    env_args = env.get(ENV_PREFIX + "BACKENDS", "").split()
+    if args or env_args:
+        where = "--backend" if args else ENV_PREFIX + "BACKENDS"
+        specs = []
+        for arg in args or env_args:
+            name = arg.partition("=")[0] if "=" in arg.partition("://")[0] else None
+            table = dict(tables.get(name, {})) if name else {}
+            table.pop("url", None)
+            specs.append(parse_backend(arg, table=table, defaults=tls, where=where))
+        return specs
+    if tables:
+        specs = []
+        for name, entry in tables.items():
+            options = dict(entry)
+            uri = str(options.pop("url", "local"))
+            specs.append(
+                parse_backend(
+                    f"{name}={uri}", table=options, defaults=tls, where=f"{path}: [backends.{name}]"
+                )
+            )
+        return specs
+    return [parse_backend("local", defaults=tls)]
+
+
+def _relay_token(values: Mapping[str, Any]) -> tuple[Secret | None, bool]:
+    if values["no_auth"]:
+        return None, False
+    if values["token"] is not None and values["token_file"] is not None:
+        raise ConfigError("give --token or --token-file, not both")
+    if values["token_file"] is not None:
+        file = Path(values["token_file"]).expanduser()
+        try:
+            text = file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read --token-file {file}: {exc.strerror or exc}") from exc
+        if not text:
+            raise ConfigError(f"--token-file {file} is empty")
+        return Secret(text), False
+    if values["token"] is not None:
+        if not values["token"]:
+            raise ConfigError("the token is empty; to run without a token use --no-auth")
+        return Secret(values["token"]), False
+    return Secret(secrets.token_hex(24)), True
+
+
+def _existing(value: str | None, key: str) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"--{key.replace('_', '-')} {path} does not exist or is not a file")
+    return path
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,297 @@
+"""The forwarding of bytes, HTTP and websocket, in one place every feature uses.
+
+Bodies are streamed both ways: request bodies are handed to aiohttp's client
+as the server's stream reader, response bodies are copied chunk by chunk,
+each write waiting for the client to drain (backpressure). The only exception
+is a backend's HTML page, which is read (bounded) to scrub the backend's own
+token, which Jupyter prints into its pages. Errors from aiohttp are translated
+here into the relay's error tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import weakref
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from yarl import URL
+
+from .backends.base import Backend, Upstream
+from .errors import (
+    BackendError,
+    BackendTimeout,
+    BackendTLSError,
+    BackendUnreachable,
+)
+from .headers import request_headers, response_headers, strip_query_param, upstream_path
+from .responses import error_response
+
+log = logging.getLogger("jupyter_relay.forward")
+
+SCRUB_LIMIT = 8 * 1024 * 1024
+SKIP_AUTO_HEADERS = ("Accept-Encoding", "User-Agent", "Content-Type")
+# Close codes that may not be sent in a close frame (RFC 6455 7.4.1).
+UNSENDABLE_CLOSE = frozenset({1005, 1006, 1015})
+WS_GOING_AWAY = 1001
+WS_BACKEND_LOST = 1011
+
+
+@dataclass(frozen=True)
+class ForwardSettings:
+    relay_cookie: str
+    response_timeout: float
+    relay_is_https: bool = False
+
+
+def translate_client_error(backend: str, exc: BaseException) -> BackendError:
+    """Map an aiohttp/OS error on the way to `backend` to a specific relay error."""
+    if isinstance(exc, BackendError):
+        return exc
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert_err = exc.certificate_error
+        detail = getattr(cert_err, "verify_message", None) or str(cert_err)
+        return BackendTLSError(
+            backend,
+            f"TLS verification of backend '{backend}' ({exc.host}) failed: {detail}. "
+            "Give the CA that signed its certificate with --ca-cert, or the name in the "
+            "certificate with --tls-server-name",
+        )
+    if isinstance(exc, (aiohttp.ClientSSLError, ssl.SSLError)):
+        return BackendTLSError(backend, f"TLS handshake with backend '{backend}' failed: {exc}")
+    if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
+        return BackendTimeout(
+            backend, f"backend '{backend}' did not answer in time; it may be overloaded or hung"
+        )
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return BackendUnreachable(
+            backend, f"backend '{backend}': cannot resolve host {exc.host!r}; check its URL"
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return BackendUnreachable(
+            backend,
+            f"backend '{backend}' at {exc.host}:{exc.port} is unreachable "
+            f"({exc.strerror or exc.os_error}); is it running?",
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return BackendUnreachable(backend, f"backend '{backend}' closed the connection")
+    return BackendUnreachable(backend, f"backend '{backend}' failed: {exc}")
+
+
+def upstream_url(up: Upstream, request: web.BaseRequest) -> URL:
+    """The backend URL for a request: base path mapped, relay token dropped, bytes kept."""
+    raw = request.raw_path
+    path, _, query = raw.partition("?")
+    query = strip_query_param(query, "token")
+    target = upstream_path(path, up.base_url.raw_path)
+    if query:
+        target += "?" + query
+    return URL(up.origin + target, encoded=True)
+
+
+class Forwarder:
+    """Forwards requests and websockets to a backend's `Upstream`."""
+
+    def __init__(self, settings: ForwardSettings) -> None:
+        self.settings = settings
+        self.websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+
+    def _headers(self, request: web.BaseRequest, up: Upstream, websocket: bool = False):  # type: ignore[no-untyped-def]
+        return request_headers(
+            request.headers,
+            client_ip=request.remote or "",
+            scheme=request.scheme,
+            host=request.host,
+            backend_origin=up.origin,
+            relay_cookie=self.settings.relay_cookie,
+            credentials=up.credentials,
+            websocket=websocket,
+        )
+
+    async def http(self, request: web.Request, backend: Backend) -> web.StreamResponse:
+        up = backend.upstream()
+        url = upstream_url(up, request)
+        headers = self._headers(request, up)
+        headers.popall("Expect", None)
+        data = request.content if request.body_exists else None
+        try:
+            async with asyncio.timeout(self.settings.response_timeout):
+                resp = await up.session.request(
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=data,
+                    allow_redirects=False,
+                    server_hostname=up.server_hostname,
+                    skip_auto_headers=SKIP_AUTO_HEADERS,
+                )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise translate_client_error(backend.name, exc) from exc
+        try:
+            return await self._relay_response(request, resp, up)
+        finally:
+            resp.release()
+
+    async def _relay_response(
+        self, request: web.Request, resp: aiohttp.ClientResponse, up: Upstream
+    ) -> web.StreamResponse:
+        out_headers = response_headers(
+            resp.headers.items(),
+            backend_origins=up.origins,
+            relay_is_https=self.settings.relay_is_https,
+        )
+        if up.secrets and _is_scrubbable(resp):
+            body = await resp.content.read(SCRUB_LIMIT + 1)
+            if len(body) <= SCRUB_LIMIT:
+                for secret in up.secrets:
+                    body = body.replace(secret, b"")
+                out_headers.popall("Content-Length", None)
+                return web.Response(
+                    status=resp.status, reason=resp.reason, headers=out_headers, body=body
+                )
+            prefix: bytes | None = body
+        else:
+            prefix = None
+        response = web.StreamResponse(status=resp.status, reason=resp.reason, headers=out_headers)
+        await response.prepare(request)
+        if prefix:
+            await response.write(prefix)
+        async for chunk in resp.content.iter_any():
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    async def websocket(self, request: web.Request, backend: Backend) -> web.StreamResponse:
+        up = backend.upstream()
+        url = upstream_url(up, request)
+        offered = [
+            p.strip()
+            for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+            if p.strip()
+        ]
+        headers = self._headers(request, up, websocket=True)
+        try:
+            async with asyncio.timeout(self.settings.response_timeout):
+                upstream_ws = await up.session.ws_connect(
+                    url,
+                    protocols=offered,
+                    headers=headers,
+                    autoping=False,
+                    autoclose=False,
+                    max_msg_size=0,
+                    compress=0,
+                    server_hostname=up.server_hostname,
+                )
+        except aiohttp.WSServerHandshakeError as exc:
+            # The backend refused the upgrade (unknown kernel, auth): say so with its status.
+            status = exc.status if exc.status >= 400 else 502
+            return error_response(
+                request,
+                status,
+                f"backend '{backend.name}' refused the websocket: {exc.message}",
+                "Websocket Refused",
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise translate_client_error(backend.name, exc) from exc
+
+        chosen = upstream_ws.protocol
+        client_ws = web.WebSocketResponse(
+            protocols=(chosen,) if chosen else (),
+            autoping=False,
+            autoclose=False,
+            max_msg_size=0,
+            compress=False,
+        )
+        try:
+            await client_ws.prepare(request)
+        except Exception:
+            await upstream_ws.close()
+            raise
+        self.websockets.add(client_ws)
+        try:
+            await _splice(client_ws, upstream_ws)
+        finally:
+            self.websockets.discard(client_ws)
+            if not upstream_ws.closed:
+                await upstream_ws.close()
+        return client_ws
+
+    async def close_all(self) -> None:
+        """Close every client websocket with 1001, for a graceful shutdown."""
+        sockets = list(self.websockets)
+        await asyncio.gather(
+            *(ws.close(code=WS_GOING_AWAY, message=b"relay shutting down") for ws in sockets),
+            return_exceptions=True,
+        )
+
+
+Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+async def _pump(src: Socket, dst: Socket) -> tuple[int, bytes] | None:
+    """Copy messages until `src` closes; return its close code and reason."""
+    while True:
+        msg = await src.receive()
+        kind = msg.type
+        if kind is WSMsgType.BINARY:
+            await dst.send_bytes(msg.data)
+        elif kind is WSMsgType.TEXT:
+            await dst.send_str(msg.data)
+        elif kind is WSMsgType.PING:
+            await dst.ping(msg.data)
+        elif kind is WSMsgType.PONG:
+            await dst.pong(msg.data)
+        elif kind is WSMsgType.CLOSE:
+            code = msg.data if isinstance(msg.data, int) else 1000
+            reason = (msg.extra or "").encode() if isinstance(msg.extra, str) else b""
+            return code, reason
+        else:  # CLOSING (we are closing it), CLOSED, ERROR: the peer is gone
+            return None
+
+
+def _sendable(code: int | None) -> int:
+    if code is None or code in UNSENDABLE_CLOSE or code < 1000 or code >= 5000:
+        return 1000
+    return code
+
+
+async def _splice(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+    """Pump both directions; whichever side closes first, close the other alike."""
+    to_backend = asyncio.create_task(_pump(client, upstream))
+    to_client = asyncio.create_task(_pump(upstream, client))
+    done, _ = await asyncio.wait({to_backend, to_client}, return_when=asyncio.FIRST_COMPLETED)
+    first = done.pop()
+    try:
+        result = first.result()
+    except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
+        log.debug("websocket pump ended: %s", exc)
+        result = None
+    if first is to_backend:
+        code, reason = result if result else (WS_GOING_AWAY, b"")
+        with contextlib.suppress(Exception):
+            await upstream.close(code=_sendable(code), message=reason)
+        with contextlib.suppress(Exception):
+            await client.close(code=_sendable(code), message=reason)
+    else:
+        code, reason = result if result else (WS_BACKEND_LOST, b"backend connection lost")
+        with contextlib.suppress(Exception):
+            await client.close(code=_sendable(code), message=reason)
+        with contextlib.suppress(Exception):
+            await upstream.close(code=_sendable(code), message=reason)
+    for task in (to_backend, to_client):
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+
+def _is_scrubbable(resp: aiohttp.ClientResponse) -> bool:
+    return (
+        resp.content_type == "text/html"
+        and "Content-Encoding" not in resp.headers
+        and (resp.content_length is None or resp.content_length <= SCRUB_LIMIT)
+    )

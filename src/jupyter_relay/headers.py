@@ -1,0 +1,202 @@
+"""Pure rewriting of what crosses the relay: paths, queries and headers.
+
+Nothing here does I/O; the forwarder calls these on every request, so they
+are written to be cheap and are tested with tables.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+from multidict import CIMultiDict
+from yarl import URL
+
+# RFC 9110 7.6.1 hop-by-hop fields, plus the non-standard ones still seen.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# aiohttp's websocket client writes its own handshake fields.
+WEBSOCKET_HANDSHAKE = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-accept",
+    }
+)
+
+
+def upstream_path(raw_path: str, base_path: str) -> str:
+    """Map a raw relay path (query excluded) onto a backend with `base_path`.
+
+    Pages served by a backend with a base path refer to it (e.g. a hub's
+    `/user/me/`), so a path that already carries the base is kept as it is.
+    """
+    if base_path == "/" or raw_path.startswith(base_path) or raw_path == base_path[:-1]:
+        return raw_path
+    return base_path[:-1] + raw_path
+
+
+def strip_query_param(raw_query: str, name: str) -> str:
+    """Drop every `name=` item from a raw query string, leaving the rest byte for byte."""
+    if not raw_query or name not in raw_query:
+        return raw_query
+    kept = [item for item in raw_query.split("&") if item.split("=", 1)[0] != name]
+    return "&".join(kept)
+
+
+def connection_tokens(headers: Mapping[str, str]) -> set[str]:
+    """Field names listed in `Connection`, which are hop-by-hop for this message."""
+    value = headers.get("Connection", "")
+    return {part.strip().lower() for part in value.split(",") if part.strip()}
+
+
+def remove_cookie(cookie_header: str, name: str) -> str:
+    """Drop one cookie from a `Cookie` request header."""
+    parts = [p for p in cookie_header.split(";") if p.strip().split("=", 1)[0] != name]
+    return ";".join(parts).strip()
+
+
+def request_headers(
+    incoming: Mapping[str, str] | CIMultiDict[str],
+    *,
+    client_ip: str,
+    scheme: str,
+    host: str,
+    backend_origin: str,
+    relay_cookie: str,
+    credentials: Iterable[tuple[str, str]],
+    websocket: bool = False,
+) -> CIMultiDict[str]:
+    """Headers to send to a backend for a client's request.
+
+    Removes hop-by-hop fields and the relay's own credentials (its
+    `Authorization` and cookie), adds the backend's credentials and the
+    `X-Forwarded-*` trio, and rewrites `Origin`/`Referer` to the backend's
+    origin: the relay has checked the client's origin already, and Jupyter
+    compares `Origin` with its own `Host`.
+    """
+    drop = HOP_BY_HOP | connection_tokens(incoming) | {"host", "authorization"}
+    if websocket:
+        drop = drop | WEBSOCKET_HANDSHAKE
+    out: CIMultiDict[str] = CIMultiDict()
+    forwarded_for = ""
+    for key, value in incoming.items():
+        lower = key.lower()
+        if lower in drop:
+            continue
+        if lower == "cookie":
+            value = remove_cookie(value, relay_cookie)
+            if not value:
+                continue
+        elif lower == "origin":
+            value = backend_origin
+        elif lower == "referer":
+            value = _rebase_referer(value, backend_origin)
+        elif lower == "x-forwarded-for":
+            forwarded_for = value
+            continue
+        elif lower in ("x-forwarded-proto", "x-forwarded-host"):
+            continue
+        out.add(key, value)
+    out["X-Forwarded-For"] = f"{forwarded_for}, {client_ip}" if forwarded_for else client_ip
+    out["X-Forwarded-Proto"] = scheme
+    out["X-Forwarded-Host"] = host
+    for key, value in credentials:
+        out[key] = value
+    return out
+
+
+def _rebase_referer(referer: str, backend_origin: str) -> str:
+    match = re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*", referer)
+    if not match:
+        return referer
+    return backend_origin + referer[match.end() :]
+
+
+def response_headers(
+    upstream: Iterable[tuple[str, str]],
+    *,
+    backend_origins: frozenset[str],
+    relay_is_https: bool,
+) -> CIMultiDict[str]:
+    """Headers to send to the client for a backend's response.
+
+    Removes hop-by-hop fields, turns absolute `Location`s that point at the
+    backend into paths on the relay, and makes cookies fit the relay: no
+    `Domain` (the browser talks to the relay's host), `Path=/` where the
+    backend used its base path, and no `Secure` when the relay is plain HTTP
+    on loopback (a browser would drop the cookie).
+    """
+    items = list(upstream)
+    connection = {
+        part.strip().lower()
+        for key, value in items
+        if key.lower() == "connection"
+        for part in value.split(",")
+    }
+    drop = HOP_BY_HOP | connection
+    out: CIMultiDict[str] = CIMultiDict()
+    for key, value in items:
+        lower = key.lower()
+        if lower in drop:
+            continue
+        if lower == "location":
+            value = rewrite_location(value, backend_origins)
+        elif lower == "set-cookie":
+            value = rewrite_set_cookie(value, relay_is_https=relay_is_https)
+        out.add(key, value)
+    return out
+
+
+def rewrite_location(location: str, backend_origins: frozenset[str]) -> str:
+    """Make a redirect to the backend's own origin stay on the relay."""
+    if "://" not in location[:12]:
+        return location
+    try:
+        url = URL(location, encoded=True)
+    except ValueError:
+        return location
+    if not url.is_absolute() or str(url.origin()).lower() not in backend_origins:
+        return location
+    rest = url.raw_path_qs or "/"
+    if url.raw_fragment:
+        rest += "#" + url.raw_fragment
+    return rest
+
+
+def rewrite_set_cookie(value: str, *, relay_is_https: bool) -> str:
+    """Adapt one `Set-Cookie` value to the relay's origin."""
+    parts = [p.strip() for p in value.split(";")]
+    out = [parts[0]]
+    for attr in parts[1:]:
+        name = attr.split("=", 1)[0].strip().lower()
+        if name == "domain":
+            continue
+        if name == "path":
+            out.append("Path=/")
+            continue
+        if name == "secure" and not relay_is_https:
+            continue
+        if (
+            name == "samesite"
+            and attr.split("=", 1)[-1].strip().lower() == "none"
+            and (not relay_is_https)
+        ):
+            # SameSite=None requires Secure; without it the browser drops the cookie.
+            out.append("SameSite=Lax")
+            continue
+        out.append(attr)
+    return "; ".join(out)

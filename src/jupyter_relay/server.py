@@ -1,0 +1,155 @@
+"""Running the relay: bind, start backends with progress, serve, shut down gracefully.
+
+The listening socket is bound first, so a port in use fails before a local
+Jupyter is started. On SIGINT/SIGTERM the relay stops accepting, closes
+websockets with 1001, lets in-flight requests finish within
+`shutdown_timeout`, then stops the backends it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import signal
+import socket
+import sys
+from typing import TextIO
+
+from aiohttp import web
+
+from .app import Relay, make_app
+from .backends.base import Progress
+from .config import RelayConfig
+from .errors import ConfigError
+from .logs import AccessLogger
+
+log = logging.getLogger("jupyter_relay")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket, or say in one line why not."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host!r}: {exc.strerror}") from exc
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        hint = (
+            "another program uses it; pick another with --port (0 picks a free one)"
+            if exc.errno == errno.EADDRINUSE
+            else exc.strerror
+        )
+        raise ConfigError(f"cannot listen on {host}:{port}: {hint}") from exc
+    sock.setblocking(False)
+    return sock
+
+
+def progress_printer(stream: TextIO) -> Progress:
+    def progress(message: str) -> None:
+        print(f"jupyter-relay: {message}", file=stream, flush=True)
+
+    return progress
+
+
+class RunningRelay:
+    """A relay that is serving: its address, and how to stop it."""
+
+    def __init__(self, relay: Relay, runner: web.AppRunner, host: str) -> None:
+        self.relay = relay
+        self.runner = runner
+        self.host = host
+
+    @property
+    def port(self) -> int:
+        return self.relay.port
+
+    @property
+    def base_url(self) -> str:
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{shown}:{self.port}/"
+
+    @property
+    def url(self) -> str:
+        return self.relay.url(self.host)
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start(config: RelayConfig, progress: Progress) -> RunningRelay:
+    """Bind, start the backends, serve; raise a `RelayError` if any step fails."""
+    sock = bind(config.ip, config.port)
+    try:
+        relay = Relay(config, sock.getsockname()[1])
+        await relay.start_backends(progress)
+        runner = web.AppRunner(
+            make_app(relay),
+            handle_signals=False,
+            access_log_class=AccessLogger,
+            shutdown_timeout=config.shutdown_timeout,
+        )
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+    except BaseException:
+        sock.close()
+        raise
+    host = "127.0.0.1" if config.ip in ("0.0.0.0", "") else "::1" if config.ip == "::" else config.ip
+    return RunningRelay(relay, runner, host)
+
+
+async def serve(config: RelayConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Run until SIGINT/SIGTERM; return the exit status."""
+    progress = progress_printer(err)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        starting = asyncio.create_task(start(config, progress))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            # Ctrl-C while a backend starts: cancelling stops what was started.
+            starting.cancel()
+            with contextlib.suppress(BaseException):
+                await starting
+            progress("stopped before the backends were ready")
+            return 0
+        stopping.cancel()
+        running = starting.result()  # raises if a backend could not start
+        _announce(running, config, out, err)
+        await stop.wait()
+        progress("shutting down: closing websockets, finishing requests, stopping backends")
+        await running.stop()
+        progress("stopped")
+        return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _announce(running: RunningRelay, config: RelayConfig, out: TextIO, err: TextIO) -> None:
+    names = ", ".join(
+        f"{name} ({b.spec.kind}{', primary' if name == config.primary else ''})"
+        for name, b in running.relay.backends.items()
+    )
+    print(f"jupyter-relay: serving {names}", file=err, flush=True)
+    if config.token is None:
+        print(
+            "jupyter-relay: WARNING: authentication is disabled (--no-auth)", file=err, flush=True
+        )
+    print(
+        "jupyter-relay: open this URL in a browser, or paste it into VS Code / PyCharm "
+        "as an existing Jupyter server:",
+        file=err,
+        flush=True,
+    )
+    print(f"    {running.url}", file=out, flush=True)

@@ -1,0 +1,221 @@
+"""Backend specifications: the `--backend NAME=URI` strings, parsed and validated.
+
+Pure logic, no I/O beyond checking that named files exist. A spec string (or a
+`[backends.NAME]` table of the config file) becomes a frozen `BackendSpec`
+that the backend classes are built from.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from yarl import URL
+
+from .credentials import CredentialSource, Secret
+from .errors import ConfigError
+
+NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
+KINDS = ("local", "jupyter")
+# Kinds the design names but this version does not run yet; refused with a clear line.
+PLANNED_KINDS = {"hub": "hub+https://", "ssh": "ssh://", "gateway": "gateway+http://"}
+
+# Options a backend accepts, from its URI's query or its config-file table.
+TLS_OPTIONS = ("ca_cert", "tls_server_name", "client_cert", "client_key")
+TOKEN_OPTIONS = ("token", "token_file", "token_env")
+URL_OPTIONS = (*TOKEN_OPTIONS, *TLS_OPTIONS)
+TABLE_OPTIONS = ("url", "headers", "root_dir", *URL_OPTIONS)
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """How to verify a backend's certificate and which one to present."""
+
+    ca_cert: Path | None = None
+    server_name: str | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One named backend, as the user configured it."""
+
+    name: str
+    kind: str
+    url: URL | None = None  # without credentials in the query
+    token: CredentialSource = field(default_factory=CredentialSource)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    headers: tuple[tuple[str, str], ...] = ()
+    root_dir: Path | None = None
+
+    def public_url(self) -> str:
+        """The URL safe to show: no credentials."""
+        if self.url is None:
+            return self.kind
+        return str(self.url.with_user(None).with_password(None))
+
+
+def split_backend_arg(arg: str) -> tuple[str | None, str]:
+    """Split `NAME=URI` into its parts; a bare URI has no name."""
+    head, sep, tail = arg.partition("=")
+    if sep and NAME_RE.fullmatch(head):
+        return head, tail
+    if sep and "://" not in head and "?" not in head and head:
+        raise ConfigError(
+            f"backend name {head!r} is not allowed: use lower-case letters, digits and _, "
+            "starting with a letter (e.g. --backend gpu=http://...)"
+        )
+    return None, arg
+
+
+def parse_backend(
+    arg: str,
+    *,
+    table: Mapping[str, object] | None = None,
+    defaults: TlsSettings | None = None,
+    where: str = "--backend",
+) -> BackendSpec:
+    """Parse one `--backend` value, with options from a config table beneath it."""
+    name, uri = split_backend_arg(arg.strip())
+    return build_spec(name, uri, dict(table or {}), defaults or TlsSettings(), where)
+
+
+def build_spec(
+    name: str | None,
+    uri: str,
+    options: dict[str, object],
+    defaults: TlsSettings,
+    where: str,
+) -> BackendSpec:
+    """Validate a backend's URI and options into a `BackendSpec`."""
+    for key in options:
+        if key not in TABLE_OPTIONS:
+            raise ConfigError(
+                f"{where}: unknown backend option {key!r}; allowed: {', '.join(TABLE_OPTIONS)}"
+            )
+    uri = uri.strip()
+    if not uri:
+        raise ConfigError(f"{where}: empty backend URI; use 'local' or http(s)://host:port/")
+    if uri == "local" or uri.startswith("local?"):
+        kind, url = "local", None
+        query = dict(parse_qsl(uri.partition("?")[2], keep_blank_values=True))
+        for key, value in query.items():
+            if key != "root_dir":
+                raise ConfigError(f"{where}: the local backend takes only root_dir=, not {key!r}")
+            options.setdefault("root_dir", value)
+    else:
+        kind, url = _parse_url(uri, options, where)
+    name = name or kind
+    if not NAME_RE.fullmatch(name):
+        raise ConfigError(f"{where}: backend name {name!r} must match [a-z][a-z0-9_]*")
+    return BackendSpec(
+        name=name,
+        kind=kind,
+        url=url,
+        token=_token_source(options, where),
+        tls=_tls_settings(options, defaults, where),
+        headers=_headers(options.get("headers"), where),
+        root_dir=_path(options, "root_dir", where, must_be_dir=True),
+    )
+
+
+def _parse_url(uri: str, options: dict[str, object], where: str) -> tuple[str, URL]:
+    scheme = uri.partition("://")[0].lower() if "://" in uri else ""
+    base_scheme = scheme.split("+")[-1]
+    planned = next((k for k in PLANNED_KINDS if scheme.startswith(k)), None)
+    if planned is not None:
+        raise ConfigError(
+            f"{where}: backend kind {planned!r} ({PLANNED_KINDS[planned]}...) is not available "
+            "in this version; use 'local' or http(s)://host:port/?token=..."
+        )
+    if base_scheme not in ("http", "https") or "+" in scheme:
+        raise ConfigError(
+            f"{where}: cannot read backend URI {_redact(uri)!r}; expected 'local' or "
+            "http(s)://host:port/base/?token=..."
+        )
+    try:
+        url = URL(uri)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: malformed URL {_redact(uri)!r}: {exc}") from exc
+    if not url.host:
+        raise ConfigError(f"{where}: backend URL {_redact(uri)!r} has no host")
+    if url.user or url.password:
+        raise ConfigError(
+            f"{where}: put credentials in token_file= or token_env=, not in the URL's user part"
+        )
+    for key, value in url.query.items():
+        if key not in URL_OPTIONS:
+            raise ConfigError(
+                f"{where}: unknown option {key!r} in backend URL; allowed: {', '.join(URL_OPTIONS)}"
+            )
+        options[key] = value
+    path = url.path if url.path.endswith("/") else url.path + "/"
+    clean = url.with_query(None).with_fragment(None).with_path(path)
+    return "jupyter", clean
+
+
+def _token_source(options: Mapping[str, object], where: str) -> CredentialSource:
+    given = [k for k in TOKEN_OPTIONS if options.get(k) not in (None, "")]
+    if len(given) > 1:
+        raise ConfigError(f"{where}: give only one of {', '.join(given)}")
+    if "token" in given:
+        return CredentialSource(literal=Secret(str(options["token"])))
+    if "token_file" in given:
+        path = _path(options, "token_file", where)
+        return CredentialSource(file=path)
+    if "token_env" in given:
+        return CredentialSource(env=str(options["token_env"]))
+    return CredentialSource()
+
+
+def _tls_settings(options: Mapping[str, object], defaults: TlsSettings, where: str) -> TlsSettings:
+    tls = replace(
+        defaults,
+        ca_cert=_path(options, "ca_cert", where) or defaults.ca_cert,
+        client_cert=_path(options, "client_cert", where) or defaults.client_cert,
+        client_key=_path(options, "client_key", where) or defaults.client_key,
+    )
+    server_name = options.get("tls_server_name")
+    if server_name:
+        tls = replace(tls, server_name=str(server_name))
+    if tls.client_key and not tls.client_cert:
+        raise ConfigError(f"{where}: client_key needs client_cert too")
+    return tls
+
+
+def _path(
+    options: Mapping[str, object], key: str, where: str, *, must_be_dir: bool = False
+) -> Path | None:
+    value = options.get(key)
+    if value in (None, ""):
+        return None
+    path = Path(str(value)).expanduser()
+    if must_be_dir and not path.is_dir():
+        raise ConfigError(f"{where}: {key}={path} is not a directory")
+    if not must_be_dir and not path.is_file():
+        raise ConfigError(f"{where}: {key}={path} does not exist or is not a file")
+    return path
+
+
+def _headers(value: object, where: str) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise ConfigError(f'{where}: headers must be a table of name = "value" pairs')
+    out = []
+    for key, val in value.items():
+        if not re.fullmatch(r"[A-Za-z0-9-]+", str(key)) or not isinstance(val, str):
+            raise ConfigError(f"{where}: header {key!r} must be a token name with a string value")
+        if "\n" in val or "\r" in val:
+            raise ConfigError(f"{where}: header {key!r} contains a line break")
+        out.append((str(key), val))
+    return tuple(out)
+
+
+def _redact(uri: str) -> str:
+    """Hide a token given in a URI before echoing it in an error."""
+    return re.sub(r"(token=)[^&#]*", r"\1***", uri)

@@ -1,0 +1,47 @@
+"""The relay's own endpoints: `/relay/healthz` and `/relay/api/status`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .app import Relay
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def healthz_handler(relay: Relay) -> Handler:
+    async def healthz(request: web.Request) -> web.StreamResponse:
+        """Unauthenticated: says only whether the relay can serve its primary."""
+        health = relay.primary.last_health
+        ok = health is not None and health.reachable
+        return web.Response(
+            status=200 if ok else 503, text="ok\n" if ok else "not ok\n", headers=NO_STORE
+        )
+
+    return healthz
+
+
+def status_handler(relay: Relay) -> Handler:
+    async def status(request: web.Request) -> web.StreamResponse:
+        """Version, uptime and each backend's state, checked now; no secrets."""
+        await asyncio.gather(*(b.check() for b in relay.backends.values()))
+        body = {
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - relay.started_at, 1),
+            "primary": relay.config.primary,
+            "auth": relay.config.token is not None,
+            "allowed_origins": list(relay.config.allow_origins),
+            "backends": [b.describe() for b in relay.backends.values()],
+        }
+        return web.json_response(body, headers=NO_STORE)
+
+    return status
