@@ -101,7 +101,8 @@ async def start(config: RelayConfig, progress: Progress) -> RunningRelay:
     except BaseException:
         sock.close()
         raise
-    host = "127.0.0.1" if config.ip in ("0.0.0.0", "") else "::1" if config.ip == "::" else config.ip
+    wildcard = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
+    host = wildcard.get(config.ip, config.ip)
     return RunningRelay(relay, runner, host)
 
 

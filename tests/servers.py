@@ -1,0 +1,190 @@
+"""Real parts for the tests: Jupyter servers and relay processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_RELAY_", "JUPYTER_TOKEN"))
+    }
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class JupyterServer:
+    """A real `jupyter server` child with ipykernel, on a free loopback port."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    token: str
+    root: Path
+    log: Path
+    scheme: str = "http"
+
+    @property
+    def base(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}/"
+
+    @property
+    def backend_arg(self) -> str:
+        return f"{self.base}?token={self.token}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_jupyter(
+    root: Path,
+    workdir: Path,
+    *,
+    extra_args: tuple[str, ...] = (),
+    scheme: str = "http",
+    wait_ready: bool = True,
+) -> JupyterServer:
+    token = secrets.token_hex(16)
+    runtime = workdir / f"runtime-{secrets.token_hex(4)}"
+    runtime.mkdir(parents=True)
+    log = workdir / f"jupyter-{secrets.token_hex(4)}.log"
+    env = _child_env({"JUPYTER_TOKEN": token, "JUPYTER_RUNTIME_DIR": str(runtime)})
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyter_server",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        "--ServerApp.port=0",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.allow_root=True",
+        *extra_args,
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+        )
+    info_path = runtime / f"jpserver-{proc.pid}.json"
+    deadline = time.monotonic() + 60
+    port = 0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"jupyter server exited: {log.read_text()[-2000:]}")
+        if info_path.exists():
+            try:
+                port = int(json.loads(info_path.read_text())["port"])
+                break
+            except (ValueError, KeyError):
+                pass
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError("jupyter server did not start")
+    server = JupyterServer(proc, port, token, root, log, scheme)
+    if wait_ready and scheme == "http":
+        wait_http(f"{server.base}api/status", {"Authorization": f"token {token}"})
+    return server
+
+
+def wait_http(url: str, headers: dict[str, str] | None = None, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            req = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except Exception as exc:
+            last = exc
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer: {last}")
+
+
+URL_RE = re.compile(r"(http://\S+)")
+
+
+@dataclass
+class RelayProcess:
+    """The `jupyter-relay` command as a user runs it."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    stdout: Path
+    stderr: Path
+    token: str = field(init=False)
+    port: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.token = self.url.partition("?token=")[2]
+        self.port = int(re.search(r":(\d+)/", self.url).group(1))  # type: ignore[union-attr]
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def logs(self) -> str:
+        return self.stderr.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        return self.proc.returncode
+
+
+def start_relay_process(
+    args: list[str],
+    workdir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 90,
+    cwd: Path | None = None,
+) -> RelayProcess:
+    tag = secrets.token_hex(4)
+    stdout = workdir / f"relay-{tag}.out"
+    stderr = workdir / f"relay-{tag}.err"
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        proc = subprocess.Popen(
+            [str(BIN / "jupyter-relay"), *args],
+            stdout=out,
+            stderr=err,
+            env=_child_env(env),
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = URL_RE.search(stdout.read_text())
+        if match:
+            return RelayProcess(proc, match.group(1), stdout, stderr)
+        if proc.poll() is not None:
+            raise RuntimeError(f"jupyter-relay exited {proc.returncode}: {stderr.read_text()}")
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"jupyter-relay printed no URL: {stderr.read_text()}")
