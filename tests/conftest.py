@@ -63,6 +63,6 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def anon() -> AsyncIterator[aiohttp.ClientSession]:
-    """A client without the relay's token."""
-    async with aiohttp.ClientSession() as session:
+    """A client without the relay's token; like a browser, it keeps cookies of IP hosts."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         yield session

@@ -167,9 +167,9 @@ def rewrite_location(location: str, backend_origins: frozenset[str]) -> str:
         return location
     try:
         url = URL(location, encoded=True)
-    except ValueError:
-        return location
-    if not url.is_absolute() or str(url.origin()).lower() not in backend_origins:
+        if not url.is_absolute() or str(url.origin()).lower() not in backend_origins:
+            return location
+    except ValueError:  # yarl validates lazily: a bad port shows up here
         return location
     rest = url.raw_path_qs or "/"
     if url.raw_fragment:

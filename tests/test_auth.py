@@ -1,0 +1,97 @@
+"""Tables for the token check and the Origin check."""
+
+from __future__ import annotations
+
+import pytest
+
+from jupyter_relay.auth import (
+    Credentials,
+    Verdict,
+    check,
+    cookie_name,
+    cookie_value,
+    needs_origin_check,
+    origin_allowed,
+    parse_authorization,
+)
+
+TOKEN = "s3cret-token"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, (None, False)),
+        ("token abc", ("abc", False)),
+        ("Token  abc ", ("abc", False)),
+        ("Bearer abc", ("abc", False)),
+        ("Basic dXNlcjpwYXNz", (None, True)),
+        ("token", (None, True)),
+        ("", (None, True)),
+    ],
+)
+def test_parse_authorization(value: str | None, expected: tuple[str | None, bool]) -> None:
+    assert parse_authorization(value) == expected
+
+
+def creds(query: str | None = None, header: str | None = None, cookie: str | None = None,
+          malformed: bool = False) -> Credentials:
+    return Credentials(query=query, header=header, header_malformed=malformed, cookie=cookie)
+
+
+@pytest.mark.parametrize(
+    ("offered", "verdict"),
+    [
+        (creds(), Verdict.MISSING),
+        (creds(query=TOKEN), Verdict.OK),
+        (creds(header=TOKEN), Verdict.OK),
+        (creds(cookie=cookie_value(TOKEN)), Verdict.OK),
+        (creds(cookie=TOKEN), Verdict.WRONG),  # the cookie holds an HMAC, not the token
+        (creds(query="nope"), Verdict.WRONG),
+        (creds(header="nope", cookie=cookie_value(TOKEN)), Verdict.OK),
+        (creds(header=TOKEN + "x"), Verdict.WRONG),
+        (creds(malformed=True), Verdict.WRONG),
+        (creds(query=""), Verdict.WRONG),
+    ],
+)
+def test_check(offered: Credentials, verdict: Verdict) -> None:
+    assert check(TOKEN, offered) is verdict
+
+
+def test_cookie_is_per_port_and_not_the_token() -> None:
+    assert cookie_name(8765) != cookie_name(8766)
+    assert TOKEN not in cookie_value(TOKEN)
+    assert cookie_value(TOKEN) != cookie_value(TOKEN + "2")
+
+
+ALLOW = ("https://colab.research.google.com",)
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "scheme", "allowed"),
+    [
+        (None, "127.0.0.1:8765", "http", True),
+        ("http://127.0.0.1:8765", "127.0.0.1:8765", "http", True),
+        ("HTTP://127.0.0.1:8765", "127.0.0.1:8765", "http", True),
+        ("http://localhost:8765", "127.0.0.1:8765", "http", False),
+        ("http://127.0.0.1:8766", "127.0.0.1:8765", "http", False),
+        ("https://127.0.0.1:8765", "127.0.0.1:8765", "http", False),
+        ("https://colab.research.google.com", "127.0.0.1:8765", "http", True),
+        ("https://evil.example.org", "127.0.0.1:8765", "http", False),
+        ("null", "127.0.0.1:8765", "http", False),
+        ("http://[::1]:8765", "[::1]:8765", "http", True),
+        ("http://127.0.0.1:8765", None, "http", False),
+        ("file://", "127.0.0.1:8765", "http", False),
+    ],
+)
+def test_origin_allowed(origin: str | None, host: str | None, scheme: str, allowed: bool) -> None:
+    assert origin_allowed(origin, host, scheme, ALLOW) is allowed
+
+
+@pytest.mark.parametrize(
+    ("method", "upgrade", "expected"),
+    [("GET", False, False), ("HEAD", False, False), ("OPTIONS", False, False),
+     ("GET", True, True), ("POST", False, True), ("DELETE", False, True), ("patch", False, True)],
+)
+def test_needs_origin_check(method: str, upgrade: bool, expected: bool) -> None:
+    assert needs_origin_check(method, upgrade) is expected

@@ -1,0 +1,187 @@
+"""Configuration: flags over environment over file, and one-line refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jupyter_relay.config import COLAB_ORIGIN, RelayConfig, load_config
+from jupyter_relay.errors import ConfigError
+from jupyter_relay.specs import parse_backend
+
+NO_FILE = {"JUPYTER_CONFIG_DIR": "/nonexistent"}
+
+
+def load(flags: dict[str, Any] | None = None, backends: list[str] | None = None,
+         env: dict[str, str] | None = None, path: str | None = None) -> RelayConfig:
+    return load_config(flags or {}, backends or [], {**NO_FILE, **(env or {})}, path)
+
+
+def test_defaults() -> None:
+    config = load()
+    assert (config.ip, config.port) == ("127.0.0.1", 8765)
+    assert [b.kind for b in config.backends] == ["local"]
+    assert config.primary == "local"
+    assert config.token is not None and config.token_generated
+    assert len(config.token.value) >= 32  # >= 128 bits of hex
+    assert "Secret(***)" in repr(config)
+
+
+def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
+    file = tmp_path / "relay.toml"
+    file.write_text('port = 1111\nip = "127.0.0.2"\nlog_level = "debug"\n')
+    config = load({"port": "3333"}, env={"JUPYTER_RELAY_PORT": "2222",
+                                         "JUPYTER_RELAY_IP": "127.0.0.3"}, path=str(file))
+    assert config.port == 3333
+    assert config.ip == "127.0.0.3"
+    assert config.log_level == "debug"
+
+
+def test_default_file_in_jupyter_config_dir(tmp_path: Path) -> None:
+    (tmp_path / "jupyter-relay.toml").write_text("port = 4444\n")
+    assert load_config({}, [], {"JUPYTER_CONFIG_DIR": str(tmp_path)}).port == 4444
+
+
+def test_file_backends_and_flag_backend_takes_table_options(tmp_path: Path) -> None:
+    token_file = tmp_path / "tok"
+    token_file.write_text("filetoken\n")
+    file = tmp_path / "relay.toml"
+    file.write_text(
+        f'allow_origins = ["https://a.example.org"]\n'
+        f'[backends.lab]\nurl = "http://127.0.0.1:8888/base"\ntoken_file = "{token_file}"\n'
+        f'headers = {{ X-Team = "ml" }}\n'
+    )
+    config = load(path=str(file))
+    (lab,) = config.backends
+    assert lab.name == "lab" and str(lab.url) == "http://127.0.0.1:8888/base/"
+    assert lab.token.read() is not None and lab.token.read().value == "filetoken"  # type: ignore[union-attr]
+    assert lab.headers == (("X-Team", "ml"),)
+    assert config.allow_origins == ("https://a.example.org",)
+    # A flag naming the same backend gets the file's options underneath.
+    config = load(backends=["lab=http://127.0.0.1:9999/"], path=str(file))
+    assert str(config.backends[0].url) == "http://127.0.0.1:9999/"
+    assert config.backends[0].token.file == token_file
+
+
+def test_env_backends_and_colab() -> None:
+    config = load({"colab": True}, env={"JUPYTER_RELAY_BACKENDS": "local lab=http://h:1/"})
+    assert [b.name for b in config.backends] == ["local", "lab"]
+    assert COLAB_ORIGIN in config.allow_origins
+
+
+@pytest.mark.parametrize(
+    ("flags", "backends", "env", "message"),
+    [
+        ({"port": "70000"}, [], {}, "--port: must be 0-65535"),
+        ({"port": "eighty"}, [], {}, "--port: invalid literal"),
+        ({}, [], {"JUPYTER_RELAY_PORTT": "1"}, "unknown environment variable JUPYTER_RELAY_PORTT"),
+        ({"no_auth": True, "ip": "0.0.0.0"}, [], {}, "refusing to listen on 0.0.0.0 without a token"),
+        ({"token": ""}, [], {}, "use --no-auth"),
+        ({"allow_origin": ["example.org"]}, [], {}, "is not an origin"),
+        ({"primary": "gpu"}, [], {}, "--primary 'gpu' is not a backend; known: local"),
+        ({}, ["local", "local"], {}, "two backends are named 'local'"),
+        ({"backend_timeout": "-1"}, [], {}, "--backend-timeout: must be a positive"),
+        ({"log_level": "loud"}, [], {}, "--log-level: must be one of"),
+        ({"ca_cert": "/no/such.pem"}, [], {}, "--ca-cert /no/such.pem does not exist"),
+    ],
+)
+def test_refusals(flags: dict[str, Any], backends: list[str], env: dict[str, str],
+                  message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(flags, backends, env)
+    assert message in info.value.message
+    assert "\n" not in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("port = [", "is not valid TOML"),
+        ("prot = 1", "unknown key 'prot'"),
+        ("[backends.lab]\nurl = 'http://h:1/'\ntokn = 'x'", "unknown backend option 'tokn'"),
+        ("backends = 3", "'backends' must hold tables"),
+        ("port = 99999", "port: must be 0-65535"),
+    ],
+)
+def test_file_refusals(tmp_path: Path, content: str, message: str) -> None:
+    file = tmp_path / "relay.toml"
+    file.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        load(path=str(file))
+    assert message in info.value.message
+    assert str(file) in info.value.message
+
+
+def test_missing_explicit_file() -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(path="/no/such/relay.toml")
+
+
+def test_token_file(tmp_path: Path) -> None:
+    file = tmp_path / "t"
+    file.write_text("  from-file \n")
+    config = load({"token_file": str(file)})
+    assert config.token is not None and config.token.value == "from-file"
+    assert not config.token_generated
+    file.write_text("")
+    with pytest.raises(ConfigError, match="is empty"):
+        load({"token_file": str(file)})
+
+
+@pytest.mark.parametrize(
+    ("arg", "name", "kind", "url"),
+    [
+        ("local", "local", "local", None),
+        ("box=local", "box", "local", None),
+        ("http://127.0.0.1:8888", "jupyter", "jupyter", "http://127.0.0.1:8888/"),
+        ("lab=https://h.example.org/base/?token=abc", "lab", "jupyter", "https://h.example.org/base/"),
+        ("lab=http://[::1]:8888/x?token_env=T", "lab", "jupyter", "http://[::1]:8888/x/"),
+    ],
+)
+def test_parse_backend(arg: str, name: str, kind: str, url: str | None) -> None:
+    spec = parse_backend(arg)
+    assert (spec.name, spec.kind) == (name, kind)
+    assert (str(spec.url) if spec.url else None) == url
+    assert "abc" not in spec.public_url()
+
+
+def test_backend_token_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = parse_backend("lab=http://h:1/?token=abc")
+    assert spec.token.read().value == "abc"  # type: ignore[union-attr]
+    monkeypatch.setenv("LAB_TOKEN", "from-env")
+    spec = parse_backend("lab=http://h:1/?token_env=LAB_TOKEN")
+    assert spec.token.read().value == "from-env"  # type: ignore[union-attr]
+    assert spec.token.describe() == "environment variable LAB_TOKEN"
+    monkeypatch.delenv("LAB_TOKEN")
+    with pytest.raises(ConfigError, match="LAB_TOKEN is not set"):
+        spec.token.read()
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("ftp://h/", "cannot read backend URI"),
+        ("Lab=http://h:1/", "backend name 'Lab' is not allowed"),
+        ("lab=http://h:1/?tokn=1", "unknown option 'tokn'"),
+        ("lab=http://u:p@h:1/", "not in the URL's user part"),
+        ("lab=http://h:1/?token=a&token_env=B", "give only one of"),
+        ("lab=http:///nohost", "has no host"),
+        ("gpu=ssh://me@gpu-box", "kind 'ssh'"),
+        ("hub=hub+https://me@hub/", "kind 'hub'"),
+        ("lab=http://h:1/?ca_cert=/no/ca.pem", "ca_cert=/no/ca.pem does not exist"),
+        ("local?port=3", "takes only root_dir"),
+        ("", "empty backend URI"),
+    ],
+)
+def test_parse_backend_refusals(arg: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_backend(arg)
+    assert message in info.value.message
+
+
+def test_refusal_never_echoes_a_token() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_backend("lab=ftp://h/?token=supersecret")
+    assert "supersecret" not in info.value.message

@@ -1,0 +1,190 @@
+"""Forwarding guarantees, checked against a real server that reports what it got."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from jupyter_relay.server import RunningRelay
+
+from .conftest import RELAY_TOKEN, start_relay
+from .echo_app import BACKEND_TOKEN, Echo, run_echo
+
+
+@pytest.fixture
+async def echo() -> AsyncIterator[Echo]:
+    async with run_echo() as server:
+        yield server
+
+
+@pytest.fixture
+async def echo_relay(echo: Echo) -> AsyncIterator[RunningRelay]:
+    running = await start_relay([echo.backend_arg])
+    yield running
+    await running.stop()
+
+
+def raw(relay: RunningRelay, path: str) -> URL:
+    return URL(relay.base_url.rstrip("/") + path, encoded=True)
+
+
+async def get_json(client: aiohttp.ClientSession, url: URL, **kw: Any) -> dict[str, Any]:
+    async with client.get(url, **kw) as resp:
+        assert resp.status == 200, await resp.text()
+        data: dict[str, Any] = await resp.json()
+        return data
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/echo/a%23b%2Fc?x=%2F&y=%E2%9C%93",
+        "/echo/%E2%9C%93/%20space?q=a+b",
+        "/echo/x?token=" + RELAY_TOKEN + "&keep=1",
+        "/echo/x?a=1&b=&c",
+    ],
+)
+async def test_path_and_query_kept_byte_for_byte(
+    echo_relay: RunningRelay, client: aiohttp.ClientSession, path: str
+) -> None:
+    info = await get_json(client, raw(echo_relay, path))
+    expected = path.replace("token=" + RELAY_TOKEN + "&", "")
+    assert info["raw_path"] == expected
+
+
+async def test_credentials_swapped_and_forwarded_headers(
+    echo_relay: RunningRelay, client: aiohttp.ClientSession
+) -> None:
+    cookie = f"jupyter-relay-{echo_relay.port}=x; _xsrf=abc"
+    info = await get_json(client, raw(echo_relay, "/echo/h"), headers={"Cookie": cookie})
+    headers = dict(info["headers"])
+    assert headers["Authorization"] == f"token {BACKEND_TOKEN}"
+    assert headers["Cookie"] == "_xsrf=abc"
+    assert headers["X-Forwarded-For"] == "127.0.0.1"
+    assert headers["X-Forwarded-Host"] == f"127.0.0.1:{echo_relay.port}"
+    assert headers["X-Forwarded-Proto"] == "http"
+    assert RELAY_TOKEN not in json.dumps(info)
+    assert "User-Agent" in headers  # the client's own, passed along
+
+
+@pytest.mark.parametrize("size", [0, 1, 70_000, 5_000_000])
+async def test_request_bodies_streamed_with_length_and_chunked(
+    echo_relay: RunningRelay, client: aiohttp.ClientSession, size: int
+) -> None:
+    body = os.urandom(size)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(body), 65536):
+            yield body[i : i + 65536]
+
+    for data in (body, chunks()):
+        async with client.post(raw(echo_relay, "/echo/up"), data=data) as resp:
+            info = await resp.json()
+        assert info["size"] == size
+        assert info["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+async def test_compressed_body_passed_untouched(
+    echo_relay: RunningRelay, client: aiohttp.ClientSession
+) -> None:
+    async with client.get(raw(echo_relay, "/gzip"), headers={"Accept-Encoding": "gzip"}) as resp:
+        assert resp.headers["Content-Encoding"] == "gzip"
+        body = await resp.read()
+    assert gzip.decompress(body) == b"compressed body " * 100
+
+
+async def test_redirect_and_cookies_stay_on_relay(
+    echo_relay: RunningRelay, client: aiohttp.ClientSession
+) -> None:
+    async with client.get(raw(echo_relay, "/redirect"), allow_redirects=False) as resp:
+        assert resp.status == 302
+        assert resp.headers["Location"] == "/landed?x=%2F"
+    async with client.get(raw(echo_relay, "/cookie")) as resp:
+        assert resp.headers.getall("Set-Cookie") == ["a=1; Path=/", "b=2; Path=/"]
+
+
+@pytest.mark.parametrize("code", [204, 304, 404, 500])
+async def test_statuses_without_bodies_and_errors(
+    echo_relay: RunningRelay, client: aiohttp.ClientSession, code: int
+) -> None:
+    async with client.get(raw(echo_relay, f"/status/{code}")) as resp:
+        assert resp.status == code
+        assert resp.headers["X-Status"] == str(code)
+        assert await resp.read() == b""
+
+
+async def test_head_keeps_length_without_body(
+    echo_relay: RunningRelay, client: aiohttp.ClientSession
+) -> None:
+    async with client.head(raw(echo_relay, "/gzip")) as resp:
+        assert resp.status == 200
+        assert int(resp.headers["Content-Length"]) > 0
+        assert await resp.read() == b""
+
+
+async def test_chunked_response(echo_relay: RunningRelay, client: aiohttp.ClientSession) -> None:
+    async with client.get(raw(echo_relay, "/chunked")) as resp:
+        assert resp.headers.get("Transfer-Encoding") == "chunked"
+        assert await resp.text() == "".join(f"part {i}\n" for i in range(5))
+
+
+async def test_backend_token_scrubbed_from_pages(
+    echo_relay: RunningRelay, client: aiohttp.ClientSession
+) -> None:
+    async with client.get(raw(echo_relay, "/page")) as resp:
+        text = await resp.text()
+    assert BACKEND_TOKEN not in text
+    assert '"token": ""' in text
+
+
+async def test_websocket_subprotocol_chosen_by_backend(
+    echo_relay: RunningRelay, client: aiohttp.ClientSession, echo: Echo
+) -> None:
+    url = raw(echo_relay, "/ws?session_id=abc")
+    async with client.ws_connect(url, protocols=("unknown", "chosen")) as ws:
+        assert ws.protocol == "chosen"
+    async with client.ws_connect(url, protocols=("nothing-known",)) as ws:
+        assert ws.protocol is None
+    async with client.ws_connect(url) as ws:
+        assert ws.protocol is None
+    assert echo.requests[-1]["raw_path"] == "/ws?session_id=abc"
+
+
+async def test_websocket_frames_ping_close_and_large(
+    echo_relay: RunningRelay, client: aiohttp.ClientSession
+) -> None:
+    url = raw(echo_relay, "/ws")
+    async with client.ws_connect(url, autoping=False, max_msg_size=0) as ws:
+        await ws.send_str("hello ✓")
+        msg = await ws.receive()
+        assert (msg.type, msg.data) == (aiohttp.WSMsgType.TEXT, "hello ✓")
+        await ws.send_bytes(b"\x00\xff" * 10)
+        msg = await ws.receive()
+        assert (msg.type, msg.data) == (aiohttp.WSMsgType.BINARY, b"\x00\xff" * 10)
+        await ws.ping(b"are you there")
+        msg = await ws.receive()
+        assert (msg.type, msg.data) == (aiohttp.WSMsgType.PONG, b"are you there")
+        size = 50 * 1024 * 1024
+        await ws.send_str(f"big:{size}")
+        msg = await ws.receive()
+        assert msg.type is aiohttp.WSMsgType.BINARY and len(msg.data) == size
+        await ws.send_str("close:4321:bye now")
+        msg = await ws.receive()
+        assert msg.type is aiohttp.WSMsgType.CLOSE
+        assert (msg.data, msg.extra) == (4321, "bye now")
+
+
+async def test_client_close_code_reaches_backend(
+    echo_relay: RunningRelay, client: aiohttp.ClientSession
+) -> None:
+    ws = await client.ws_connect(raw(echo_relay, "/ws"))
+    await ws.close(code=4002, message=b"client done")
+    assert ws.close_code == 4002  # the backend echoed the client's code back through the relay

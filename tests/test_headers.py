@@ -1,0 +1,180 @@
+"""Tables for the pure rewriting of paths, queries and headers."""
+
+from __future__ import annotations
+
+import pytest
+from multidict import CIMultiDict
+
+from jupyter_relay.headers import (
+    remove_cookie,
+    request_headers,
+    response_headers,
+    rewrite_location,
+    rewrite_set_cookie,
+    strip_query_param,
+    upstream_path,
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "base", "expected"),
+    [
+        ("/api/kernels", "/", "/api/kernels"),
+        ("/api/kernels", "/base/", "/base/api/kernels"),
+        ("/base/api/kernels", "/base/", "/base/api/kernels"),
+        ("/base", "/base/", "/base"),
+        ("/baseball/x", "/base/", "/base/baseball/x"),
+        ("/files/a%23b%2Fc", "/", "/files/a%23b%2Fc"),
+        ("/user/me/lab", "/user/me/", "/user/me/lab"),
+    ],
+)
+def test_upstream_path(raw: str, base: str, expected: str) -> None:
+    assert upstream_path(raw, base) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", ""),
+        ("token=abc", ""),
+        ("a=1&token=abc&b=%2F", "a=1&b=%2F"),
+        ("tokens=1&token", "tokens=1"),
+        ("x=token%3D1", "x=token%3D1"),
+        ("a=%E2%9C%93&token=t&token=u", "a=%E2%9C%93"),
+        ("session_id=s&_xsrf=x", "session_id=s&_xsrf=x"),
+    ],
+)
+def test_strip_query_param(query: str, expected: str) -> None:
+    assert strip_query_param(query, "token") == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("jupyter-relay-8765=abc", ""),
+        ("_xsrf=1; jupyter-relay-8765=abc; other=2", "_xsrf=1; other=2"),
+        ("jupyter-relay-87650=keep", "jupyter-relay-87650=keep"),
+    ],
+)
+def test_remove_cookie(header: str, expected: str) -> None:
+    assert remove_cookie(header, "jupyter-relay-8765") == expected
+
+
+def forward(incoming: dict[str, str], websocket: bool = False) -> CIMultiDict[str]:
+    return request_headers(
+        CIMultiDict(incoming),
+        client_ip="127.0.0.2",
+        scheme="http",
+        host="127.0.0.1:8765",
+        backend_origin="http://127.0.0.1:9999",
+        relay_cookie="jupyter-relay-8765",
+        credentials=[("Authorization", "token backend-secret")],
+        websocket=websocket,
+    )
+
+
+def test_request_headers_replace_credentials_and_drop_hop_by_hop() -> None:
+    out = forward(
+        {
+            "Authorization": "token relay-secret",
+            "Host": "127.0.0.1:8765",
+            "Connection": "keep-alive, X-Private",
+            "X-Private": "hop",
+            "Keep-Alive": "timeout=5",
+            "Transfer-Encoding": "chunked",
+            "Proxy-Authorization": "Basic x",
+            "Cookie": "jupyter-relay-8765=h; _xsrf=x",
+            "Accept-Encoding": "gzip",
+        }
+    )
+    assert out["Authorization"] == "token backend-secret"
+    assert out.getall("Authorization") == ["token backend-secret"]
+    for name in ("Host", "Connection", "X-Private", "Keep-Alive", "Transfer-Encoding",
+                 "Proxy-Authorization"):
+        assert name not in out
+    assert out["Cookie"] == "_xsrf=x"
+    assert out["Accept-Encoding"] == "gzip"
+    assert "relay-secret" not in str(out)
+
+
+def test_request_headers_forwarded_trio_and_origin() -> None:
+    out = forward(
+        {
+            "X-Forwarded-For": "10.1.1.1",
+            "X-Forwarded-Host": "evil",
+            "Origin": "http://127.0.0.1:8765",
+            "Referer": "http://127.0.0.1:8765/lab/tree?x=1",
+        }
+    )
+    assert out["X-Forwarded-For"] == "10.1.1.1, 127.0.0.2"
+    assert out["X-Forwarded-Host"] == "127.0.0.1:8765"
+    assert out["X-Forwarded-Proto"] == "http"
+    assert out["Origin"] == "http://127.0.0.1:9999"
+    assert out["Referer"] == "http://127.0.0.1:9999/lab/tree?x=1"
+
+
+def test_request_headers_websocket_handshake_left_to_client() -> None:
+    out = forward(
+        {
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Key": "k",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Protocol": "v1.kernel.websocket.jupyter.org",
+            "Sec-WebSocket-Extensions": "permessage-deflate",
+        },
+        websocket=True,
+    )
+    assert not [k for k in out if k.lower().startswith("sec-websocket") or k == "Upgrade"]
+
+
+ORIGINS = frozenset({"http://127.0.0.1:9999", "http://localhost:9999"})
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("/lab", "/lab"),
+        ("http://127.0.0.1:9999/lab?x=%2F", "/lab?x=%2F"),
+        ("http://localhost:9999/base/tree#frag", "/base/tree#frag"),
+        ("http://127.0.0.1:9999", "/"),
+        ("https://elsewhere.example.org/login", "https://elsewhere.example.org/login"),
+        ("http://127.0.0.1:99990/x", "http://127.0.0.1:99990/x"),
+    ],
+)
+def test_rewrite_location(location: str, expected: str) -> None:
+    assert rewrite_location(location, ORIGINS) == expected
+
+
+@pytest.mark.parametrize(
+    ("cookie", "https", "expected"),
+    [
+        ("_xsrf=abc; Path=/base/", False, "_xsrf=abc; Path=/"),
+        ("a=b; Domain=hub.example.org; Secure; HttpOnly", False, "a=b; HttpOnly"),
+        ("a=b; Secure; SameSite=None", False, "a=b; SameSite=Lax"),
+        ("a=b; Secure; SameSite=None", True, "a=b; Secure; SameSite=None"),
+        ("a=b; expires=Wed, 01 Jan 2030 00:00:00 GMT", False,
+         "a=b; expires=Wed, 01 Jan 2030 00:00:00 GMT"),
+    ],
+)
+def test_rewrite_set_cookie(cookie: str, https: bool, expected: str) -> None:
+    assert rewrite_set_cookie(cookie, relay_is_https=https) == expected
+
+
+def test_response_headers() -> None:
+    out = response_headers(
+        [
+            ("Connection", "close, X-Hop"),
+            ("X-Hop", "1"),
+            ("Transfer-Encoding", "chunked"),
+            ("Content-Encoding", "gzip"),
+            ("Location", "http://127.0.0.1:9999/tree"),
+            ("Set-Cookie", "a=1; Path=/x/"),
+            ("Set-Cookie", "b=2"),
+        ],
+        backend_origins=ORIGINS,
+        relay_is_https=False,
+    )
+    assert "X-Hop" not in out and "Transfer-Encoding" not in out and "Connection" not in out
+    assert out["Content-Encoding"] == "gzip"
+    assert out["Location"] == "/tree"
+    assert out.getall("Set-Cookie") == ["a=1; Path=/", "b=2"]
