@@ -46,8 +46,9 @@ def make_echo_app(echo: Echo) -> web.Application:
 
     async def gzip_handler(request: web.Request) -> web.StreamResponse:
         body = gzip.compress(b"compressed body " * 100)
-        return web.Response(body=body, headers={"Content-Encoding": "gzip",
-                                                "Content-Type": "text/plain"})
+        return web.Response(
+            body=body, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"}
+        )
 
     async def redirect(request: web.Request) -> web.StreamResponse:
         # Set the header as is: HTTPFound would normalise %2F away.
@@ -80,8 +81,9 @@ def make_echo_app(echo: Echo) -> web.Application:
 
     async def ws_handler(request: web.Request) -> web.StreamResponse:
         await record(request)
-        ws = web.WebSocketResponse(protocols=("v1.kernel.websocket.jupyter.org", "chosen"),
-                                   max_msg_size=0)
+        ws = web.WebSocketResponse(
+            protocols=("v1.kernel.websocket.jupyter.org", "chosen"), max_msg_size=0
+        )
         await ws.prepare(request)
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:

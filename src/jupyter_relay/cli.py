@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .config import ENV_PREFIX, SETTINGS, default_config_path, load_config
-from .errors import RelayError
+from .errors import ConfigError, RelayError
 from .logs import setup_logging
 from .server import serve
 
@@ -113,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(config.log_level)
     try:
         return asyncio.run(serve(config))
+    except ConfigError as exc:  # found at start, e.g. the port is taken
+        print(f"jupyter-relay: error: {exc.message}", file=sys.stderr)
+        return 2
     except RelayError as exc:
         print(f"jupyter-relay: error: {exc.message}", file=sys.stderr)
         return 1

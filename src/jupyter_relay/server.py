@@ -94,6 +94,7 @@ async def start(config: RelayConfig, progress: Progress) -> RunningRelay:
             make_app(relay),
             handle_signals=False,
             access_log_class=AccessLogger,
+            access_log=logging.getLogger("jupyter_relay.access"),
             shutdown_timeout=config.shutdown_timeout,
         )
         await runner.setup()

@@ -1,0 +1,190 @@
+"""The `jupyter-relay` command as a user runs it: help, errors, the local backend."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from .servers import BIN, JupyterServer, RelayProcess, _child_env, start_relay_process
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "jupyter-relay"), *args],
+        capture_output=True,
+        text=True,
+        env=_child_env(env),
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    headers = {"Authorization": f"token {token}"} if token else {}
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_help_lists_backends_and_examples() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for text in (
+        "--backend",
+        "--token-file",
+        "--allow-origin",
+        "--ca-cert",
+        "examples:",
+        "JUPYTER_RELAY_",
+        "jupyter-relay.toml",
+    ):
+        assert text in result.stdout
+
+
+def test_version_and_module_entry_point() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "jupyter_relay", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0 and result.stdout.startswith("jupyter-relay ")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--port", "99999"], {}, "--port: must be 0-65535"),
+        (["--backend", "gpu=ssh://me@box"], {}, "kind 'ssh'"),
+        (["--backend", "x=http://h:1/?secret=1"], {}, "unknown option 'secret'"),
+        ([], {"JUPYTER_RELAY_PROT": "1"}, "unknown environment variable JUPYTER_RELAY_PROT"),
+        (["--no-auth", "--ip", "0.0.0.0"], {}, "refusing to listen on 0.0.0.0"),
+        (["--config", "/no/such.toml"], {}, "config file /no/such.toml does not exist"),
+    ],
+)
+def test_bad_configuration_is_one_line(args: list[str], env: dict[str, str], message: str) -> None:
+    result = run(*args, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("jupyter-relay: error: ") and message in lines[0]
+
+
+def test_port_in_use_is_one_line(jupyter: JupyterServer) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("--port", str(port), "--backend", f"lab={jupyter.backend_arg}")
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}: another program uses it" in result.stderr
+
+
+def test_backend_that_is_down_still_starts_and_answers_502(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    relay = start_relay_process(
+        ["--port", "0", "--backend", f"lab=http://127.0.0.1:{port}/"], tmp_path
+    )
+    try:
+        status, body = get(relay.base + "api/kernels", relay.token)
+        assert status == 502
+        assert "backend 'lab'" in json.loads(body)["message"]
+        assert "not reachable yet" in relay.logs()
+    finally:
+        relay.stop()
+
+
+def children_of(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def wait_gone(procs: list[psutil.Process], timeout: float = 20) -> list[psutil.Process]:
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return alive
+
+
+@pytest.fixture
+def local_relay(tmp_path: Path) -> RelayProcess:
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    (root / "data.csv").write_text("a,b\n1,2\n")
+    return start_relay_process(["--port", "0", "--log-level", "debug"], tmp_path, cwd=root)
+
+
+def test_default_local_backend_serves_cwd_and_stops_cleanly(local_relay: RelayProcess) -> None:
+    status, body = get(local_relay.base + "api/contents", local_relay.token)
+    assert status == 200
+    assert [item["name"] for item in json.loads(body)["content"]] == ["data.csv"]
+    status, _ = get(local_relay.base + "api/contents")
+    assert status == 401
+    status, body = get(local_relay.base + "api/kernels", local_relay.token)
+    assert status == 200
+    children = children_of(local_relay.proc.pid)
+    assert any("jupyter_server" in " ".join(c.cmdline()) for c in children)
+    # The child's token is private: not on its command line, where ps would show it.
+    assert not any("token" in " ".join(c.cmdline()).lower() for c in children)
+    assert local_relay.stop(signal.SIGTERM) == 0
+    assert wait_gone(children) == []
+    logs = local_relay.logs()
+    assert "stopped" in logs
+    assert local_relay.token not in logs
+
+
+def test_local_backend_dies_with_a_killed_relay(local_relay: RelayProcess) -> None:
+    children = children_of(local_relay.proc.pid)
+    assert children
+    local_relay.stop(signal.SIGKILL)
+    assert wait_gone(children, timeout=30) == []
+
+
+def test_tokens_never_in_logs(jupyter: JupyterServer, tmp_path: Path) -> None:
+    relay = start_relay_process(
+        ["--port", "0", "--log-level", "debug", "--backend", f"lab={jupyter.base}?token_env=LAB"],
+        tmp_path,
+        env={"LAB": jupyter.token},
+    )
+    try:
+        get(f"{relay.base}api/kernelspecs?token={relay.token}")
+        get(relay.base + "api/kernelspecs", relay.token)
+        get(relay.base + "api/kernelspecs", "wrong-token-value")
+        get(f"{relay.base}lab?token={relay.token}")
+        get(relay.base + "relay/api/status", relay.token)
+    finally:
+        relay.stop()
+    logs = relay.logs()
+    assert "GET /api/kernelspecs 401" not in logs  # the wrong token was refused...
+    assert "/api/kernelspecs 403" in logs  # ...and logged, without its value
+    for secret in (relay.token, jupyter.token, "wrong-token-value"):
+        assert secret not in logs
+    assert relay.token in relay.stdout.read_text()  # printed once, for the user to open
+
+
+def test_ctrl_c_while_local_backend_starts(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [str(BIN / "jupyter-relay"), "--port", "0"],
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            env=_child_env(),
+            cwd=tmp_path,
+        )
+    time.sleep(0.5)
+    children = children_of(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+    assert wait_gone(children) == []
