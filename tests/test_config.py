@@ -14,8 +14,12 @@ from jupyter_relay.specs import parse_backend
 NO_FILE = {"JUPYTER_CONFIG_DIR": "/nonexistent"}
 
 
-def load(flags: dict[str, Any] | None = None, backends: list[str] | None = None,
-         env: dict[str, str] | None = None, path: str | None = None) -> RelayConfig:
+def load(
+    flags: dict[str, Any] | None = None,
+    backends: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    path: str | None = None,
+) -> RelayConfig:
     return load_config(flags or {}, backends or [], {**NO_FILE, **(env or {})}, path)
 
 
@@ -32,8 +36,11 @@ def test_defaults() -> None:
 def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
     file = tmp_path / "relay.toml"
     file.write_text('port = 1111\nip = "127.0.0.2"\nlog_level = "debug"\n')
-    config = load({"port": "3333"}, env={"JUPYTER_RELAY_PORT": "2222",
-                                         "JUPYTER_RELAY_IP": "127.0.0.3"}, path=str(file))
+    config = load(
+        {"port": "3333"},
+        env={"JUPYTER_RELAY_PORT": "2222", "JUPYTER_RELAY_IP": "127.0.0.3"},
+        path=str(file),
+    )
     assert config.port == 3333
     assert config.ip == "127.0.0.3"
     assert config.log_level == "debug"
@@ -77,7 +84,12 @@ def test_env_backends_and_colab() -> None:
         ({"port": "70000"}, [], {}, "--port: must be 0-65535"),
         ({"port": "eighty"}, [], {}, "--port: invalid literal"),
         ({}, [], {"JUPYTER_RELAY_PORTT": "1"}, "unknown environment variable JUPYTER_RELAY_PORTT"),
-        ({"no_auth": True, "ip": "0.0.0.0"}, [], {}, "refusing to listen on 0.0.0.0 without a token"),
+        (
+            {"no_auth": True, "ip": "0.0.0.0"},
+            [],
+            {},
+            "refusing to listen on 0.0.0.0 without a token",
+        ),
         ({"token": ""}, [], {}, "use --no-auth"),
         ({"allow_origin": ["example.org"]}, [], {}, "is not an origin"),
         ({"primary": "gpu"}, [], {}, "--primary 'gpu' is not a backend; known: local"),
@@ -87,8 +99,9 @@ def test_env_backends_and_colab() -> None:
         ({"ca_cert": "/no/such.pem"}, [], {}, "--ca-cert /no/such.pem does not exist"),
     ],
 )
-def test_refusals(flags: dict[str, Any], backends: list[str], env: dict[str, str],
-                  message: str) -> None:
+def test_refusals(
+    flags: dict[str, Any], backends: list[str], env: dict[str, str], message: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         load(flags, backends, env)
     assert message in info.value.message
@@ -136,7 +149,12 @@ def test_token_file(tmp_path: Path) -> None:
         ("local", "local", "local", None),
         ("box=local", "box", "local", None),
         ("http://127.0.0.1:8888", "jupyter", "jupyter", "http://127.0.0.1:8888/"),
-        ("lab=https://h.example.org/base/?token=abc", "lab", "jupyter", "https://h.example.org/base/"),
+        (
+            "lab=https://h.example.org/base/?token=abc",
+            "lab",
+            "jupyter",
+            "https://h.example.org/base/",
+        ),
         ("lab=http://[::1]:8888/x?token_env=T", "lab", "jupyter", "http://[::1]:8888/x/"),
     ],
 )
