@@ -102,7 +102,8 @@ def test_backend_that_is_down_still_starts_and_answers_502(tmp_path: Path) -> No
     try:
         status, body = get(relay.base + "api/kernels", relay.token)
         assert status == 502
-        assert "backend 'lab'" in json.loads(body)["message"]
+        message = json.loads(body)["message"]
+        assert f"backend 'lab' at 127.0.0.1:{port} is unreachable (Connection refused)" in message
         assert "not reachable yet" in relay.logs()
     finally:
         relay.stop()

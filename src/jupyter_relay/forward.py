@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 import weakref
 from dataclasses import dataclass
@@ -72,10 +73,12 @@ def translate_client_error(backend: str, exc: BaseException) -> BackendError:
             backend, f"backend '{backend}': cannot resolve host {exc.host!r}; check its URL"
         )
     if isinstance(exc, aiohttp.ClientConnectorError):
+        errno_ = exc.os_error.errno
+        why = os.strerror(errno_) if errno_ else str(exc.os_error)
         return BackendUnreachable(
             backend,
-            f"backend '{backend}' at {exc.host}:{exc.port} is unreachable "
-            f"({exc.strerror or exc.os_error}); is it running?",
+            f"backend '{backend}' at {exc.host}:{exc.port} is unreachable ({why}); "
+            "is it running?",
         )
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return BackendUnreachable(backend, f"backend '{backend}' closed the connection")
