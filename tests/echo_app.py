@@ -103,7 +103,33 @@ def make_echo_app(echo: Echo) -> web.Application:
         await asyncio.sleep(float(request.query.get("s", "1")))
         return web.Response(text="finally")
 
+    async def flood(request: web.Request) -> web.StreamResponse:
+        """Send `n` binary messages of 1 MiB as fast as the peer takes them."""
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        block = b"\xab" * (1 << 20)
+        for i in range(int(request.query.get("n", "300"))):
+            await ws.send_bytes(i.to_bytes(4, "big") + block)
+        await ws.close()
+        return ws
+
+    async def sink(request: web.Request) -> web.StreamResponse:
+        """Read nothing for a while, then count what arrives; answer with the count."""
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        await asyncio.sleep(float(request.query.get("wait", "3")))
+        count = 0
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT and msg.data == "done":
+                await ws.send_str(str(count))
+            elif msg.type is WSMsgType.BINARY:
+                assert int.from_bytes(msg.data[:4], "big") == count
+                count += 1
+        return ws
+
     app = web.Application(client_max_size=0)
+    app.router.add_get("/sink", sink)
+    app.router.add_get("/flood", flood)
     app.router.add_get("/slow", slow)
     app.router.add_route("*", "/echo/{tail:.*}", echo_handler)
     app.router.add_get("/gzip", gzip_handler)
