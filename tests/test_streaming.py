@@ -79,9 +79,11 @@ def pattern(index: int, block: bytes) -> bytes:
     return index.to_bytes(8, "big") + block[8:]
 
 
-def report(what: str, size: int, seconds: float, rss: RssSampler) -> None:
+def report(what: str, size: int, seconds: float, rss: RssSampler, wire: int = 0) -> None:
+    on_wire = f" ({wire / MiB:.0f} MiB of JSON on the wire)" if wire else ""
     print(
-        f"\n{what}: {size / MiB:.0f} MiB in {seconds:.2f} s = {size / MiB / seconds:.0f} MiB/s; "
+        f"\n{what}: {size / MiB:.0f} MiB{on_wire} in {seconds:.2f} s = "
+        f"{size / MiB / seconds:.0f} MiB/s; "
         f"relay RSS {rss.baseline / MiB:.1f} MiB -> peak {rss.peak / MiB:.1f} MiB "
         f"(growth {rss.growth / MiB:.1f} MiB, {rss.samples} samples)"
     )
@@ -156,19 +158,24 @@ async def test_upload_200mib_streams(
     path = jupyter.root / name
     block = os.urandom(UPLOAD_CHUNK)
     expected = hashlib.sha256()
-    sent = 0
+    sent = wire = 0
 
     async def body() -> AsyncIterator[bytes]:
         """The JSON model, its base64 content made chunk by chunk as it is sent."""
-        nonlocal sent
-        yield b'{"type": "file", "format": "base64", "content": "'
+        nonlocal sent, wire
+        prefix = b'{"type": "file", "format": "base64", "content": "'
+        wire += len(prefix)
+        yield prefix
         index = 0
         while sent < UPLOAD_SIZE:
             chunk = pattern(index, block)[: UPLOAD_SIZE - sent]
             expected.update(chunk)
             sent += len(chunk)
             index += 1
-            yield base64.b64encode(chunk)
+            encoded = base64.b64encode(chunk)
+            wire += len(encoded)
+            yield encoded
+        wire += 2
         yield b'"}'
 
     try:
@@ -183,7 +190,7 @@ async def test_upload_200mib_streams(
                 text = await resp.text()
                 assert resp.status in (200, 201), text
             elapsed = time.monotonic() - started
-        report("upload", sent, elapsed, rss)
+        report("upload", sent, elapsed, rss, wire)
         model = json.loads(text)
         assert model["name"] == name
         assert model["type"] == "file"

@@ -16,6 +16,7 @@ import logging
 import os
 import ssl
 import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -55,13 +56,13 @@ def translate_client_error(backend: str, exc: BaseException) -> BackendError:
         return exc
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         cert_err = exc.certificate_error
-        detail = getattr(cert_err, "verify_message", None) or str(cert_err)
-        return BackendTLSError(
-            backend,
-            f"TLS verification of backend '{backend}' ({exc.host}) failed: {detail}. "
-            "Give the CA that signed its certificate with --ca-cert, or the name in the "
-            "certificate with --tls-server-name",
-        )
+        detail = (getattr(cert_err, "verify_message", None) or str(cert_err)).rstrip(".")
+        if "mismatch" in detail.lower():
+            hint = "give the name its certificate carries with --tls-server-name"
+        else:
+            hint = "give the CA that signed its certificate with --ca-cert"
+        where = f"backend '{backend}' ({exc.host})"
+        return BackendTLSError(backend, f"TLS verification of {where} failed: {detail}; {hint}")
     if isinstance(exc, (aiohttp.ClientSSLError, ssl.SSLError)):
         return BackendTLSError(backend, f"TLS handshake with backend '{backend}' failed: {exc}")
     if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
@@ -77,8 +78,7 @@ def translate_client_error(backend: str, exc: BaseException) -> BackendError:
         why = os.strerror(errno_) if errno_ else str(exc.os_error)
         return BackendUnreachable(
             backend,
-            f"backend '{backend}' at {exc.host}:{exc.port} is unreachable ({why}); "
-            "is it running?",
+            f"backend '{backend}' at {exc.host}:{exc.port} is unreachable ({why}); is it running?",
         )
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return BackendUnreachable(backend, f"backend '{backend}' closed the connection")
@@ -120,9 +120,12 @@ class Forwarder:
         url = upstream_url(up, request)
         headers = self._headers(request, up)
         headers.popall("Expect", None)
-        data = request.content if request.body_exists else None
+        seconds = self.settings.response_timeout
         try:
-            async with asyncio.timeout(self.settings.response_timeout):
+            async with asyncio.timeout(seconds) as deadline:
+                data = (
+                    _timed_body(request.content, deadline, seconds) if request.body_exists else None
+                )
                 resp = await up.session.request(
                     request.method,
                     url,
@@ -161,11 +164,16 @@ class Forwarder:
             prefix = None
         response = web.StreamResponse(status=resp.status, reason=resp.reason, headers=out_headers)
         await response.prepare(request)
-        if prefix:
-            await response.write(prefix)
-        async for chunk in resp.content.iter_any():
-            await response.write(chunk)
-        await response.write_eof()
+        try:
+            if prefix:
+                await response.write(prefix)
+            async for chunk in resp.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+        except ConnectionError as exc:
+            # The client went away (tab closed, download cancelled): routine, not an error.
+            # The caller's resp.release() closes the backend connection, whose body is unread.
+            log.debug("%s %s: client left mid-response: %s", request.method, request.path, exc)
         return response
 
     async def websocket(self, request: web.Request, backend: Backend) -> web.StreamResponse:
@@ -290,6 +298,28 @@ async def _splice(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSock
             task.cancel()
         with contextlib.suppress(BaseException):
             await task
+
+
+async def _timed_body(
+    body: aiohttp.StreamReader, deadline: asyncio.Timeout, seconds: float
+) -> AsyncIterator[bytes]:
+    """Stream a request body so that `deadline` times the backend, not the client.
+
+    No clock while waiting for the client's next chunk; `seconds` for the
+    backend to take each chunk; and `seconds` for its answer once it has all.
+    """
+    loop = asyncio.get_running_loop()
+
+    def arm(when: float | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the backend answered early: timeout left
+            deadline.reschedule(when)
+
+    arm(None)
+    async for chunk in body.iter_any():
+        arm(loop.time() + seconds)
+        yield chunk
+        arm(None)
+    arm(loop.time() + seconds)
 
 
 def _is_scrubbable(resp: aiohttp.ClientResponse) -> bool:
