@@ -34,8 +34,12 @@ def test_parse_authorization(value: str | None, expected: tuple[str | None, bool
     assert parse_authorization(value) == expected
 
 
-def creds(query: str | None = None, header: str | None = None, cookie: str | None = None,
-          malformed: bool = False) -> Credentials:
+def creds(
+    query: str | None = None,
+    header: str | None = None,
+    cookie: str | None = None,
+    malformed: bool = False,
+) -> Credentials:
     return Credentials(query=query, header=header, header_malformed=malformed, cookie=cookie)
 
 
@@ -90,8 +94,15 @@ def test_origin_allowed(origin: str | None, host: str | None, scheme: str, allow
 
 @pytest.mark.parametrize(
     ("method", "upgrade", "expected"),
-    [("GET", False, False), ("HEAD", False, False), ("OPTIONS", False, False),
-     ("GET", True, True), ("POST", False, True), ("DELETE", False, True), ("patch", False, True)],
+    [
+        ("GET", False, False),
+        ("HEAD", False, False),
+        ("OPTIONS", False, False),
+        ("GET", True, True),
+        ("POST", False, True),
+        ("DELETE", False, True),
+        ("patch", False, True),
+    ],
 )
 def test_needs_origin_check(method: str, upgrade: bool, expected: bool) -> None:
     assert needs_origin_check(method, upgrade) is expected

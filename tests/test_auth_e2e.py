@@ -41,8 +41,9 @@ class CountingBackend:
 async def counting() -> AsyncIterator[tuple[CountingBackend, RunningRelay]]:
     backend = CountingBackend()
     backend.server = await asyncio.start_server(backend._handle, "127.0.0.1", 0)
-    running = await start_relay([f"c=http://127.0.0.1:{backend.port}/"],
-                                allow_origin=["https://trusted.example.org"])
+    running = await start_relay(
+        [f"c=http://127.0.0.1:{backend.port}/"], allow_origin=["https://trusted.example.org"]
+    )
     yield backend, running
     await running.stop()
     backend.server.close()
@@ -61,8 +62,11 @@ async def test_missing_and_wrong_token_refused_without_backend_contact(
         if method != "HEAD":
             body = await resp.json()
             assert body["reason"] == "Token Required" and "?token=" in body["message"]
-    for headers, query in (({"Authorization": "token wrong"}, ""), ({}, "?token=wrong"),
-                           ({"Authorization": "Basic dXNlcjpwYXNz"}, "")):
+    for headers, query in (
+        ({"Authorization": "token wrong"}, ""),
+        ({}, "?token=wrong"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, ""),
+    ):
         async with anon.request(method, url + query, headers=headers) as resp:
             assert resp.status == 403
     assert backend.connections == before
@@ -90,8 +94,10 @@ async def test_websocket_upgrade_needs_token(
     ],
 )
 async def test_origin_checked_on_state_changes(
-    counting: tuple[CountingBackend, RunningRelay], client: aiohttp.ClientSession,
-    origin: str | None, allowed: bool,
+    counting: tuple[CountingBackend, RunningRelay],
+    client: aiohttp.ClientSession,
+    origin: str | None,
+    allowed: bool,
 ) -> None:
     backend, relay = counting
     before = backend.connections
@@ -185,8 +191,9 @@ async def test_health_open_status_closed(
         assert resp.status == 404
 
 
-async def test_no_auth_on_loopback(counting: tuple[CountingBackend, RunningRelay],
-                                   anon: aiohttp.ClientSession) -> None:
+async def test_no_auth_on_loopback(
+    counting: tuple[CountingBackend, RunningRelay], anon: aiohttp.ClientSession
+) -> None:
     backend, _ = counting
     running = await start_relay([f"c=http://127.0.0.1:{backend.port}/"], no_auth=True)
     try:

@@ -89,8 +89,14 @@ def test_request_headers_replace_credentials_and_drop_hop_by_hop() -> None:
     )
     assert out["Authorization"] == "token backend-secret"
     assert out.getall("Authorization") == ["token backend-secret"]
-    for name in ("Host", "Connection", "X-Private", "Keep-Alive", "Transfer-Encoding",
-                 "Proxy-Authorization"):
+    for name in (
+        "Host",
+        "Connection",
+        "X-Private",
+        "Keep-Alive",
+        "Transfer-Encoding",
+        "Proxy-Authorization",
+    ):
         assert name not in out
     assert out["Cookie"] == "_xsrf=x"
     assert out["Accept-Encoding"] == "gzip"
@@ -152,8 +158,11 @@ def test_rewrite_location(location: str, expected: str) -> None:
         ("a=b; Domain=hub.example.org; Secure; HttpOnly", False, "a=b; HttpOnly"),
         ("a=b; Secure; SameSite=None", False, "a=b; SameSite=Lax"),
         ("a=b; Secure; SameSite=None", True, "a=b; Secure; SameSite=None"),
-        ("a=b; expires=Wed, 01 Jan 2030 00:00:00 GMT", False,
-         "a=b; expires=Wed, 01 Jan 2030 00:00:00 GMT"),
+        (
+            "a=b; expires=Wed, 01 Jan 2030 00:00:00 GMT",
+            False,
+            "a=b; expires=Wed, 01 Jan 2030 00:00:00 GMT",
+        ),
     ],
 )
 def test_rewrite_set_cookie(cookie: str, https: bool, expected: str) -> None:
