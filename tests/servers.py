@@ -67,7 +67,16 @@ def start_jupyter(
     runtime = workdir / f"runtime-{secrets.token_hex(4)}"
     runtime.mkdir(parents=True)
     log = workdir / f"jupyter-{secrets.token_hex(4)}.log"
-    env = _child_env({"JUPYTER_TOKEN": token, "JUPYTER_RUNTIME_DIR": str(runtime)})
+    # JupyterLab keeps layouts and settings per user: give each server its own.
+    lab_state = workdir / f"lab-{secrets.token_hex(4)}"
+    env = _child_env(
+        {
+            "JUPYTER_TOKEN": token,
+            "JUPYTER_RUNTIME_DIR": str(runtime),
+            "JUPYTERLAB_WORKSPACES_DIR": str(lab_state / "workspaces"),
+            "JUPYTERLAB_SETTINGS_DIR": str(lab_state / "settings"),
+        }
+    )
     cmd = [
         sys.executable,
         "-m",

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from jupyter_relay.server import RunningRelay
 
@@ -143,10 +144,10 @@ async def test_token_in_url_becomes_cookie(
 ) -> None:
     """A browser's first visit: the token leaves the address bar, the cookie carries it."""
     headers = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
-    url = f"{relay.base_url}lab/tree?a=1&token={RELAY_TOKEN}"
-    async with anon.get(url, headers=headers, allow_redirects=False) as resp:
+    first = URL(f"{relay.base_url}lab/tree?reset&token={RELAY_TOKEN}&q=%20%2F", encoded=True)
+    async with anon.get(first, headers=headers, allow_redirects=False) as resp:
         assert resp.status == 302
-        assert resp.headers["Location"] == "/lab/tree?a=1"
+        assert resp.headers["Location"] == "/lab/tree?reset&q=%20%2F"
         cookie = resp.cookies[f"jupyter-relay-{relay.port}"]
         assert cookie["httponly"] and cookie["samesite"] == "Lax"
         assert RELAY_TOKEN not in cookie.value

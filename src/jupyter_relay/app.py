@@ -21,6 +21,7 @@ from .backends.base import Progress
 from .config import RelayConfig
 from .errors import BackendError, RelayError
 from .forward import Forwarder, ForwardSettings
+from .headers import strip_query_param
 from .logs import add_secret
 from .responses import error_response, relay_error_response
 
@@ -157,10 +158,13 @@ def make_auth_middleware(relay: Relay) -> Callable[..., Awaitable[web.StreamResp
                 )
         if token is not None and query_token is not None and is_navigation(request):
             # Take the token out of the address bar: the cookie carries it from now on.
-            target = request.rel_url.without_query_params("token")
-            response = web.HTTPFound(location=str(target))
+            path, _, query = request.raw_path.partition("?")
+            query = strip_query_param(query, "token")
+            # Not web.HTTPFound: it re-encodes the location (%2F would become /).
+            location = f"{path}?{query}" if query else path
+            response = web.Response(status=302, headers={"Location": location})
             _set_cookie(response, relay, request)
-            raise response
+            return response
         return await handler(request)
 
     return auth_middleware

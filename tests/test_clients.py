@@ -1,0 +1,283 @@
+"""Real clients nobody here wrote, through the relay.
+
+JupyterLab's own `@jupyterlab/services` (from npm, run by node) and the JupyterLab
+page in Chromium (driven by Playwright) talk to the in-process relay in front of
+a real Jupyter server. Both run in child processes, awaited without blocking the
+event loop that serves the relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any, NoReturn
+
+import aiohttp
+import pytest
+from playwright.async_api import Page, WebSocket, async_playwright, expect
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+
+from jupyter_relay.server import RunningRelay
+
+from .conftest import RELAY_TOKEN
+from .kernel_client import V1
+from .servers import JupyterServer
+
+JS_DIR = Path(__file__).resolve().parent / "js"
+SERVICES_CLIENT = JS_DIR / "services_client.mjs"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+NODE_TIMEOUT = 60.0
+BROWSER_TIMEOUT_MS = 60_000
+CODE = "print(6*7)"
+
+
+def _missing(what: str) -> NoReturn:
+    pytest.fail(f"{what}; run scripts/test, which installs the test dependencies")
+
+
+def _need_node() -> str:
+    """The node binary, with @jupyterlab/services installed next to the client."""
+    if not (JS_DIR / "node_modules" / "@jupyterlab" / "services").is_dir():
+        _missing(f"{JS_DIR / 'node_modules'} lacks @jupyterlab/services (npm ci in tests/js)")
+    node = shutil.which("node")
+    if node is None:
+        _missing("node is not on PATH")
+    return node
+
+
+def _need_chromium() -> None:
+    if not Path(CHROMIUM).is_file():
+        _missing(f"{CHROMIUM} is missing (Debian package chromium)")
+
+
+async def _sessions(client: aiohttp.ClientSession, relay: RunningRelay) -> list[dict[str, Any]]:
+    async with client.get(relay.base_url + "api/sessions") as resp:
+        assert resp.status == 200, await resp.text()
+        sessions: list[dict[str, Any]] = await resp.json()
+        return sessions
+
+
+async def _kernel_ids(client: aiohttp.ClientSession, relay: RunningRelay) -> set[str]:
+    async with client.get(relay.base_url + "api/kernels") as resp:
+        assert resp.status == 200, await resp.text()
+        return {k["id"] for k in await resp.json()}
+
+
+async def test_jupyterlab_services_from_npm(
+    relay: RunningRelay, client: aiohttp.ClientSession
+) -> None:
+    """@jupyterlab/services lists specs, starts a session, runs a cell, shuts it down."""
+    node = _need_node()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
+    # The token in the environment, not argv: like a user would, keep it out of `ps`.
+    env["RELAY_TOKEN"] = RELAY_TOKEN
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        str(SERVICES_CLIENT),
+        relay.base_url,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=JS_DIR,
+        env=env,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), NODE_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        out, err = await proc.communicate()
+        pytest.fail(
+            f"services_client.mjs did not finish in {NODE_TIMEOUT} s\n"
+            f"stdout: {out.decode(errors='replace')}\nstderr: {err.decode(errors='replace')}"
+        )
+    detail = f"stdout: {out.decode(errors='replace')}\nstderr: {err.decode(errors='replace')}"
+    assert proc.returncode == 0, f"services_client.mjs exited {proc.returncode}\n{detail}"
+    lines = out.decode().strip().splitlines()
+    assert len(lines) == 1, f"expected one line of JSON on stdout\n{detail}"
+    result = json.loads(lines[0])
+    assert result["ok"] is True, detail
+    assert "python3" in result["kernelspecs"], detail
+    assert result["default_kernelspec"] == "python3", detail
+    assert result["output"] == "42\n", detail
+    assert result["execute_status"] == "ok", detail
+    assert result["kernel_language"] == "python", detail
+    # JupyterLab 4 offers the v1 binary protocol; the backend picks it, the relay passes it on.
+    assert result["offered_protocols"] == [V1], detail
+    assert result["protocol"] == V1, detail
+    # The client shut its session down through the relay: the kernel is gone too.
+    assert result["session_id"] not in {s["id"] for s in await _sessions(client, relay)}
+    assert result["kernel_id"] not in await _kernel_ids(client, relay)
+
+
+class BrowserLog:
+    """What the page did that a failure message should tell, and when a kernel answered."""
+
+    def __init__(self) -> None:
+        self.console: list[str] = []
+        self.failed: list[str] = []
+        self.websockets: list[str] = []
+        self.kernel_answered = asyncio.Event()
+
+    def attach(self, page: Page) -> None:
+        page.on(
+            "console",
+            lambda m: (
+                self.console.append(f"{m.type}: {m.text[:300]}")
+                if m.type in ("error", "warning")
+                else None
+            ),
+        )
+        page.on(
+            "response",
+            lambda r: (
+                self.failed.append(f"{r.status} {r.request.method} {r.url}")
+                if r.status >= 400
+                else None
+            ),
+        )
+        page.on("requestfailed", lambda r: self.failed.append(f"failed {r.method} {r.url}"))
+        page.on("websocket", self._websocket)
+
+    def _websocket(self, ws: WebSocket) -> None:
+        self.websockets.append(ws.url)
+        if "/channels" in ws.url:
+            ws.on("framereceived", lambda _: self.kernel_answered.set())
+
+    def __str__(self) -> str:
+        return (
+            f"\nHTTP failures: {self.failed}\nwebsockets: {self.websockets}\n"
+            f"console errors/warnings: {self.console[-20:]}"
+        )
+
+
+async def _wait_saved(path: Path) -> None:
+    """Wait until the notebook at `path` on the backend's disk has the cell."""
+    sources: list[str] = []
+    deadline = asyncio.get_running_loop().time() + BROWSER_TIMEOUT_MS / 1000
+    while asyncio.get_running_loop().time() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            saved = json.loads(await asyncio.to_thread(path.read_text))
+            sources = ["".join(cell["source"]) for cell in saved["cells"]]
+            if CODE in sources:
+                return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{path} was not saved with the cell; cells on disk: {sources}")
+
+
+async def _run_notebook_cell(
+    page: Page, log: BrowserLog, relay: RunningRelay, jupyter: JupyterServer
+) -> None:
+    # `reset`: start from an empty workspace, so the launcher shows no matter what an
+    # earlier run left open (JupyterLab keeps the layout in ~/.jupyter/lab/workspaces).
+    response = await page.goto(f"{relay.base_url}lab?reset&token={RELAY_TOKEN}")
+    assert response is not None
+    redirect = response.request.redirected_from
+    assert redirect is not None, "the relay did not redirect the ?token= navigation"
+    assert RELAY_TOKEN in redirect.url
+    assert response.status == 200
+    html = await response.text()
+    assert "jupyter-config-data" in html, "not JupyterLab's page"
+    assert jupyter.token not in html, "the backend's token is in the page the relay served"
+
+    card = page.locator('.jp-LauncherCard[data-category="Notebook"]').first
+    await card.wait_for()
+    assert "Python 3" in (await card.get_attribute("title") or "")
+    await card.click()
+
+    # A cell run before the notebook has a kernel is silently not run, and the
+    # toolbar says "idle" before there is a kernel: wait until one answered over
+    # its websocket through the relay.
+    try:
+        await asyncio.wait_for(log.kernel_answered.wait(), BROWSER_TIMEOUT_MS / 1000)
+    except TimeoutError:
+        raise AssertionError("no kernel answered over a websocket through the relay") from None
+    panel = page.locator(".jp-NotebookPanel").last
+    await expect(panel.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
+        "data-status", "idle", timeout=BROWSER_TIMEOUT_MS
+    )
+    editor = panel.locator(".jp-Cell").first.locator(".jp-InputArea-editor .cm-content")
+    await editor.click()
+    await page.keyboard.type(CODE)
+    await expect(editor).to_have_text(CODE, timeout=BROWSER_TIMEOUT_MS)
+    await page.keyboard.press("Shift+Enter")
+    output = panel.locator(".jp-Cell").first.locator(".jp-OutputArea-output")
+    await expect(output).to_have_text(re.compile(r"^\s*42\s*$"), timeout=BROWSER_TIMEOUT_MS)
+
+    # Saving is a PUT with the page's Origin and _xsrf: the relay's Origin check and
+    # the backend's XSRF check both have to let it through.
+    name = f"relay-{secrets.token_hex(4)}.ipynb"
+    await page.keyboard.press("Control+s")
+    dialog = page.locator(".jp-Dialog")
+    try:
+        await dialog.wait_for(timeout=10_000)
+    except PlaywrightTimeoutError:  # "Do not ask for rename on first save" was ticked
+        name = page.url.rpartition("/lab/tree/")[2]
+    else:
+        await dialog.locator("input.jp-mod-styled").first.fill(name)
+        await dialog.locator("button.jp-mod-accept").click()
+    await _wait_saved(jupyter.root / name)
+
+    assert RELAY_TOKEN not in page.url, f"the relay's token stayed in the address bar: {page.url}"
+    assert re.match(rf"{re.escape(relay.base_url)}lab(/|$)", page.url), page.url
+    ws_base = "ws" + relay.base_url.removeprefix("http")
+    assert all(url.startswith(ws_base) for url in log.websockets), log.websockets
+    content = await page.content()
+    assert jupyter.token not in content, "the backend's token is in the live page"
+    for cookie in await page.context.cookies():
+        assert RELAY_TOKEN not in cookie["value"], f"cookie {cookie['name']} holds the token"
+        assert jupyter.token not in cookie["value"], f"cookie {cookie['name']} holds a token"
+
+
+async def test_jupyterlab_in_chromium(
+    relay: RunningRelay,
+    jupyter: JupyterServer,
+    client: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """JupyterLab loads through the relay, a new notebook runs a cell and shows 42."""
+    _need_chromium()
+    before = {s["id"] for s in await _sessions(client, relay)}
+    log = BrowserLog()
+    try:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                context = await browser.new_context(viewport={"width": 1280, "height": 900})
+                context.set_default_timeout(BROWSER_TIMEOUT_MS)
+                page = await context.new_page()
+                log.attach(page)
+                try:
+                    await _run_notebook_cell(page, log, relay, jupyter)
+                except Exception as exc:
+                    shot = tmp_path / "jupyterlab-failure.png"
+                    try:
+                        await page.screenshot(path=str(shot), full_page=True)
+                    except Exception as shot_exc:
+                        shot = Path(f"(no screenshot: {shot_exc})")
+                    pytest.fail(f"{exc}\nscreenshot: {shot}\npage: {page.url}{log}")
+                assert not log.failed, f"requests failed through the relay{log}"
+            finally:
+                await browser.close()
+    finally:
+        # Stop the kernel the notebook started on the session-wide Jupyter server.
+        for session in await _sessions(client, relay):
+            if session["id"] not in before:
+                async with client.delete(f"{relay.base_url}api/sessions/{session['id']}"):
+                    pass
