@@ -13,7 +13,7 @@ import pytest
 from jupyter_relay.config import load_config
 from jupyter_relay.server import RunningRelay, start
 
-from .servers import JupyterServer, start_jupyter
+from .servers import JupyterServer, RelayProcess, start_jupyter, start_relay_process
 
 RELAY_TOKEN = "relay-test-token-0123456789abcdef"
 
@@ -51,6 +51,17 @@ async def relay(jupyter: JupyterServer) -> AsyncIterator[RunningRelay]:
     running = await start_relay([f"lab={jupyter.backend_arg}"])
     yield running
     await running.stop()
+
+
+@pytest.fixture(scope="module")
+def relay_proc(jupyter: JupyterServer, workdir: Path) -> Iterator[RelayProcess]:
+    """The `jupyter-relay` command in front of the session's Jupyter server."""
+    proc = start_relay_process(
+        ["--port", "0", "--token", RELAY_TOKEN, "--backend", f"lab={jupyter.backend_arg}"],
+        workdir,
+    )
+    yield proc
+    proc.stop()
 
 
 @pytest.fixture

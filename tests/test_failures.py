@@ -30,7 +30,7 @@ from aiohttp import web
 from jupyter_relay.server import RunningRelay
 
 from .conftest import RELAY_TOKEN, start_relay
-from .servers import JupyterServer, RelayProcess, start_jupyter, start_relay_process
+from .servers import JupyterServer, RelayProcess, start_jupyter
 
 MiB = 1024 * 1024
 STATUS_400 = re.compile(rb"^HTTP/1\.[01] 400 [^\r\n]*\r\n")
@@ -102,16 +102,6 @@ def backend_connections(pid: int, port: int) -> int:
         for conn in psutil.Process(pid).net_connections(kind="tcp")
         if conn.status == psutil.CONN_ESTABLISHED and conn.raddr and conn.raddr.port == port
     )
-
-
-@pytest.fixture(scope="module")
-def relay_proc(jupyter: JupyterServer, workdir: Path) -> Iterator[RelayProcess]:
-    proc = start_relay_process(
-        ["--port", "0", "--token", RELAY_TOKEN, "--backend", f"lab={jupyter.backend_arg}"],
-        workdir,
-    )
-    yield proc
-    proc.stop()
 
 
 async def start_download(port: int, path: str, want: int) -> asyncio.StreamWriter:

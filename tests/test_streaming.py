@@ -14,8 +14,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from types import TracebackType
 
 import aiohttp
@@ -23,7 +22,7 @@ import psutil
 import pytest
 
 from .conftest import RELAY_TOKEN
-from .servers import JupyterServer, RelayProcess, start_relay_process
+from .servers import JupyterServer, RelayProcess
 
 MiB = 1024 * 1024
 DOWNLOAD_SIZE = 1024 * MiB
@@ -87,16 +86,6 @@ def report(what: str, size: int, seconds: float, rss: RssSampler, wire: int = 0)
         f"relay RSS {rss.baseline / MiB:.1f} MiB -> peak {rss.peak / MiB:.1f} MiB "
         f"(growth {rss.growth / MiB:.1f} MiB, {rss.samples} samples)"
     )
-
-
-@pytest.fixture(scope="module")
-def relay_proc(jupyter: JupyterServer, workdir: Path) -> Iterator[RelayProcess]:
-    proc = start_relay_process(
-        ["--port", "0", "--token", RELAY_TOKEN, "--backend", f"lab={jupyter.backend_arg}"],
-        workdir,
-    )
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture
