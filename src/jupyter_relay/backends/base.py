@@ -20,6 +20,7 @@ from yarl import URL
 from ..credentials import Secret
 from ..errors import BackendAuthError, BackendError, BackendUnreachable
 from ..specs import BackendSpec, TlsSettings
+from .tcp import QuickAckConnector
 
 Progress = Callable[[str], None]
 
@@ -110,7 +111,7 @@ class HttpBackend:
                 raise BackendError(
                     self.name, f"backend '{self.name}': cannot load TLS files: {exc}"
                 ) from exc
-        connector = aiohttp.TCPConnector(
+        connector = QuickAckConnector(
             ssl=ssl_ctx,
             limit=0,
             limit_per_host=0,
