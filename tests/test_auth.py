@@ -8,6 +8,7 @@ from jupyter_relay.auth import (
     Credentials,
     Verdict,
     check,
+    cookie_from_header,
     cookie_name,
     cookie_value,
     needs_origin_check,
@@ -106,3 +107,17 @@ def test_origin_allowed(origin: str | None, host: str | None, scheme: str, allow
 )
 def test_needs_origin_check(method: str, upgrade: bool, expected: bool) -> None:
     assert needs_origin_check(method, upgrade) is expected
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        (None, None),
+        ("a=1; jupyter-relay-1=abc; b=2", "abc"),
+        ('jupyter-relay-1="quoted"', "quoted"),
+        ("jupyter-relay-10=no", None),
+        ("x=jupyter-relay-1=no", None),
+    ],
+)
+def test_cookie_from_header(header: str | None, value: str | None) -> None:
+    assert cookie_from_header(header, "jupyter-relay-1") == value

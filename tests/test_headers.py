@@ -6,6 +6,7 @@ import pytest
 from multidict import CIMultiDict
 
 from jupyter_relay.headers import (
+    query_param,
     remove_cookie,
     request_headers,
     response_headers,
@@ -62,7 +63,7 @@ def test_remove_cookie(header: str, expected: str) -> None:
 
 def forward(incoming: dict[str, str], websocket: bool = False) -> CIMultiDict[str]:
     return request_headers(
-        CIMultiDict(incoming),
+        CIMultiDict(incoming).items(),
         client_ip="127.0.0.2",
         scheme="http",
         host="127.0.0.1:8765",
@@ -187,3 +188,18 @@ def test_response_headers() -> None:
     assert out["Content-Encoding"] == "gzip"
     assert out["Location"] == "/tree"
     assert out.getall("Set-Cookie") == ["a=1; Path=/", "b=2"]
+
+
+@pytest.mark.parametrize(
+    ("query", "value"),
+    [
+        ("token=abc", "abc"),
+        ("a=1&token=x%2By&token=second", "x+y"),
+        ("tokens=1", None),
+        ("", None),
+        ("token=", ""),
+        ("token=a+b", "a b"),
+    ],
+)
+def test_query_param(query: str, value: str | None) -> None:
+    assert query_param(query, "token") == value

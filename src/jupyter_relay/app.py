@@ -21,7 +21,7 @@ from .backends.base import Progress
 from .config import RelayConfig
 from .errors import BackendError, RelayError
 from .forward import Forwarder, ForwardSettings
-from .headers import strip_query_param
+from .headers import query_param, strip_query_param
 from .logs import add_secret
 from .responses import error_response, relay_error_response
 
@@ -134,12 +134,12 @@ def make_auth_middleware(relay: Relay) -> Callable[..., Awaitable[web.StreamResp
         query_token = None
         if token is not None:
             header, malformed = auth.parse_authorization(request.headers.get("Authorization"))
-            query_token = request.query.get("token")
+            query_token = query_param(request.query_string, "token")
             creds = auth.Credentials(
                 query=query_token,
                 header=header,
                 header_malformed=malformed,
-                cookie=request.cookies.get(relay.cookie_name),
+                cookie=auth.cookie_from_header(request.headers.get("Cookie"), relay.cookie_name),
             )
             verdict = auth.check(token.value, creds)
             if verdict is not auth.Verdict.OK:

@@ -44,6 +44,17 @@ def parse_authorization(value: str | None) -> tuple[str | None, bool]:
     return None, True
 
 
+def cookie_from_header(header: str | None, name: str) -> str | None:
+    """The value of one cookie in a `Cookie` request header."""
+    if not header or name not in header:
+        return None
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value.strip('"')
+    return None
+
+
 def cookie_name(port: int) -> str:
     """Per-port name: cookies ignore ports, two relays on one host must not collide."""
     return f"jupyter-relay-{port}"

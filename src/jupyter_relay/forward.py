@@ -105,7 +105,7 @@ class Forwarder:
 
     def _headers(self, request: web.BaseRequest, up: Upstream, websocket: bool = False):  # type: ignore[no-untyped-def]
         return request_headers(
-            request.headers,
+            request.headers.items(),
             client_ip=request.remote or "",
             scheme=request.scheme,
             host=request.host,

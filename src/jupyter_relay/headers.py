@@ -7,7 +7,8 @@ are written to be cheap and are tested with tables.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from urllib.parse import unquote_plus
 
 from multidict import CIMultiDict
 from yarl import URL
@@ -57,10 +58,15 @@ def strip_query_param(raw_query: str, name: str) -> str:
     return "&".join(kept)
 
 
-def connection_tokens(headers: Mapping[str, str]) -> set[str]:
-    """Field names listed in `Connection`, which are hop-by-hop for this message."""
-    value = headers.get("Connection", "")
-    return {part.strip().lower() for part in value.split(",") if part.strip()}
+def query_param(raw_query: str, name: str) -> str | None:
+    """The first value of `name` in a raw query string, percent-decoded."""
+    if name not in raw_query:
+        return None
+    for item in raw_query.split("&"):
+        key, _, value = item.partition("=")
+        if key == name:
+            return unquote_plus(value)
+    return None
 
 
 def remove_cookie(cookie_header: str, name: str) -> str:
@@ -70,7 +76,7 @@ def remove_cookie(cookie_header: str, name: str) -> str:
 
 
 def request_headers(
-    incoming: Mapping[str, str] | CIMultiDict[str],
+    incoming: Iterable[tuple[str, str]],
     *,
     client_ip: str,
     scheme: str,
@@ -88,12 +94,19 @@ def request_headers(
     origin: the relay has checked the client's origin already, and Jupyter
     compares `Origin` with its own `Host`.
     """
-    drop = HOP_BY_HOP | connection_tokens(incoming) | {"host", "authorization"}
+    items = list(incoming)
+    connection = {
+        part.strip().lower()
+        for key, value in items
+        if key.lower() == "connection"
+        for part in value.split(",")
+    }
+    drop = HOP_BY_HOP | connection | {"host", "authorization"}
     if websocket:
         drop = drop | WEBSOCKET_HANDSHAKE
     out: CIMultiDict[str] = CIMultiDict()
     forwarded_for = ""
-    for key, value in incoming.items():
+    for key, value in items:
         lower = key.lower()
         if lower in drop:
             continue
