@@ -31,7 +31,9 @@ def make_echo_app(echo: Echo) -> web.Application:
         async for chunk in request.content.iter_any():
             digest.update(chunk)
             size += len(chunk)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
         info: dict[str, object] = {
+            "peer_port": peer[1] if peer else None,
             "method": request.method,
             "raw_path": request.raw_path,
             "headers": list(request.headers.items()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import json
@@ -25,9 +26,10 @@ async def echo() -> AsyncIterator[Echo]:
         yield server
 
 
-@pytest.fixture
-async def echo_relay(echo: Echo) -> AsyncIterator[RunningRelay]:
-    running = await start_relay([echo.backend_arg])
+@pytest.fixture(params=["fast-path", "aiohttp-only"])
+async def echo_relay(echo: Echo, request: pytest.FixtureRequest) -> AsyncIterator[RunningRelay]:
+    """The relay in front of the echo backend, with and without the fast path: both agree."""
+    running = await start_relay([echo.backend_arg], no_fast_path=request.param != "fast-path")
     yield running
     await running.stop()
 
@@ -188,3 +190,31 @@ async def test_client_close_code_reaches_backend(
     ws = await client.ws_connect(raw(echo_relay, "/ws"))
     await ws.close(code=4002, message=b"client done")
     assert ws.close_code == 4002  # the backend echoed the client's code back through the relay
+
+
+async def test_upstream_connections_are_reused(
+    echo_relay: RunningRelay, client: aiohttp.ClientSession, echo: Echo
+) -> None:
+    for _ in range(20):
+        await get_json(client, raw(echo_relay, "/echo/pooled"))
+    ports = {r["peer_port"] for r in echo.requests if r["raw_path"] == "/echo/pooled"}
+    assert len(ports) == 1, f"{len(ports)} upstream connections for 20 sequential requests"
+
+
+async def test_pipelined_requests_answered_in_order(echo_relay: RunningRelay) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", echo_relay.port)
+    auth = f"Authorization: token {RELAY_TOKEN}\r\nHost: x\r\n"
+    body = b"0123456789"
+    writer.write(
+        f"GET /echo/one HTTP/1.1\r\n{auth}\r\n".encode()
+        + f"POST /echo/two HTTP/1.1\r\n{auth}Content-Length: 10\r\n\r\n".encode()
+        + body
+        + f"GET /echo/three HTTP/1.1\r\n{auth}Connection: close\r\n\r\n".encode()
+    )
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    paths = [
+        json.loads(part.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0])["raw_path"]
+        for part in data.split(b"HTTP/1.1 200")[1:]
+    ]
+    assert paths == ["/echo/one", "/echo/two", "/echo/three"]

@@ -80,9 +80,15 @@ class Relay:
     async def stop_backends(self) -> None:
         await asyncio.gather(*(b.stop() for b in self.backends.values()), return_exceptions=True)
 
-    def backend_for(self, request: web.Request) -> Backend:
-        # The mixer (kernels, sessions, specs over all backends) comes later; today
-        # every path goes to the primary, the backend that holds the files.
+    def route(self, path: str) -> Backend | None:
+        """The backend that serves `path`; None for the relay's own endpoints.
+
+        Both forwarding paths ask this, so routing lives in one place. The mixer
+        (kernels, sessions, specs over all backends) comes later; today every
+        other path goes to the primary, the backend that holds the files.
+        """
+        if path == "/relay" or path.startswith("/relay/"):
+            return None
         return self.primary
 
     def url(self, host: str) -> str:
@@ -204,7 +210,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     relay = request.app[RELAY_KEY]
     if not request.raw_path.startswith("/") or request.raw_path.startswith("//"):
         return error_response(request, 400, "the request target must be a path", "Bad Request")
-    backend = relay.backend_for(request)
+    backend = relay.route(request.path) or relay.primary
     if is_upgrade(request):
         return await relay.forwarder.websocket(request, backend)
     return await relay.forwarder.http(request, backend)

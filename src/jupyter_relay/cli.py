@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import __version__
 from .config import ENV_PREFIX, SETTINGS, default_config_path, load_config
@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (Linux, macOS): a faster event loop, same behaviour."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     backends = args.pop("backend", [])
@@ -112,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(config.log_level)
     try:
-        return asyncio.run(serve(config))
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(serve(config))
     except ConfigError as exc:  # found at start, e.g. the port is taken
         print(f"jupyter-relay: error: {exc.message}", file=sys.stderr)
         return 2

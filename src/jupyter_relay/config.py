@@ -132,6 +132,13 @@ SETTINGS: tuple[Setting, ...] = (
         "S",
     ),
     Setting("log_level", _log_level, "info", "debug, info, warning or error", "LEVEL"),
+    Setting(
+        "no_fast_path",
+        _bool,
+        False,
+        "forward every request through aiohttp (slower; rules the fast path out when debugging)",
+        is_flag=True,
+    ),
 )
 SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}
 # TOML spells list settings in the plural, as users expect.
@@ -155,6 +162,7 @@ class RelayConfig:
     start_timeout: float
     shutdown_timeout: float
     log_level: str
+    fast_path: bool = True
 
     @property
     def primary_spec(self) -> BackendSpec:
@@ -242,6 +250,7 @@ def load_config(
         start_timeout=values["start_timeout"],
         shutdown_timeout=values["shutdown_timeout"],
         log_level=values["log_level"],
+        fast_path=not values["no_fast_path"],
     )
 
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import ssl
 import weakref
 from collections.abc import AsyncIterator
@@ -50,19 +51,20 @@ class ForwardSettings:
     relay_is_https: bool = False
 
 
-def translate_client_error(backend: str, exc: BaseException) -> BackendError:
-    """Map an aiohttp/OS error on the way to `backend` to a specific relay error."""
+def translate_client_error(
+    backend: str, exc: BaseException, address: str | None = None
+) -> BackendError:
+    """Map an aiohttp or socket error on the way to `backend` to a specific relay error.
+
+    `address` (host:port) names the peer when the error itself does not (raw
+    socket errors from the fast path).
+    """
     if isinstance(exc, BackendError):
         return exc
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        cert_err = exc.certificate_error
-        detail = (getattr(cert_err, "verify_message", None) or str(cert_err)).rstrip(".")
-        if "mismatch" in detail.lower():
-            hint = "give the name its certificate carries with --tls-server-name"
-        else:
-            hint = "give the CA that signed its certificate with --ca-cert"
-        where = f"backend '{backend}' ({exc.host})"
-        return BackendTLSError(backend, f"TLS verification of {where} failed: {detail}; {hint}")
+        return _tls_error(backend, exc.certificate_error, exc.host)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _tls_error(backend, exc, address or "")
     if isinstance(exc, (aiohttp.ClientSSLError, ssl.SSLError)):
         return BackendTLSError(backend, f"TLS handshake with backend '{backend}' failed: {exc}")
     if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
@@ -70,19 +72,39 @@ def translate_client_error(backend: str, exc: BaseException) -> BackendError:
             backend, f"backend '{backend}' did not answer in time; it may be overloaded or hung"
         )
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return BackendUnreachable(
-            backend, f"backend '{backend}': cannot resolve host {exc.host!r}; check its URL"
-        )
+        return _dns_error(backend, exc.host)
+    if isinstance(exc, socket.gaierror):
+        return _dns_error(backend, (address or "").rpartition(":")[0])
     if isinstance(exc, aiohttp.ClientConnectorError):
-        errno_ = exc.os_error.errno
-        why = os.strerror(errno_) if errno_ else str(exc.os_error)
-        return BackendUnreachable(
-            backend,
-            f"backend '{backend}' at {exc.host}:{exc.port} is unreachable ({why}); is it running?",
-        )
+        return _unreachable(backend, f"{exc.host}:{exc.port}", exc.os_error)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return BackendUnreachable(backend, f"backend '{backend}' closed the connection")
+    if isinstance(exc, OSError) and exc.errno and address:
+        return _unreachable(backend, address, exc)
     return BackendUnreachable(backend, f"backend '{backend}' failed: {exc}")
+
+
+def _tls_error(backend: str, cert_err: BaseException, host: str) -> BackendTLSError:
+    detail = (getattr(cert_err, "verify_message", None) or str(cert_err)).rstrip(".")
+    if "mismatch" in detail.lower():
+        hint = "give the name its certificate carries with --tls-server-name"
+    else:
+        hint = "give the CA that signed its certificate with --ca-cert"
+    where = f"backend '{backend}' ({host})"
+    return BackendTLSError(backend, f"TLS verification of {where} failed: {detail}; {hint}")
+
+
+def _dns_error(backend: str, host: str) -> BackendUnreachable:
+    return BackendUnreachable(
+        backend, f"backend '{backend}': cannot resolve host {host!r}; check its URL"
+    )
+
+
+def _unreachable(backend: str, address: str, os_error: OSError) -> BackendUnreachable:
+    why = os.strerror(os_error.errno) if os_error.errno else str(os_error)
+    return BackendUnreachable(
+        backend, f"backend '{backend}' at {address} is unreachable ({why}); is it running?"
+    )
 
 
 def upstream_url(up: Upstream, request: web.BaseRequest) -> URL:

@@ -23,6 +23,7 @@ from .app import Relay, make_app
 from .backends.base import Progress
 from .config import RelayConfig
 from .errors import ConfigError
+from .fastpath import FastServer
 from .logs import AccessLogger
 
 log = logging.getLogger("jupyter_relay")
@@ -62,10 +63,13 @@ def progress_printer(stream: TextIO) -> Progress:
 class RunningRelay:
     """A relay that is serving: its address, and how to stop it."""
 
-    def __init__(self, relay: Relay, runner: web.AppRunner, host: str) -> None:
+    def __init__(
+        self, relay: Relay, runner: web.AppRunner, host: str, fast: FastServer | None
+    ) -> None:
         self.relay = relay
         self.runner = runner
         self.host = host
+        self.fast = fast
 
     @property
     def port(self) -> int:
@@ -81,7 +85,11 @@ class RunningRelay:
         return self.relay.url(self.host)
 
     async def stop(self) -> None:
-        await self.runner.cleanup()
+        if self.fast is None:
+            await self.runner.cleanup()
+            return
+        timeout = self.relay.config.shutdown_timeout
+        await asyncio.gather(self.fast.shutdown(timeout), self.runner.cleanup())
 
 
 async def start(config: RelayConfig, progress: Progress) -> RunningRelay:
@@ -98,13 +106,19 @@ async def start(config: RelayConfig, progress: Progress) -> RunningRelay:
             shutdown_timeout=config.shutdown_timeout,
         )
         await runner.setup()
-        await web.SockSite(runner, sock).start()
+        fast = None
+        if config.fast_path:
+            assert runner.server is not None
+            fast = FastServer(relay, runner.server)
+            fast.server = await asyncio.get_running_loop().create_server(fast, sock=sock)
+        else:
+            await web.SockSite(runner, sock).start()
     except BaseException:
         sock.close()
         raise
     wildcard = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
     host = wildcard.get(config.ip, config.ip)
-    return RunningRelay(relay, runner, host)
+    return RunningRelay(relay, runner, host, fast)
 
 
 async def serve(config: RelayConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +23,9 @@ from ..specs import BackendSpec, TlsSettings
 from .tcp import QuickAckConnector
 
 Progress = Callable[[str], None]
+RawOpener = Callable[
+    [Callable[[], asyncio.Protocol]], Awaitable[tuple[asyncio.Transport, asyncio.Protocol]]
+]
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class Upstream:
     # Values a backend may print into its pages (its token): scrubbed from HTML.
     secrets: tuple[bytes, ...]
     origins: frozenset[str] = field(default_factory=frozenset)
+    # For the fast path: open a raw connection to the backend, or None to use aiohttp.
+    open_raw: RawOpener | None = None
+    host_header: str = ""
 
     @property
     def origin(self) -> str:
@@ -137,7 +143,27 @@ class HttpBackend:
         if base_url.host in ("127.0.0.1", "localhost", "::1"):
             port = base_url.port
             origins |= {f"{base_url.scheme}://{h}:{port}" for h in ("127.0.0.1", "localhost")}
+        host, port = base_url.raw_host or "127.0.0.1", base_url.port or 80
+        server_hostname = self.spec.tls.server_name or (host if ssl_ctx else None)
+        timeout = self.timeouts.connect
+
+        async def open_raw(
+            factory: Callable[[], asyncio.Protocol],
+        ) -> tuple[asyncio.Transport, asyncio.Protocol]:
+            loop = asyncio.get_running_loop()
+            connecting = loop.create_connection(
+                factory,
+                host,
+                port,
+                ssl=ssl_ctx or None,
+                server_hostname=server_hostname if ssl_ctx else None,
+            )
+            transport, protocol = await asyncio.wait_for(connecting, timeout)
+            return transport, protocol
+
         self._upstream = Upstream(
+            open_raw=open_raw,
+            host_header=base_url.raw_authority,
             base_url=base_url,
             session=self._session,
             credentials=tuple(credentials),

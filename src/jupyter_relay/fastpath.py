@@ -1,0 +1,718 @@
+"""The fast path: plain HTTP requests forwarded with only their heads parsed.
+
+Every client connection starts here. For each request the head is framed by
+its blank line, parsed by llhttp (`httptools`), and checked with the same
+pure functions the aiohttp path uses (token, Origin, routing, header and
+path rewriting). A plain request (HTTP/1.1, a common method, no `Upgrade`,
+no `Expect`, no chunked body, token valid, a backend that offers raw
+connections) is written to a pooled upstream connection and the answer is
+spliced back: only the response head is rewritten, body bytes pass as they
+are, with backpressure both ways.
+
+Anything else is handed to aiohttp on the same connection, from the first
+byte of that request: aiohttp's protocol takes over the transport and gets
+the buffered bytes. So refusals, redirects, websockets and the relay's own
+endpoints keep one implementation, and this module stays small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import httptools
+
+from . import auth
+from .backends.base import Backend, Upstream
+from .errors import BackendError
+from .forward import SCRUB_LIMIT, translate_client_error
+from .headers import (
+    query_param,
+    request_headers,
+    response_headers,
+    strip_query_param,
+    upstream_path,
+)
+from .responses import render_error
+
+if TYPE_CHECKING:
+    from .app import Relay
+
+log = logging.getLogger("jupyter_relay.fastpath")
+access_log = logging.getLogger("jupyter_relay.access")
+
+HEAD_LIMIT = 64 * 1024
+PIPELINE_LIMIT = 256 * 1024
+PENDING_BODY_LIMIT = 1024 * 1024
+KEEPALIVE_TIMEOUT = 75.0
+POOL_SIZE = 64
+FAST_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+HANDS_OFF = frozenset({"upgrade", "expect", "transfer-encoding"})
+
+
+@dataclass(frozen=True)
+class Head:
+    """A parsed request head."""
+
+    method: str
+    target: str
+    headers: list[tuple[str, str]]
+    index: dict[str, str]  # lower-case name -> first value
+    content_length: int
+    keep_alive: bool
+
+
+class _HeadCollector:
+    """httptools callbacks that keep the target and the header fields."""
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[str, str]] = []
+        self.complete = False
+        self.keep_alive = False
+        self.parser: Any = None
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
+        # llhttp forgets a message without body once it completes: ask now.
+        self.keep_alive = self.parser.should_keep_alive()
+
+
+def parse_head(data: bytes) -> Head | None:
+    """Parse a request head; None for anything the fast path does not take."""
+    collector = _HeadCollector()
+    parser = httptools.HttpRequestParser(collector)
+    collector.parser = parser
+    try:
+        parser.feed_data(data)
+    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        return None
+    if not collector.complete or parser.get_http_version() != "1.1":
+        return None
+    method = parser.get_method().decode("ascii", "replace")
+    if method not in FAST_METHODS:
+        return None
+    index: dict[str, str] = {}
+    for name, value in collector.headers:
+        index.setdefault(name.lower(), value)
+    if HANDS_OFF & index.keys():
+        return None
+    length = index.get("content-length", "0")
+    if not length.isdigit():
+        return None
+    target = collector.url.decode("latin-1")
+    if not target.startswith("/") or target.startswith("//"):
+        return None
+    return Head(method, target, collector.headers, index, int(length), collector.keep_alive)
+
+
+def admissible(relay: Relay, head: Head, path: str, query: str) -> bool:
+    """True when the request passes the relay's checks with nothing to answer itself."""
+    token = relay.config.token
+    query_token = query_param(query, "token") if query else None
+    if token is not None:
+        header_token, malformed = auth.parse_authorization(head.index.get("authorization"))
+        creds = auth.Credentials(
+            query=query_token,
+            header=header_token,
+            header_malformed=malformed,
+            cookie=auth.cookie_from_header(head.index.get("cookie"), relay.cookie_name),
+        )
+        if auth.check(token.value, creds) is not auth.Verdict.OK:
+            return False
+    if auth.needs_origin_check(head.method, False) and not auth.origin_allowed(
+        head.index.get("origin"), head.index.get("host"), "http", relay.config.allow_origins
+    ):
+        return False
+    if query_token is not None and token is not None and head.method == "GET":
+        mode = head.index.get("sec-fetch-mode")
+        navigation = mode == "navigate" if mode else "text/html" in head.index.get("accept", "")
+        if navigation:
+            return False  # aiohttp redirects, taking the token out of the address bar
+    return True
+
+
+class Pool:
+    """Idle keep-alive connections to one backend."""
+
+    def __init__(self) -> None:
+        self.idle: deque[UpstreamConnection] = deque()
+
+    def take(self) -> UpstreamConnection | None:
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed:
+                return conn
+        return None
+
+    def give(self, conn: UpstreamConnection) -> None:
+        if len(self.idle) < POOL_SIZE:
+            self.idle.append(conn)
+        else:
+            conn.close()
+
+    def close(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
+
+
+class FastServer:
+    """The listening side: makes a `ClientConnection` per accepted connection."""
+
+    def __init__(self, relay: Relay, fallback: Callable[[], asyncio.Protocol]) -> None:
+        self.relay = relay
+        self.fallback = fallback
+        self.connections: set[ClientConnection] = set()
+        self.pools: dict[str, Pool] = {}
+        self.server: asyncio.AbstractServer | None = None
+
+    def __call__(self) -> ClientConnection:
+        return ClientConnection(self)
+
+    def pool(self, backend: str) -> Pool:
+        pool = self.pools.get(backend)
+        if pool is None:
+            pool = self.pools[backend] = Pool()
+        return pool
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop accepting, close idle connections, let exchanges finish within `timeout`."""
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.connections):
+            if conn.exchange is None:
+                conn.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(c.exchange is not None for c in self.connections) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.close()
+        for pool in self.pools.values():
+            pool.close()
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection, while it is served by the fast path."""
+
+    def __init__(self, server: FastServer) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.exchange: Exchange | None = None
+        self.paused: set[str] = set()
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    # --- asyncio protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = cast(asyncio.Transport, transport)
+        self.server.connections.add(self)
+        self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        ex = self.exchange
+        if ex is not None and ex.body_left:
+            taken = data[: ex.body_left]
+            ex.send_body(taken)
+            data = data[len(taken) :]
+            if not data:
+                return
+        self.buffer += data
+        if self.exchange is None:
+            self._next()
+        elif len(self.buffer) > PIPELINE_LIMIT:
+            self.pause("pipeline")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        if self.exchange is not None:
+            self.exchange.abort()
+            self.exchange = None
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.client_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.client_paused(False)
+
+    # --- requests ---------------------------------------------------------------------
+
+    def _next(self) -> None:
+        """Start the next buffered request, or hand the connection to aiohttp."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buffer) > HEAD_LIMIT:
+                self._handoff()
+            elif not self.buffer:
+                self._arm_idle()
+            return
+        head = parse_head(bytes(self.buffer[: end + 4]))
+        if head is None:
+            self._handoff()
+            return
+        path, _, query = head.target.partition("?")
+        relay = self.server.relay
+        backend = relay.route(path)
+        if backend is None or not admissible(relay, head, path, query):
+            self._handoff()
+            return
+        try:
+            up = backend.upstream()
+        except BackendError:
+            self._handoff()
+            return
+        if up.open_raw is None:
+            self._handoff()
+            return
+        del self.buffer[: end + 4]
+        body = bytes(self.buffer[: head.content_length])
+        del self.buffer[: len(body)]
+        self.exchange = Exchange(self, backend, up, head, path, query)
+        self.exchange.begin(body)
+
+    def _handoff(self) -> None:
+        """Give this connection, from the current request on, to aiohttp."""
+        transport = self.transport
+        if transport is None:
+            return
+        self.server.connections.discard(self)
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        handler = self.server.fallback()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        if self.paused:
+            self.paused.clear()
+            transport.resume_reading()
+        if self.buffer:
+            handler.data_received(bytes(self.buffer))
+        self.buffer.clear()
+        self.transport = None
+
+    def finished(self, keep_alive: bool) -> None:
+        self.exchange = None
+        if not keep_alive:
+            self.close()
+            return
+        self.resume("pipeline")
+        self._next()
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause(self, reason: str) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused.add(reason)
+
+    def resume(self, reason: str) -> None:
+        if reason in self.paused:
+            self.paused.discard(reason)
+            if not self.paused and self.transport is not None:
+                self.transport.resume_reading()
+
+    def _arm_idle(self) -> None:
+        if self.idle_timer is None:
+            self.idle_timer = self.loop.call_later(KEEPALIVE_TIMEOUT, self.close)
+
+
+class Exchange:
+    """One request forwarded on the fast path, and its answer."""
+
+    def __init__(
+        self,
+        client: ClientConnection,
+        backend: Backend,
+        up: Upstream,
+        head: Head,
+        path: str,
+        query: str,
+    ) -> None:
+        self.client = client
+        self.backend = backend
+        self.up = up
+        self.head = head
+        self.path = path
+        self.started = client.loop.time()
+        self.body_left = head.content_length
+        self.pending: list[bytes] | None = []
+        self.pending_size = 0
+        self.conn: UpstreamConnection | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.status = 0
+        self.done = False
+        query = strip_query_param(query, "token")
+        target = upstream_path(path, up.base_url.raw_path) + ("?" + query if query else "")
+        transport = client.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        headers = request_headers(
+            head.headers,
+            client_ip=peer[0] if peer else "",
+            scheme="http",
+            host=head.index.get("host", ""),
+            backend_origin=up.origin,
+            relay_cookie=client.server.relay.cookie_name,
+            credentials=up.credentials,
+        )
+        lines = [f"{head.method} {target} HTTP/1.1", f"Host: {up.host_header}"]
+        lines.extend(f"{k}: {v}" for k, v in headers.items())
+        self.request_head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def begin(self, body: bytes) -> None:
+        self.body_left -= len(body)
+        pool = self.client.server.pool(self.backend.name)
+        conn = pool.take()
+        if conn is not None:
+            self._attach(conn, body)
+            return
+        if body:
+            self._stash(body)
+        asyncio.ensure_future(self._connect(pool))  # noqa: RUF006 - the exchange holds it
+
+    async def _connect(self, pool: Pool) -> None:
+        assert self.up.open_raw is not None
+        try:
+            _, protocol = await self.up.open_raw(UpstreamConnection)
+        except (OSError, TimeoutError) as exc:
+            if not self.done:
+                address = self.up.host_header
+                self.fail(translate_client_error(self.backend.name, exc, address))
+            return
+        conn = cast(UpstreamConnection, protocol)
+        conn.pool = pool
+        if self.done:
+            pool.give(conn)
+            return
+        pending, self.pending = self.pending or [], None
+        self._attach(conn, b"".join(pending))
+
+    def _attach(self, conn: UpstreamConnection, body: bytes) -> None:
+        self.pending = None
+        self.conn = conn
+        conn.exchange = self
+        conn.write(self.request_head + body if body else self.request_head)
+        if self.body_left == 0:
+            self._start_clock()
+        if self.client.paused & {"pending"}:
+            self.client.resume("pending")
+
+    def _stash(self, data: bytes) -> None:
+        assert self.pending is not None
+        self.pending.append(data)
+        self.pending_size += len(data)
+        if self.pending_size > PENDING_BODY_LIMIT:
+            self.client.pause("pending")
+
+    def send_body(self, data: bytes) -> None:
+        self.body_left -= len(data)
+        if self.conn is not None:
+            self.conn.write(data)
+            if self.body_left == 0:
+                self._start_clock()
+        else:
+            self._stash(data)
+
+    def _start_clock(self) -> None:
+        # The backend is timed once it has the whole request, not while the client uploads.
+        if self.timer is None and not self.done:
+            self.timer = self.client.loop.call_later(
+                self.client.server.relay.config.backend_timeout, self._timed_out
+            )
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.status == 0:
+            self.fail(translate_client_error(self.backend.name, TimeoutError()))
+
+    def got_head(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def client_paused(self, paused: bool) -> None:
+        if self.conn is not None and self.conn.transport is not None:
+            if paused:
+                self.conn.transport.pause_reading()
+            else:
+                self.conn.transport.resume_reading()
+
+    def upstream_paused(self, paused: bool) -> None:
+        if paused:
+            self.client.pause("upstream")
+        else:
+            self.client.resume("upstream")
+
+    def fail(self, error: BackendError) -> None:
+        """Answer with the error if nothing was sent yet; close both sides."""
+        log.warning("%s %s: %s", self.head.method, self.path, error.message)
+        sent = self.status != 0
+        self._end()
+        if self.conn is not None:
+            self.conn.close()
+        if not sent:
+            content_type, body = render_error(
+                self.path,
+                self.head.method,
+                self.head.index.get("accept", ""),
+                error.status,
+                error.message,
+                error.reason,
+            )
+            extra = "X-Content-Type-Options: nosniff\r\n" if "html" in content_type else ""
+            self.client.write(
+                (
+                    f"HTTP/1.1 {error.status} {error.reason}\r\nContent-Type: {content_type}\r\n"
+                    f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n{extra}"
+                    "Connection: close\r\n\r\n"
+                ).encode("latin-1")
+                + body
+            )
+            self._log(error.status)
+        self.client.finished(keep_alive=False)
+
+    def complete(self, upstream_reusable: bool, client_keep_alive: bool) -> None:
+        conn = self.conn
+        self._end()
+        if conn is not None:
+            conn.exchange = None
+            if upstream_reusable and self.body_left == 0 and conn.pool is not None:
+                conn.pool.give(conn)
+            else:
+                conn.close()
+        self._log(self.status)
+        keep_alive = client_keep_alive and self.head.keep_alive and self.body_left == 0
+        self.client.finished(keep_alive=keep_alive)
+
+    def abort(self) -> None:
+        """The client went away: drop the upstream connection, whose answer is unread."""
+        self._end()
+        if self.conn is not None:
+            self.conn.exchange = None
+            self.conn.close()
+
+    def _end(self) -> None:
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _log(self, status: int) -> None:
+        if access_log.isEnabledFor(logging.DEBUG):
+            elapsed = (self.client.loop.time() - self.started) * 1000
+            access_log.debug("%s %s %d %.1fms (fast)", self.head.method, self.path, status, elapsed)
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """A keep-alive connection to a backend; its answers are parsed as they arrive.
+
+    The head is rewritten and sent once llhttp has parsed it; body bytes go on
+    as llhttp hands them over (re-framed as chunks when the backend chunked
+    them). The exchange is finished after `feed_data` returns, so nothing
+    re-enters the parser.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Exchange | None = None
+        self.pool: Pool | None = None
+        self.closed = False
+        self.parser = httptools.HttpResponseParser(self)
+        self.on_message_begin()
+        self.message_done = False
+        self.reusable = False
+
+    # --- httptools callbacks ----------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.headers: list[tuple[str, str]] = []
+        self.reason = b""
+        self.head_sent = False
+        self.informational = False
+        self.chunked = False
+        self.close_delimited = False
+        self.scrub: list[bytes] | None = None
+        self.scrub_size = 0
+        self.held_head: Any = None
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        ex = self.exchange
+        if ex is None:
+            return
+        status = self.parser.get_status_code()
+        if status < 200:
+            # Informational (103 Early Hints): pass it on, then read the real answer.
+            self.informational = True
+            ex.client.write(self._head_bytes(status, self.headers))
+            return
+        ex.status = status
+        ex.got_head()
+        out = response_headers(self.headers, backend_origins=ex.up.origins, relay_is_https=False)
+        lower = {k.lower(): v for k, v in self.headers}
+        self.chunked = "chunked" in lower.get("transfer-encoding", "").lower()
+        no_body = status in (204, 304)
+        self.close_delimited = not (self.chunked or "content-length" in lower or no_body)
+        if (
+            ex.up.secrets
+            and lower.get("content-type", "").startswith("text/html")
+            and "content-encoding" not in lower
+            and not no_body
+        ):
+            self.scrub = []  # hold the page to take the backend's token out of it
+            self.held_head = out
+            return
+        if self.chunked:
+            out["Transfer-Encoding"] = "chunked"
+        if self.close_delimited or not ex.head.keep_alive:
+            out["Connection"] = "close"
+        ex.client.write(self._head_bytes(status, out.items()))
+        self.head_sent = True
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.exchange
+        if ex is None:
+            return
+        if self.scrub is not None:
+            self.scrub.append(bytes(body))
+            self.scrub_size += len(body)
+            if self.scrub_size > SCRUB_LIMIT:
+                self._release_held(ex)
+            return
+        if self.chunked:
+            ex.client.write(b"%x\r\n%s\r\n" % (len(body), body))
+        else:
+            ex.client.write(body)
+
+    def on_message_complete(self) -> None:
+        if self.informational:
+            self.informational = False
+            return
+        ex = self.exchange
+        if ex is None:
+            return
+        if self.scrub is not None:
+            body = b"".join(self.scrub)
+            for secret in ex.up.secrets:
+                body = body.replace(secret, b"")
+            out = self.held_head
+            out.popall("Content-Length", None)
+            out["Content-Length"] = str(len(body))
+            ex.client.write(self._head_bytes(ex.status, out.items()) + body)
+            self.scrub = None
+        elif self.chunked:
+            ex.client.write(b"0\r\n\r\n")
+        self.head_sent = True
+        self.message_done = True
+        # llhttp forgets the message once this callback returns: ask now.
+        self.reusable = self.parser.should_keep_alive()
+
+    def _release_held(self, ex: Exchange) -> None:
+        """A page too large to hold: send it as it is, as the aiohttp path does."""
+        out = self.held_head
+        out.popall("Content-Length", None)
+        out["Transfer-Encoding"] = "chunked"
+        held = b"".join(self.scrub or [])
+        ex.client.write(self._head_bytes(ex.status, out.items()))
+        ex.client.write(b"%x\r\n%s\r\n" % (len(held), held))
+        self.scrub = None
+        self.chunked = True
+        self.head_sent = True
+
+    # --- asyncio protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_paused(False)
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is None:
+            self.close()  # an answer nobody asked for: this connection is out of step
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.close()
+            error = ConnectionError(f"backend '{ex.backend.name}' sent a malformed answer ({exc})")
+            ex.fail(translate_client_error(ex.backend.name, error))
+            return
+        if self.message_done:
+            self.message_done = False
+            ex.complete(
+                upstream_reusable=self.reusable,
+                client_keep_alive=not self.close_delimited,
+            )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.transport = None
+        ex, self.exchange = self.exchange, None
+        if ex is None or ex.done:
+            return
+        if not self.head_sent and self.scrub is None:
+            error = ConnectionResetError(f"backend '{ex.backend.name}' closed the connection")
+            ex.fail(translate_client_error(ex.backend.name, error))
+        elif self.close_delimited and self.scrub is None:
+            ex.complete(upstream_reusable=False, client_keep_alive=False)
+        else:
+            # Cut short mid-body: close the client's connection so it sees the truncation.
+            ex.abort()
+            ex.client.finished(keep_alive=False)
+
+    def _head_bytes(self, status: int, headers: Any) -> bytes:
+        reason = self.reason.decode("latin-1") or "OK"
+        lines = [f"HTTP/1.1 {status} {reason}"]
+        lines.extend(f"{k}: {v}" for k, v in headers)
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
