@@ -18,6 +18,7 @@ BACKEND_TOKEN = "echo-backend-token-42"
 class Echo:
     port: int
     requests: list[dict[str, object]] = field(default_factory=list)
+    close_codes: list[int | None] = field(default_factory=list)
 
     @property
     def backend_arg(self) -> str:
@@ -99,6 +100,7 @@ def make_echo_app(echo: Echo) -> web.Application:
                 await ws.send_str(msg.data)
             elif msg.type is WSMsgType.BINARY:
                 await ws.send_bytes(msg.data)
+        echo.close_codes.append(ws.close_code)
         return ws
 
     async def slow(request: web.Request) -> web.StreamResponse:

@@ -18,7 +18,9 @@ endpoints keep one implementation, and this module stays small.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ import httptools
 
 from . import auth
 from .backends.base import Backend, Upstream
+from .backends.tcp import QUICKACK
 from .errors import BackendError
 from .forward import SCRUB_LIMIT, translate_client_error
 from .headers import (
@@ -51,7 +54,7 @@ PENDING_BODY_LIMIT = 1024 * 1024
 KEEPALIVE_TIMEOUT = 75.0
 POOL_SIZE = 64
 FAST_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-HANDS_OFF = frozenset({"upgrade", "expect", "transfer-encoding"})
+HANDS_OFF = frozenset({"expect", "transfer-encoding"})
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Head:
     index: dict[str, str]  # lower-case name -> first value
     content_length: int
     keep_alive: bool
+    websocket: bool = False
 
 
 class _HeadCollector:
@@ -93,9 +97,12 @@ def parse_head(data: bytes) -> Head | None:
     collector = _HeadCollector()
     parser = httptools.HttpRequestParser(collector)
     collector.parser = parser
+    upgrade = False
     try:
         parser.feed_data(data)
-    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+    except httptools.HttpParserUpgrade:
+        upgrade = True
+    except httptools.HttpParserError:
         return None
     if not collector.complete or parser.get_http_version() != "1.1":
         return None
@@ -107,13 +114,18 @@ def parse_head(data: bytes) -> Head | None:
         index.setdefault(name.lower(), value)
     if HANDS_OFF & index.keys():
         return None
+    websocket = upgrade and method == "GET" and index.get("upgrade", "").lower() == "websocket"
+    if "upgrade" in index and not websocket:
+        return None
     length = index.get("content-length", "0")
     if not length.isdigit():
         return None
     target = collector.url.decode("latin-1")
     if not target.startswith("/") or target.startswith("//"):
         return None
-    return Head(method, target, collector.headers, index, int(length), collector.keep_alive)
+    return Head(
+        method, target, collector.headers, index, int(length), collector.keep_alive, websocket
+    )
 
 
 def admissible(relay: Relay, head: Head, path: str, query: str) -> bool:
@@ -130,11 +142,16 @@ def admissible(relay: Relay, head: Head, path: str, query: str) -> bool:
         )
         if auth.check(token.value, creds) is not auth.Verdict.OK:
             return False
-    if auth.needs_origin_check(head.method, False) and not auth.origin_allowed(
+    if auth.needs_origin_check(head.method, head.websocket) and not auth.origin_allowed(
         head.index.get("origin"), head.index.get("host"), "http", relay.config.allow_origins
     ):
         return False
-    if query_token is not None and token is not None and head.method == "GET":
+    if (
+        query_token is not None
+        and token is not None
+        and not head.websocket
+        and (head.method == "GET")
+    ):
         mode = head.index.get("sec-fetch-mode")
         navigation = mode == "navigate" if mode else "text/html" in head.index.get("accept", "")
         if navigation:
@@ -190,7 +207,9 @@ class FastServer:
         if self.server is not None:
             self.server.close()
         for conn in list(self.connections):
-            if conn.exchange is None:
+            if conn.tunnel is not None:
+                conn.tunnel.going_away()
+            elif conn.exchange is None:
                 conn.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -211,6 +230,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.exchange: Exchange | None = None
+        self.tunnel: Tunnel | None = None
         self.paused: set[str] = set()
         self.idle_timer: asyncio.TimerHandle | None = None
 
@@ -223,6 +243,9 @@ class ClientConnection(asyncio.Protocol):
         self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.from_client(data)
+            return
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
@@ -246,15 +269,21 @@ class ClientConnection(asyncio.Protocol):
         if self.exchange is not None:
             self.exchange.abort()
             self.exchange = None
+        if self.tunnel is not None:
+            self.tunnel.close()
         self.transport = None
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
             self.exchange.client_paused(True)
+        elif self.tunnel is not None:
+            self.tunnel.client_paused(True)
 
     def resume_writing(self) -> None:
         if self.exchange is not None:
             self.exchange.client_paused(False)
+        elif self.tunnel is not None:
+            self.tunnel.client_paused(False)
 
     # --- requests ---------------------------------------------------------------------
 
@@ -288,6 +317,9 @@ class ClientConnection(asyncio.Protocol):
             self._handoff()
             return
         del self.buffer[: end + 4]
+        if head.websocket:
+            self.tunnel = Tunnel(self, backend, up, head, path, query)
+            return
         body = bytes(self.buffer[: head.content_length])
         del self.buffer[: len(body)]
         self.exchange = Exchange(self, backend, up, head, path, query)
@@ -346,6 +378,32 @@ class ClientConnection(asyncio.Protocol):
             self.idle_timer = self.loop.call_later(KEEPALIVE_TIMEOUT, self.close)
 
 
+def upstream_head(
+    client: ClientConnection, up: Upstream, head: Head, path: str, query: str
+) -> bytes:
+    """The request head for the backend: path mapped, relay token and credentials swapped."""
+    query = strip_query_param(query, "token")
+    target = upstream_path(path, up.base_url.raw_path) + ("?" + query if query else "")
+    transport = client.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    headers = request_headers(
+        head.headers,
+        client_ip=peer[0] if peer else "",
+        scheme="http",
+        host=head.index.get("host", ""),
+        backend_origin=up.origin,
+        relay_cookie=client.server.relay.cookie_name,
+        credentials=up.credentials,
+    )
+    lines = [f"{head.method} {target} HTTP/1.1", f"Host: {up.host_header}"]
+    lines.extend(f"{k}: {v}" for k, v in headers.items())
+    if head.websocket:
+        # The handshake fields (key, version, protocols, extensions) pass as they are:
+        # the backend answers the client's own handshake.
+        lines.extend(("Connection: Upgrade", "Upgrade: websocket"))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
 class Exchange:
     """One request forwarded on the fast path, and its answer."""
 
@@ -371,22 +429,7 @@ class Exchange:
         self.timer: asyncio.TimerHandle | None = None
         self.status = 0
         self.done = False
-        query = strip_query_param(query, "token")
-        target = upstream_path(path, up.base_url.raw_path) + ("?" + query if query else "")
-        transport = client.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        headers = request_headers(
-            head.headers,
-            client_ip=peer[0] if peer else "",
-            scheme="http",
-            host=head.index.get("host", ""),
-            backend_origin=up.origin,
-            relay_cookie=client.server.relay.cookie_name,
-            credentials=up.credentials,
-        )
-        lines = [f"{head.method} {target} HTTP/1.1", f"Host: {up.host_header}"]
-        lines.extend(f"{k}: {v}" for k, v in headers.items())
-        self.request_head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.request_head = upstream_head(client, up, head, path, query)
 
     def begin(self, body: bytes) -> None:
         self.body_left -= len(body)
@@ -716,3 +759,267 @@ class UpstreamConnection(asyncio.Protocol):
         lines = [f"HTTP/1.1 {status} {reason}"]
         lines.extend(f"{k}: {v}" for k, v in headers)
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+# --- websockets --------------------------------------------------------------------------
+
+WS_GOING_AWAY = b"\x88\x02\x03\xe9"  # a server's close frame, code 1001, unmasked
+
+
+class FrameCursor:
+    """Follows websocket frame boundaries in a byte stream, without copying payloads.
+
+    A close frame may only be injected between frames; this says when that is.
+    """
+
+    __slots__ = ("left", "partial")
+
+    def __init__(self) -> None:
+        self.left = 0
+        self.partial = b""
+
+    def feed(self, data: bytes) -> None:
+        if self.partial:
+            data = self.partial + data
+            self.partial = b""
+        pos, end = 0, len(data)
+        while True:
+            if self.left:
+                step = min(self.left, end - pos)
+                pos += step
+                self.left -= step
+                if self.left:
+                    return
+            if pos >= end:
+                return
+            if end - pos < 2:
+                self.partial = data[pos:]
+                return
+            second = data[pos + 1]
+            length = second & 0x7F
+            size = 2 + (2 if length == 126 else 8 if length == 127 else 0)
+            size += 4 if second & 0x80 else 0
+            if end - pos < size:
+                self.partial = data[pos:]
+                return
+            if length == 126:
+                length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+            elif length == 127:
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+            pos += size
+            self.left = length
+
+    @property
+    def at_boundary(self) -> bool:
+        return self.left == 0 and not self.partial
+
+
+class Tunnel:
+    """A websocket: the handshake forwarded, then bytes spliced both ways, frames untouched.
+
+    The backend chooses among the subprotocols the client offered and answers the
+    client's own key; frame types, pings and close codes pass as they are.
+    """
+
+    def __init__(
+        self,
+        client: ClientConnection,
+        backend: Backend,
+        up: Upstream,
+        head: Head,
+        path: str,
+        query: str,
+    ) -> None:
+        self.client = client
+        self.backend = backend
+        self.up = up
+        self.head = head
+        self.path = path
+        self.upstream: TunnelUpstream | None = None
+        self.stash: list[bytes] = [bytes(client.buffer)] if client.buffer else []
+        client.buffer.clear()
+        self.cursor = FrameCursor()
+        self.closed = False
+        request = upstream_head(client, up, head, path, query)
+        self.task = asyncio.ensure_future(self._open(request))
+
+    async def _open(self, request: bytes) -> None:
+        assert self.up.open_raw is not None
+        try:
+            _, protocol = await self.up.open_raw(lambda: TunnelUpstream(self))
+        except (OSError, TimeoutError) as exc:
+            error = translate_client_error(self.backend.name, exc, self.up.host_header)
+            log.warning("%s %s: %s", self.head.method, self.path, error.message)
+            content_type, body = render_error(
+                self.path,
+                self.head.method,
+                self.head.index.get("accept", ""),
+                error.status,
+                error.message,
+                error.reason,
+            )
+            self.client.write(
+                (
+                    f"HTTP/1.1 {error.status} {error.reason}\r\nContent-Type: {content_type}"
+                    f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                ).encode("latin-1")
+                + body
+            )
+            self.close()
+            return
+        upstream = cast(TunnelUpstream, protocol)
+        if self.closed:
+            upstream.close()
+            return
+        self.upstream = upstream
+        upstream.write(request + b"".join(self.stash))
+        self.stash = []
+
+    def from_client(self, data: bytes) -> None:
+        if self.upstream is not None:
+            self.upstream.write(data)
+        else:
+            self.stash.append(data)
+
+    def to_client(self, data: bytes) -> None:
+        self.cursor.feed(data)
+        self.client.write(data)
+
+    def client_paused(self, paused: bool) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            if paused:
+                upstream.transport.pause_reading()
+            else:
+                upstream.transport.resume_reading()
+
+    def upstream_paused(self, paused: bool) -> None:
+        if paused:
+            self.client.pause("upstream")
+        else:
+            self.client.resume("upstream")
+
+    def going_away(self) -> None:
+        """Shutdown: tell the client with 1001 (between frames), close both sides."""
+        if self.upstream is not None and self.upstream.upgraded and self.cursor.at_boundary:
+            self.client.write(WS_GOING_AWAY)
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.upstream is not None:
+            self.upstream.close()
+        self.client.tunnel = None
+        self.client.close()
+        if access_log.isEnabledFor(logging.DEBUG):
+            status = self.upstream.status if self.upstream is not None else 0
+            access_log.debug("GET %s %d websocket closed (fast)", self.path, status)
+
+
+class TunnelUpstream(asyncio.Protocol):
+    """The backend side of a tunnel: reads the handshake answer, then splices."""
+
+    def __init__(self, tunnel: Tunnel) -> None:
+        self.tunnel = tunnel
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.head = bytearray()
+        self.headers: list[tuple[str, str]] = []
+        self.reason = b""
+        self.status = 0
+        self.upgraded = False
+        self.refused = False
+        self.sock: Any = None
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_message_complete(self) -> None:
+        if self.refused:
+            self.tunnel.close()  # the backend refused the upgrade and said why: done
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if QUICKACK is not None and sock is not None:
+            self.sock = sock
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        self.tunnel.upstream_paused(True)
+
+    def resume_writing(self) -> None:
+        self.tunnel.upstream_paused(False)
+
+    def data_received(self, data: bytes) -> None:
+        if self.sock is not None:
+            # Kernel websockets: jupyter_server leaves Nagle on; acknowledge at once.
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+        if self.upgraded:
+            self.tunnel.to_client(data)
+            return
+        if self.refused:
+            self.tunnel.client.write(data)
+            self._feed(data)
+            return
+        self.head += data
+        end = self.head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.head) > HEAD_LIMIT:
+                self.tunnel.close()
+            return
+        self._feed(bytes(self.head[: end + 4]))
+        rest = bytes(self.head[end + 4 :])
+        self.head = bytearray()
+        self.status = self.parser.get_status_code()
+        out = response_headers(
+            self.headers, backend_origins=self.tunnel.up.origins, relay_is_https=False
+        )
+        if self.status == 101:
+            self.upgraded = True
+            out["Connection"] = "Upgrade"
+            out["Upgrade"] = "websocket"
+        else:
+            # Refused (unknown kernel, auth): pass the backend's answer on, then close.
+            self.refused = True
+            out["Connection"] = "close"
+        lines = [f"HTTP/1.1 {self.status} {self.reason.decode('latin-1')}"]
+        lines.extend(f"{k}: {v}" for k, v in out.items())
+        self.tunnel.client.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        if rest:
+            if self.upgraded:
+                self.tunnel.to_client(rest)
+            else:
+                self.tunnel.client.write(rest)
+                self._feed(rest)
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # the 101 head ends here; what follows are frames
+        except httptools.HttpParserError:
+            self.tunnel.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if not self.upgraded and not self.refused and not self.tunnel.closed:
+            error = translate_client_error(
+                self.tunnel.backend.name,
+                ConnectionResetError(f"backend '{self.tunnel.backend.name}' closed the connection"),
+            )
+            log.warning("GET %s: %s", self.tunnel.path, error.message)
+        self.tunnel.close()
