@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import json
@@ -222,3 +223,51 @@ async def test_pipelined_requests_answered_in_order(echo_relay: RunningRelay) ->
         for part in data.split(b"HTTP/1.1 200")[1:]
     ]
     assert paths == ["/echo/one", "/echo/two", "/echo/three"]
+
+
+class ForgetfulBackend:
+    """Answers the first request of each connection, then drops the connection on the next:
+    what a backend does when it closes an idle keep-alive connection just as a request comes.
+    """
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+
+@pytest.mark.parametrize("mode", ["fast-path", "aiohttp-only"])
+async def test_request_on_a_connection_the_backend_dropped_is_retried(mode: str) -> None:
+    backend = ForgetfulBackend()
+    backend.server = await asyncio.start_server(backend.handle, "127.0.0.1", 0)
+    port = backend.server.sockets[0].getsockname()[1]
+    running = await start_relay([f"f=http://127.0.0.1:{port}/"], no_fast_path=mode != "fast-path")
+    # A fresh client connection each time: aiohttp's client would otherwise retry by itself.
+    connector = aiohttp.TCPConnector(force_close=True)
+    headers = {"Authorization": f"token {RELAY_TOKEN}"}
+    try:
+        async with aiohttp.ClientSession(connector=connector, headers=headers) as fresh:
+            for _ in range(3):
+                async with fresh.get(running.base_url + "x") as resp:
+                    assert resp.status == 200 and await resp.read() == b"ok"
+    finally:
+        await running.stop()
+        backend.server.close()
+    assert backend.connections >= 4  # the health check, then a fresh one for each drop
+
+
+async def test_bare_line_feeds_are_refused_at_once(echo_relay: RunningRelay) -> None:
+    """Strict parsing (no bare LF: a request-smuggling vector), and no wait for more bytes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", echo_relay.port)
+    writer.write(b"GET /relay/healthz HTTP/1.1\nHost: x\n\n")
+    line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert line.split(b" ")[1] == b"400"

@@ -53,6 +53,7 @@ PIPELINE_LIMIT = 256 * 1024
 PENDING_BODY_LIMIT = 1024 * 1024
 KEEPALIVE_TIMEOUT = 75.0
 POOL_SIZE = 64
+POOL_IDLE = 30.0
 FAST_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 HANDS_OFF = frozenset({"expect", "transfer-encoding"})
 
@@ -160,27 +161,38 @@ def admissible(relay: Relay, head: Head, path: str, query: str) -> bool:
 
 
 class Pool:
-    """Idle keep-alive connections to one backend."""
+    """Idle keep-alive connections to one backend, newest first.
+
+    A connection idle for longer than `POOL_IDLE` is closed rather than reused:
+    backends close idle connections too, and a request sent just as they do
+    would be lost.
+    """
 
     def __init__(self) -> None:
-        self.idle: deque[UpstreamConnection] = deque()
+        self.idle: deque[tuple[UpstreamConnection, float]] = deque()
 
     def take(self) -> UpstreamConnection | None:
+        now = asyncio.get_running_loop().time()
         while self.idle:
-            conn = self.idle.pop()
-            if not conn.closed:
-                return conn
+            conn, since = self.idle.pop()
+            if conn.closed:
+                continue
+            if now - since > POOL_IDLE:
+                conn.close()
+                continue
+            conn.reused = True
+            return conn
         return None
 
     def give(self, conn: UpstreamConnection) -> None:
-        if len(self.idle) < POOL_SIZE:
-            self.idle.append(conn)
+        if len(self.idle) < POOL_SIZE and not conn.closed:
+            self.idle.append((conn, asyncio.get_running_loop().time()))
         else:
             conn.close()
 
     def close(self) -> None:
         while self.idle:
-            self.idle.pop().close()
+            self.idle.pop()[0].close()
 
 
 class FastServer:
@@ -293,8 +305,8 @@ class ClientConnection(asyncio.Protocol):
             return
         end = self.buffer.find(b"\r\n\r\n")
         if end < 0:
-            if len(self.buffer) > HEAD_LIMIT:
-                self._handoff()
+            if len(self.buffer) > HEAD_LIMIT or b"\n\n" in self.buffer:
+                self._handoff()  # too long, or bare line feeds: aiohttp answers those
             elif not self.buffer:
                 self._arm_idle()
             return
@@ -429,6 +441,8 @@ class Exchange:
         self.timer: asyncio.TimerHandle | None = None
         self.status = 0
         self.done = False
+        self.task: asyncio.Future[None] | None = None
+        self.retried = False
         self.request_head = upstream_head(client, up, head, path, query)
 
     def begin(self, body: bytes) -> None:
@@ -440,7 +454,7 @@ class Exchange:
             return
         if body:
             self._stash(body)
-        asyncio.ensure_future(self._connect(pool))  # noqa: RUF006 - the exchange holds it
+        self.task = asyncio.ensure_future(self._connect(pool))
 
     async def _connect(self, pool: Pool) -> None:
         assert self.up.open_raw is not None
@@ -468,6 +482,19 @@ class Exchange:
             self._start_clock()
         if self.client.paused & {"pending"}:
             self.client.resume("pending")
+
+    def can_retry(self) -> bool:
+        """Nothing is lost by sending again: no body, no answer yet, not retried."""
+        return self.head.content_length == 0 and self.status == 0 and not self.retried
+
+    def retry(self) -> None:
+        self.retried = True
+        self.conn = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.pending = []
+        self.task = asyncio.ensure_future(self._connect(self.client.server.pool(self.backend.name)))
 
     def _stash(self, data: bytes) -> None:
         assert self.pending is not None
@@ -589,6 +616,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange: Exchange | None = None
         self.pool: Pool | None = None
         self.closed = False
+        self.reused = False
         self.parser = httptools.HttpResponseParser(self)
         self.on_message_begin()
         self.message_done = False
@@ -733,6 +761,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.message_done:
             self.message_done = False
+            self.on_message_begin()  # nothing of this answer is pending any more
             ex.complete(
                 upstream_reusable=self.reusable,
                 client_keep_alive=not self.close_delimited,
@@ -744,7 +773,9 @@ class UpstreamConnection(asyncio.Protocol):
         ex, self.exchange = self.exchange, None
         if ex is None or ex.done:
             return
-        if not self.head_sent and self.scrub is None:
+        if not self.head_sent and self.scrub is None and self.reused and ex.can_retry():
+            ex.retry()  # a kept-alive connection the backend had just closed: try a fresh one
+        elif not self.head_sent and self.scrub is None:
             error = ConnectionResetError(f"backend '{ex.backend.name}' closed the connection")
             ex.fail(translate_client_error(ex.backend.name, error))
         elif self.close_delimited and self.scrub is None:
