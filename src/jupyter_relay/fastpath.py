@@ -54,6 +54,9 @@ PENDING_BODY_LIMIT = 1024 * 1024
 KEEPALIVE_TIMEOUT = 75.0
 POOL_SIZE = 64
 POOL_IDLE = 30.0
+# Write buffer high-water mark: with asyncio's 64 KiB, a 1 GiB download paused and
+# resumed the backend thousands of times a second (0.74 GB/s here); 1 MiB: 1.4 GB/s.
+WRITE_HIGH = 1024 * 1024
 FAST_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 HANDS_OFF = frozenset({"expect", "transfer-encoding"})
 
@@ -251,6 +254,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH)
         self.server.connections.add(self)
         self._arm_idle()
 
@@ -729,6 +733,7 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None:
@@ -976,6 +981,7 @@ class TunnelUpstream(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH)
         sock = transport.get_extra_info("socket")
         if QUICKACK is not None and sock is not None:
             self.sock = sock
