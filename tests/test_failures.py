@@ -403,3 +403,20 @@ async def test_slow_upload_is_not_a_backend_timeout(
             assert (jupyter.root / name).read_bytes() == b"".join(parts)
     finally:
         (jupyter.root / name).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("mode", ["fast-path", "aiohttp-only"])
+async def test_websocket_to_a_backend_that_is_down_is_502(
+    client: aiohttp.ClientSession, mode: str
+) -> None:
+    port = closed_port()
+    running = await start_relay([f"lab=http://127.0.0.1:{port}/"], no_fast_path=mode != "fast-path")
+    try:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await client.ws_connect(running.base_url + "api/kernels/k/channels")
+        assert info.value.status == 502
+        async with client.get(running.base_url + "api/kernels") as resp:
+            body = await resp.json()
+        assert f"127.0.0.1:{port} is unreachable (Connection refused)" in body["message"]
+    finally:
+        await running.stop()

@@ -18,7 +18,7 @@ endpoints keep one implementation, and this module stays small.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import socket
 from collections import deque
@@ -420,7 +420,44 @@ def upstream_head(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-class Exchange:
+class Forwarding:
+    """What an exchange and a tunnel share: the request, where it goes, how to refuse it."""
+
+    def __init__(
+        self,
+        client: ClientConnection,
+        backend: Backend,
+        up: Upstream,
+        head: Head,
+        path: str,
+    ) -> None:
+        self.client = client
+        self.backend = backend
+        self.up = up
+        self.head = head
+        self.path = path
+
+    def error_answer(self, error: BackendError) -> bytes:
+        """The relay's error answer (JSON or an escaped page), closing the connection."""
+        log.warning("%s %s: %s", self.head.method, self.path, error.message)
+        content_type, body = render_error(
+            self.path,
+            self.head.method,
+            self.head.index.get("accept", ""),
+            error.status,
+            error.message,
+            error.reason,
+        )
+        extra = "X-Content-Type-Options: nosniff\r\n" if "html" in content_type else ""
+        head = (
+            f"HTTP/1.1 {error.status} {error.reason}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n{extra}"
+            "Connection: close\r\n\r\n"
+        )
+        return head.encode("latin-1") + body
+
+
+class Exchange(Forwarding):
     """One request forwarded on the fast path, and its answer."""
 
     def __init__(
@@ -432,11 +469,7 @@ class Exchange:
         path: str,
         query: str,
     ) -> None:
-        self.client = client
-        self.backend = backend
-        self.up = up
-        self.head = head
-        self.path = path
+        super().__init__(client, backend, up, head, path)
         self.started = client.loop.time()
         self.body_left = head.content_length
         self.pending: list[bytes] | None = []
@@ -548,29 +581,14 @@ class Exchange:
 
     def fail(self, error: BackendError) -> None:
         """Answer with the error if nothing was sent yet; close both sides."""
-        log.warning("%s %s: %s", self.head.method, self.path, error.message)
         sent = self.status != 0
         self._end()
         if self.conn is not None:
             self.conn.close()
-        if not sent:
-            content_type, body = render_error(
-                self.path,
-                self.head.method,
-                self.head.index.get("accept", ""),
-                error.status,
-                error.message,
-                error.reason,
-            )
-            extra = "X-Content-Type-Options: nosniff\r\n" if "html" in content_type else ""
-            self.client.write(
-                (
-                    f"HTTP/1.1 {error.status} {error.reason}\r\nContent-Type: {content_type}\r\n"
-                    f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n{extra}"
-                    "Connection: close\r\n\r\n"
-                ).encode("latin-1")
-                + body
-            )
+        if sent:
+            log.warning("%s %s: %s", self.head.method, self.path, error.message)
+        else:
+            self.client.write(self.error_answer(error))
             self._log(error.status)
         self.client.finished(keep_alive=False)
 
@@ -850,7 +868,7 @@ class FrameCursor:
         return self.left == 0 and not self.partial
 
 
-class Tunnel:
+class Tunnel(Forwarding):
     """A websocket: the handshake forwarded, then bytes spliced both ways, frames untouched.
 
     The backend chooses among the subprotocols the client offered and answers the
@@ -866,11 +884,7 @@ class Tunnel:
         path: str,
         query: str,
     ) -> None:
-        self.client = client
-        self.backend = backend
-        self.up = up
-        self.head = head
-        self.path = path
+        super().__init__(client, backend, up, head, path)
         self.upstream: TunnelUpstream | None = None
         self.stash: list[bytes] = [bytes(client.buffer)] if client.buffer else []
         client.buffer.clear()
@@ -885,22 +899,7 @@ class Tunnel:
             _, protocol = await self.up.open_raw(lambda: TunnelUpstream(self))
         except (OSError, TimeoutError) as exc:
             error = translate_client_error(self.backend.name, exc, self.up.host_header)
-            log.warning("%s %s: %s", self.head.method, self.path, error.message)
-            content_type, body = render_error(
-                self.path,
-                self.head.method,
-                self.head.index.get("accept", ""),
-                error.status,
-                error.message,
-                error.reason,
-            )
-            self.client.write(
-                (
-                    f"HTTP/1.1 {error.status} {error.reason}\r\nContent-Type: {content_type}"
-                    f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                ).encode("latin-1")
-                + body
-            )
+            self.client.write(self.error_answer(error))
             self.close()
             return
         upstream = cast(TunnelUpstream, protocol)
@@ -918,7 +917,11 @@ class Tunnel:
             self.stash.append(data)
 
     def to_client(self, data: bytes) -> None:
-        self.cursor.feed(data)
+        cursor = self.cursor
+        n = len(data)
+        # Most reads are one whole small frame (unmasked, length < 126): see that cheaply.
+        if cursor.left or cursor.partial or n < 2 or data[1] > 125 or n != 2 + data[1]:
+            cursor.feed(data)
         self.client.write(data)
 
     def client_paused(self, paused: bool) -> None:
@@ -967,7 +970,7 @@ class TunnelUpstream(asyncio.Protocol):
         self.status = 0
         self.upgraded = False
         self.refused = False
-        self.sock: Any = None
+        self.rearm: Callable[[], None] | None = None
 
     def on_status(self, status: bytes) -> None:
         self.reason += status
@@ -984,7 +987,7 @@ class TunnelUpstream(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=WRITE_HIGH)
         sock = transport.get_extra_info("socket")
         if QUICKACK is not None and sock is not None:
-            self.sock = sock
+            self.rearm = functools.partial(sock.setsockopt, socket.IPPROTO_TCP, QUICKACK, 1)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None:
@@ -1001,10 +1004,12 @@ class TunnelUpstream(asyncio.Protocol):
         self.tunnel.upstream_paused(False)
 
     def data_received(self, data: bytes) -> None:
-        if self.sock is not None:
+        if self.rearm is not None:
             # Kernel websockets: jupyter_server leaves Nagle on; acknowledge at once.
-            with contextlib.suppress(OSError):
-                self.sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+            try:
+                self.rearm()
+            except OSError:
+                self.rearm = None
         if self.upgraded:
             self.tunnel.to_client(data)
             return

@@ -69,6 +69,16 @@ def query_param(raw_query: str, name: str) -> str | None:
     return None
 
 
+def _connection_tokens(items: list[tuple[str, str]]) -> set[str]:
+    """Field names a message's `Connection` header lists: hop-by-hop for that message."""
+    return {
+        part.strip().lower()
+        for key, value in items
+        if key.lower() == "connection"
+        for part in value.split(",")
+    }
+
+
 def remove_cookie(cookie_header: str, name: str) -> str:
     """Drop one cookie from a `Cookie` request header."""
     parts = [p for p in cookie_header.split(";") if p.strip().split("=", 1)[0] != name]
@@ -95,12 +105,7 @@ def request_headers(
     compares `Origin` with its own `Host`.
     """
     items = list(incoming)
-    connection = {
-        part.strip().lower()
-        for key, value in items
-        if key.lower() == "connection"
-        for part in value.split(",")
-    }
+    connection = _connection_tokens(items)
     drop = HOP_BY_HOP | connection | {"host", "authorization"}
     if websocket:
         drop = drop | WEBSOCKET_HANDSHAKE
@@ -154,12 +159,7 @@ def response_headers(
     on loopback (a browser would drop the cookie).
     """
     items = list(upstream)
-    connection = {
-        part.strip().lower()
-        for key, value in items
-        if key.lower() == "connection"
-        for part in value.split(",")
-    }
+    connection = _connection_tokens(items)
     drop = HOP_BY_HOP | connection
     out: CIMultiDict[str] = CIMultiDict()
     for key, value in items:
