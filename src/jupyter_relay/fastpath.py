@@ -311,8 +311,8 @@ class ClientConnection(asyncio.Protocol):
         if end < 0:
             if len(self.buffer) > HEAD_LIMIT or b"\n\n" in self.buffer:
                 self._handoff()  # too long, or bare line feeds: aiohttp answers those
-            elif not self.buffer:
-                self._arm_idle()
+            else:
+                self._arm_idle()  # idle, or a head that stopped half-way: both time out
             return
         head = parse_head(bytes(self.buffer[: end + 4]))
         if head is None:
