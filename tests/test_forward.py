@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from jupyter_relay import fastpath
 from jupyter_relay.server import RunningRelay
 
 from .conftest import RELAY_TOKEN, start_relay
@@ -271,3 +272,18 @@ async def test_bare_line_feeds_are_refused_at_once(echo_relay: RunningRelay) -> 
     line = await asyncio.wait_for(reader.readline(), 5)
     writer.close()
     assert line.split(b" ")[1] == b"400"
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /echo/x HTTP/1.1\r\nHost: x\r\n"])
+async def test_idle_or_half_sent_connections_time_out(
+    echo: Echo, monkeypatch: pytest.MonkeyPatch, sent: bytes
+) -> None:
+    monkeypatch.setattr(fastpath, "KEEPALIVE_TIMEOUT", 0.3)
+    running = await start_relay([echo.backend_arg])
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        writer.write(sent)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the relay
+        writer.close()
+    finally:
+        await running.stop()
