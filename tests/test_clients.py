@@ -25,22 +25,13 @@ from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from jupyter_relay.server import RunningRelay
 
+from .browser import CHROMIUM, CHROMIUM_ARGS
 from .conftest import RELAY_TOKEN
 from .kernel_client import V1
 from .servers import JupyterServer
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 SERVICES_CLIENT = JS_DIR / "services_client.mjs"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 NODE_TIMEOUT = 60.0
 BROWSER_TIMEOUT_MS = 60_000
 CODE = "print(6*7)"

@@ -14,25 +14,15 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 from playwright.async_api import Browser, async_playwright
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 from ..backends import JUPYTER
 from ..paths import DIRECT, RELAY, ProxyPath
 from .base import Context, Metric, Metrics, Scenario, median
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 LOAD_TIMEOUT_MS = 60_000
 
 
