@@ -11,6 +11,8 @@ from jupyter_relay.auth import (
     cookie_from_header,
     cookie_name,
     cookie_value,
+    gather,
+    is_navigation,
     needs_origin_check,
     origin_allowed,
     parse_authorization,
@@ -121,3 +123,29 @@ def test_needs_origin_check(method: str, upgrade: bool, expected: bool) -> None:
 )
 def test_cookie_from_header(header: str | None, value: str | None) -> None:
     assert cookie_from_header(header, "jupyter-relay-1") == value
+
+
+def test_gather_reads_query_header_and_cookie() -> None:
+    creds = gather("a=1&token=q%2Bv", "Bearer h", "x=1; jupyter-relay-1=c", "jupyter-relay-1")
+    assert creds == Credentials(query="q+v", header="h", header_malformed=False, cookie="c")
+    assert gather("", "Basic x", None, "jupyter-relay-1") == Credentials(
+        query=None, header=None, header_malformed=True, cookie=None
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "websocket", "mode", "accept", "expected"),
+    [
+        ("GET", False, "navigate", None, True),
+        ("GET", False, "cors", "text/html", False),
+        ("GET", False, None, "text/html,application/xhtml+xml", True),
+        ("GET", False, None, "application/json", False),
+        ("GET", False, "", "text/html", False),
+        ("GET", True, "navigate", "text/html", False),
+        ("POST", False, "navigate", "text/html", False),
+    ],
+)
+def test_is_navigation(
+    method: str, websocket: bool, mode: str | None, accept: str | None, expected: bool
+) -> None:
+    assert is_navigation(method, websocket, mode, accept) is expected

@@ -6,6 +6,7 @@ import pytest
 from multidict import CIMultiDict
 
 from jupyter_relay.headers import (
+    page_to_scrub,
     query_param,
     remove_cookie,
     request_headers,
@@ -203,3 +204,18 @@ def test_response_headers() -> None:
 )
 def test_query_param(query: str, value: str | None) -> None:
     assert query_param(query, "token") == value
+
+
+@pytest.mark.parametrize(
+    ("content_type", "encoding", "expected"),
+    [
+        ("text/html", None, True),
+        ("Text/HTML; charset=utf-8", None, True),
+        ("text/html", "gzip", False),
+        ("text/plain", None, False),
+        ("application/json", None, False),
+        ("text/htmlx", None, False),
+    ],
+)
+def test_page_to_scrub(content_type: str, encoding: str | None, expected: bool) -> None:
+    assert page_to_scrub(content_type, encoding) is expected

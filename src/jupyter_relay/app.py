@@ -21,7 +21,7 @@ from .backends.base import Progress
 from .config import RelayConfig
 from .errors import BackendError, RelayError
 from .forward import Forwarder, ForwardSettings
-from .headers import query_param, strip_query_param
+from .headers import strip_query_param
 from .logs import add_secret
 from .responses import error_response, relay_error_response
 
@@ -110,15 +110,6 @@ def is_upgrade(request: web.BaseRequest) -> bool:
     )
 
 
-def is_navigation(request: web.BaseRequest) -> bool:
-    if request.method != "GET" or is_upgrade(request):
-        return False
-    mode = request.headers.get("Sec-Fetch-Mode")
-    if mode is not None:
-        return mode == "navigate"
-    return "text/html" in request.headers.get("Accept", "")
-
-
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -137,16 +128,14 @@ def make_auth_middleware(relay: Relay) -> Callable[..., Awaitable[web.StreamResp
         if request.path == "/relay/healthz":
             return await handler(request)
         token = config.token
-        query_token = None
+        headers = request.headers
+        creds = auth.gather(
+            request.query_string,
+            headers.get("Authorization"),
+            headers.get("Cookie"),
+            relay.cookie_name,
+        )
         if token is not None:
-            header, malformed = auth.parse_authorization(request.headers.get("Authorization"))
-            query_token = query_param(request.query_string, "token")
-            creds = auth.Credentials(
-                query=query_token,
-                header=header,
-                header_malformed=malformed,
-                cookie=auth.cookie_from_header(request.headers.get("Cookie"), relay.cookie_name),
-            )
             verdict = auth.check(token.value, creds)
             if verdict is not auth.Verdict.OK:
                 return _denied(request, verdict)
@@ -162,7 +151,10 @@ def make_auth_middleware(relay: Relay) -> Callable[..., Awaitable[web.StreamResp
                     f"start jupyter-relay with --allow-origin {origin}",
                     "Origin Not Allowed",
                 )
-        if token is not None and query_token is not None and is_navigation(request):
+        navigation = auth.is_navigation(
+            request.method, upgrade, headers.get("Sec-Fetch-Mode"), headers.get("Accept")
+        )
+        if token is not None and creds.query is not None and navigation:
             # Take the token out of the address bar: the cookie carries it from now on.
             path, _, query = request.raw_path.partition("?")
             query = strip_query_param(query, "token")

@@ -15,6 +15,8 @@ from enum import Enum
 
 from yarl import URL
 
+from .headers import query_param
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -62,6 +64,30 @@ def cookie_name(port: int) -> str:
 
 def cookie_value(token: str) -> str:
     return hmac.new(token.encode(), b"jupyter-relay cookie v1", hashlib.sha256).hexdigest()
+
+
+def gather(
+    query_string: str, authorization: str | None, cookie_header: str | None, cookie: str
+) -> Credentials:
+    """What a request offers: `?token=`, the `Authorization` header, the relay's cookie."""
+    header, malformed = parse_authorization(authorization)
+    return Credentials(
+        query=query_param(query_string, "token") if query_string else None,
+        header=header,
+        header_malformed=malformed,
+        cookie=cookie_from_header(cookie_header, cookie),
+    )
+
+
+def is_navigation(
+    method: str, websocket: bool, sec_fetch_mode: str | None, accept: str | None
+) -> bool:
+    """A browser loading a page (not a script's fetch): it may be redirected."""
+    if method != "GET" or websocket:
+        return False
+    if sec_fetch_mode is not None:
+        return sec_fetch_mode == "navigate"
+    return "text/html" in (accept or "")
 
 
 def check(token: str, creds: Credentials) -> Verdict:

@@ -34,7 +34,7 @@ from .backends.tcp import QUICKACK
 from .errors import BackendError
 from .forward import SCRUB_LIMIT, translate_client_error
 from .headers import (
-    query_param,
+    page_to_scrub,
     request_headers,
     response_headers,
     strip_query_param,
@@ -135,32 +135,19 @@ def parse_head(data: bytes) -> Head | None:
 def admissible(relay: Relay, head: Head, path: str, query: str) -> bool:
     """True when the request passes the relay's checks with nothing to answer itself."""
     token = relay.config.token
-    query_token = query_param(query, "token") if query else None
-    if token is not None:
-        header_token, malformed = auth.parse_authorization(head.index.get("authorization"))
-        creds = auth.Credentials(
-            query=query_token,
-            header=header_token,
-            header_malformed=malformed,
-            cookie=auth.cookie_from_header(head.index.get("cookie"), relay.cookie_name),
-        )
-        if auth.check(token.value, creds) is not auth.Verdict.OK:
-            return False
+    index = head.index
+    creds = auth.gather(query, index.get("authorization"), index.get("cookie"), relay.cookie_name)
+    if token is not None and auth.check(token.value, creds) is not auth.Verdict.OK:
+        return False
     if auth.needs_origin_check(head.method, head.websocket) and not auth.origin_allowed(
-        head.index.get("origin"), head.index.get("host"), "http", relay.config.allow_origins
+        index.get("origin"), index.get("host"), "http", relay.config.allow_origins
     ):
         return False
-    if (
-        query_token is not None
-        and token is not None
-        and not head.websocket
-        and (head.method == "GET")
-    ):
-        mode = head.index.get("sec-fetch-mode")
-        navigation = mode == "navigate" if mode else "text/html" in head.index.get("accept", "")
-        if navigation:
-            return False  # aiohttp redirects, taking the token out of the address bar
-    return True
+    navigation = auth.is_navigation(
+        head.method, head.websocket, index.get("sec-fetch-mode"), index.get("accept")
+    )
+    # A browser's ?token= visit: aiohttp redirects, taking the token out of the address bar.
+    return not (token is not None and creds.query is not None and navigation)
 
 
 class Pool:
@@ -682,8 +669,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.close_delimited = not (self.chunked or "content-length" in lower or no_body)
         if (
             ex.up.secrets
-            and lower.get("content-type", "").startswith("text/html")
-            and "content-encoding" not in lower
+            and page_to_scrub(lower.get("content-type", ""), lower.get("content-encoding"))
             and not no_body
         ):
             self.scrub = []  # hold the page to take the backend's token out of it

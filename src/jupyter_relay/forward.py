@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import WSMsgType, web
+from multidict import CIMultiDict
 from yarl import URL
 
 from .backends.base import Backend, Upstream
@@ -31,7 +32,13 @@ from .errors import (
     BackendTLSError,
     BackendUnreachable,
 )
-from .headers import request_headers, response_headers, strip_query_param, upstream_path
+from .headers import (
+    page_to_scrub,
+    request_headers,
+    response_headers,
+    strip_query_param,
+    upstream_path,
+)
 from .responses import error_response
 
 log = logging.getLogger("jupyter_relay.forward")
@@ -125,7 +132,9 @@ class Forwarder:
         self.settings = settings
         self.websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
 
-    def _headers(self, request: web.BaseRequest, up: Upstream, websocket: bool = False):  # type: ignore[no-untyped-def]
+    def _headers(
+        self, request: web.BaseRequest, up: Upstream, websocket: bool = False
+    ) -> CIMultiDict[str]:
         return request_headers(
             request.headers.items(),
             client_ip=request.remote or "",
@@ -345,8 +354,6 @@ async def _timed_body(
 
 
 def _is_scrubbable(resp: aiohttp.ClientResponse) -> bool:
-    return (
-        resp.content_type == "text/html"
-        and "Content-Encoding" not in resp.headers
-        and (resp.content_length is None or resp.content_length <= SCRUB_LIMIT)
+    return page_to_scrub(resp.content_type, resp.headers.get("Content-Encoding")) and (
+        resp.content_length is None or resp.content_length <= SCRUB_LIMIT
     )

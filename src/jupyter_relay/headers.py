@@ -69,6 +69,11 @@ def query_param(raw_query: str, name: str) -> str | None:
     return None
 
 
+def page_to_scrub(content_type: str, content_encoding: str | None) -> bool:
+    """A page a backend may have printed its token into, readable as it is (not compressed)."""
+    return content_type.split(";")[0].strip().lower() == "text/html" and not content_encoding
+
+
 def _connection_tokens(items: list[tuple[str, str]]) -> set[str]:
     """Field names a message's `Connection` header lists: hop-by-hop for that message."""
     return {
