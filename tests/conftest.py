@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,18 @@ import pytest
 from jupyter_relay.config import load_config
 from jupyter_relay.server import RunningRelay, start
 
-from .servers import JupyterServer, RelayProcess, start_jupyter, start_relay_process
+from .servers import (
+    JupyterServer,
+    KernelGateway,
+    RelayProcess,
+    start_jupyter,
+    start_kernel_gateway,
+    start_relay_process,
+)
 
 RELAY_TOKEN = "relay-test-token-0123456789abcdef"
+# In-process relays keep gateway sessions here, not in the user's runtime directory.
+STATE_DIR = tempfile.mkdtemp(prefix="jupyter-relay-state-")
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +45,7 @@ def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]
 
 
 def relay_config(backends: list[str], **flags: Any) -> Any:
-    values = {"port": "0", "token": RELAY_TOKEN, "log_level": "debug"}
+    values = {"port": "0", "token": RELAY_TOKEN, "log_level": "debug", "state_dir": STATE_DIR}
     values.update({k: v for k, v in flags.items()})
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER_RELAY_")}
     env["JUPYTER_CONFIG_DIR"] = "/nonexistent"
@@ -77,3 +88,40 @@ async def anon() -> AsyncIterator[aiohttp.ClientSession]:
     """A client without the relay's token; like a browser, it keeps cookies of IP hosts."""
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         yield session
+
+
+@dataclass
+class Mixed:
+    """Three real backends for the mixer: Jupyter servers `a` and `b`, Kernel Gateway `eg`.
+
+    Each sets RELAY_TEST_BACKEND to its name, so a kernel can tell where it runs:
+    `import os; print(os.environ["RELAY_TEST_BACKEND"])`.
+    """
+
+    a: JupyterServer
+    b: JupyterServer
+    eg: KernelGateway
+
+    @property
+    def backend_args(self) -> list[str]:
+        return [f"a={self.a.backend_arg}", f"b={self.b.backend_arg}", f"eg={self.eg.backend_arg}"]
+
+
+@pytest.fixture(scope="session")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mixed]:
+    """Two Jupyter servers and a Kernel Gateway for the whole session."""
+    work = tmp_path_factory.mktemp("mixed")
+    servers: list[JupyterServer | KernelGateway] = []
+    try:
+        for name in ("a", "b"):
+            root = tmp_path_factory.mktemp(f"root-{name}")
+            (root / f"only-on-{name}.txt").write_text(f"file on {name}\n")
+            servers.append(start_jupyter(root, work, env_extra={"RELAY_TEST_BACKEND": name}))
+        servers.append(start_kernel_gateway(work, env_extra={"RELAY_TEST_BACKEND": "eg"}))
+        a, b, eg = servers
+        assert isinstance(a, JupyterServer) and isinstance(b, JupyterServer)
+        assert isinstance(eg, KernelGateway)
+        yield Mixed(a, b, eg)
+    finally:
+        for server in servers:
+            server.stop()

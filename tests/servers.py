@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -62,6 +63,7 @@ def start_jupyter(
     extra_args: tuple[str, ...] = (),
     scheme: str = "http",
     wait_ready: bool = True,
+    env_extra: dict[str, str] | None = None,
 ) -> JupyterServer:
     token = secrets.token_hex(16)
     runtime = workdir / f"runtime-{secrets.token_hex(4)}"
@@ -75,6 +77,7 @@ def start_jupyter(
             "JUPYTER_RUNTIME_DIR": str(runtime),
             "JUPYTERLAB_WORKSPACES_DIR": str(lab_state / "workspaces"),
             "JUPYTERLAB_SETTINGS_DIR": str(lab_state / "settings"),
+            **(env_extra or {}),
         }
     )
     cmd = [
@@ -115,10 +118,95 @@ def start_jupyter(
     return server
 
 
-def wait_http(url: str, headers: dict[str, str] | None = None, timeout: float = 60) -> None:
+@dataclass
+class KernelGateway:
+    """A real Jupyter Kernel Gateway (`jupyter kernelgateway`) on a free loopback port."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    token: str
+    log: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def backend_arg(self) -> str:
+        return f"gateway+{self.base}?token={self.token}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_kernel_gateway(
+    workdir: Path, *, list_kernels: bool = True, env_extra: dict[str, str] | None = None
+) -> KernelGateway:
+    """Start `jupyter kernelgateway` with a token; KG_LIST_KERNELS as asked."""
+    token = secrets.token_hex(16)
+    log = workdir / f"kernelgateway-{secrets.token_hex(4)}.log"
+    runtime = workdir / f"runtime-{secrets.token_hex(4)}"
+    runtime.mkdir(parents=True)
+    env = _child_env(
+        {
+            "KG_LIST_KERNELS": "True" if list_kernels else "False",
+            "JUPYTER_RUNTIME_DIR": str(runtime),
+            **(env_extra or {}),
+        }
+    )
+    for _ in range(5):  # the gateway has no port 0: pick one, retry if taken meanwhile
+        port = free_port()
+        cmd = [
+            str(BIN / "jupyter-kernelgateway"),
+            "--KernelGatewayApp.ip=127.0.0.1",
+            f"--KernelGatewayApp.port={port}",
+            "--KernelGatewayApp.port_retries=0",
+            f"--KernelGatewayApp.auth_token={token}",
+        ]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+            )
+        gateway = KernelGateway(proc, port, token, log)
+        try:
+            wait_http(
+                f"{gateway.base}api/kernelspecs",
+                {"Authorization": f"token {token}"},
+                timeout=60,
+                proc=proc,
+            )
+        except RuntimeError:
+            gateway.stop()
+            if "in use" in log.read_text():
+                continue
+            raise RuntimeError(f"kernel gateway did not start: {log.read_text()[-2000:]}")
+        return gateway
+    raise RuntimeError("no free port for the kernel gateway")
+
+
+def wait_http(
+    url: str,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited ({proc.returncode})")
         try:
             req = urllib.request.Request(url, headers=headers or {})
             with urllib.request.urlopen(req, timeout=5) as resp:

@@ -103,7 +103,7 @@ async def test_origin_checked_on_state_changes(
     backend, relay = counting
     before = backend.connections
     headers = {"Origin": origin} if origin else {}
-    async with client.post(relay.base_url + "api/kernels", headers=headers) as resp:
+    async with client.post(relay.base_url + "api/contents", headers=headers) as resp:
         if allowed:
             assert resp.status == 200
         else:
@@ -122,7 +122,7 @@ async def test_same_origin_allowed(
 ) -> None:
     _, relay = counting
     origin = f"http://127.0.0.1:{relay.port}"
-    async with client.post(relay.base_url + "api/kernels", headers={"Origin": origin}) as resp:
+    async with client.post(relay.base_url + "api/contents", headers={"Origin": origin}) as resp:
         assert resp.status == 200
 
 

@@ -413,7 +413,8 @@ async def test_websocket_to_a_backend_that_is_down_is_502(
     running = await start_relay([f"lab=http://127.0.0.1:{port}/"], no_fast_path=mode != "fast-path")
     try:
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
-            await client.ws_connect(running.base_url + "api/kernels/k/channels")
+            kernel = "6e8a4c0e-1f7b-4a8e-9d2c-3b5f7a9c1d2e"
+            await client.ws_connect(running.base_url + f"api/kernels/{kernel}/channels")
         assert info.value.status == 502
         async with client.get(running.base_url + "api/kernels") as resp:
             body = await resp.json()

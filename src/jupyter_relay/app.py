@@ -23,6 +23,8 @@ from .errors import BackendError, RelayError
 from .forward import Forwarder, ForwardSettings
 from .headers import strip_query_param
 from .logs import add_secret
+from .mixer import Mixer, held
+from .mixer import routes as mixer_routes
 from .responses import error_response, relay_error_response
 
 log = logging.getLogger("jupyter_relay")
@@ -50,13 +52,23 @@ class Relay:
         self.forwarder = Forwarder(
             ForwardSettings(relay_cookie=self.cookie_name, response_timeout=config.backend_timeout)
         )
+        self.mixer = Mixer(
+            self.backends,
+            config.primary,
+            list_timeout=config.list_timeout,
+            timeout=config.backend_timeout,
+            held_dir=config.state_dir or held.default_dir(),
+        )
         self.started_at = time.monotonic()
         if config.token is not None:
             add_secret(config.token.value)
             add_secret(auth.cookie_value(config.token.value))
 
     @property
-    def primary(self) -> Backend:
+    def primary(self) -> Backend | None:
+        """The backend that holds the files; None when there are only gateways."""
+        if self.config.primary is None:
+            return None
         return self.backends[self.config.primary]
 
     async def start_backends(self, progress: Progress) -> None:
@@ -81,14 +93,19 @@ class Relay:
         await asyncio.gather(*(b.stop() for b in self.backends.values()), return_exceptions=True)
 
     def route(self, path: str) -> Backend | None:
-        """The backend that serves `path`; None for the relay's own endpoints.
+        """The backend that serves `path` as it is; None when the relay must answer.
 
-        Both forwarding paths ask this, so routing lives in one place. The mixer
-        (kernels, sessions, specs over all backends) comes later; today every
-        other path goes to the primary, the backend that holds the files.
+        The fast path asks this of every request and hands those with None to
+        aiohttp: the relay's own endpoints, and the mixer's, which rewrite
+        answers. A kernel's websocket goes straight to its owner when known.
+        Everything else is the primary's, the backend that holds the files.
         """
         if path == "/relay" or path.startswith("/relay/"):
             return None
+        if path.startswith(mixer_routes.PREFIXES):
+            match = mixer_routes.CHANNELS_RE.fullmatch(path)
+            owner = self.mixer.kernel_owner.get(match.group(1)) if match else None
+            return self.backends[owner] if owner else None
         return self.primary
 
     def url(self, host: str) -> str:
@@ -134,6 +151,7 @@ def make_auth_middleware(relay: Relay) -> Callable[..., Awaitable[web.StreamResp
             headers.get("Authorization"),
             headers.get("Cookie"),
             relay.cookie_name,
+            headers.get("token"),
         )
         if token is not None:
             verdict = auth.check(token.value, creds)
@@ -202,7 +220,16 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     relay = request.app[RELAY_KEY]
     if not request.raw_path.startswith("/") or request.raw_path.startswith("//"):
         return error_response(request, 400, "the request target must be a path", "Bad Request")
-    backend = relay.route(request.path) or relay.primary
+    backend = relay.primary
+    if backend is None:
+        gateways = ", ".join(relay.backends)
+        return error_response(
+            request,
+            404,
+            f"{request.path} is not served: this relay has only kernel backends ({gateways}), "
+            "which hold no files. Add one that does, e.g. --backend local",
+            "Not Found",
+        )
     if is_upgrade(request):
         return await relay.forwarder.websocket(request, backend)
     return await relay.forwarder.http(request, backend)
@@ -233,6 +260,8 @@ def make_app(relay: Relay) -> web.Application:
     app.router.add_get("/relay/healthz", status.healthz_handler(relay), allow_head=True)
     app.router.add_get("/relay/api/status", status.status_handler(relay))
     app.router.add_route("*", "/relay/{tail:.*}", relay_not_found)
+    for path, handler in mixer_routes.handlers(relay):
+        app.router.add_route("*", path, handler)
     app.router.add_route("*", "/{tail:.*}", proxy)
 
     async def on_startup(app: web.Application) -> None:

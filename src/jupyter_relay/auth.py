@@ -67,10 +67,21 @@ def cookie_value(token: str) -> str:
 
 
 def gather(
-    query_string: str, authorization: str | None, cookie_header: str | None, cookie: str
+    query_string: str,
+    authorization: str | None,
+    cookie_header: str | None,
+    cookie: str,
+    token_header: str | None = None,
 ) -> Credentials:
-    """What a request offers: `?token=`, the `Authorization` header, the relay's cookie."""
+    """What a request offers: `?token=`, the `Authorization` header, the relay's cookie.
+
+    A header literally named `token` counts when there is no `Authorization`:
+    the Go kernels mixer took its token that way, and its users' front servers
+    (`--GatewayClient.headers='{"token": ...}'`) still send it.
+    """
     header, malformed = parse_authorization(authorization)
+    if authorization is None and token_header is not None and token_header.strip():
+        header = token_header.strip()
     return Credentials(
         query=query_param(query_string, "token") if query_string else None,
         header=header,

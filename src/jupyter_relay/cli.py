@@ -24,6 +24,7 @@ EPILOG = f"""\
 backend URIs:
   local                                   a Jupyter server the relay starts and stops
   http(s)://host:port/base/?token=T       a Jupyter server already running
+  gateway+http(s)://host:port/?token=T    a Kernel Gateway or Enterprise Gateway (kernels only)
   options in the URI's query: token_file=PATH, token_env=VAR (keep tokens out of ps),
   ca_cert=PATH, tls_server_name=NAME, client_cert=PATH, client_key=PATH
 
@@ -31,6 +32,12 @@ examples:
   jupyter-relay
   jupyter-relay --backend lab=http://127.0.0.1:8888/?token_env=LAB_TOKEN
   jupyter-relay --backend lab=https://jh.example.org:8443/ --ca-cert ca.pem --port 0
+  jupyter-relay --backend local --backend gpu=http://gpu-box:8888/?token_env=GPU_TOKEN \\
+                --backend eg=gateway+http://eg.internal:8888/
+
+several backends:
+  The first (or --primary) holds the files; kernels of all are listed together.
+  Other backends' kernels are named <backend>--<kernel> ("Python 3 (gpu)").
 
 configuration:
   Every option can also come from a TOML file (--config, or
@@ -45,7 +52,7 @@ configuration:
 GROUPS = {
     "listening": ("ip", "port"),
     "authentication": ("token", "token_file", "no_auth", "allow_origin", "colab"),
-    "backends": ("primary",),
+    "backends": ("primary", "state_dir"),
     "TLS to backends (defaults for every backend)": (
         "ca_cert",
         "tls_server_name",
@@ -55,10 +62,12 @@ GROUPS = {
     "timeouts and logging": (
         "connect_timeout",
         "backend_timeout",
+        "list_timeout",
         "start_timeout",
         "shutdown_timeout",
         "log_level",
     ),
+    "performance": ("no_fast_path",),
 }
 
 
@@ -73,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"jupyter-relay {__version__}")
     parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
     by_key = {s.key: s for s in SETTINGS}
+    grouped = {key for keys in GROUPS.values() for key in keys}
+    assert grouped == set(by_key), f"settings without a --help group: {set(by_key) - grouped}"
     for title, keys in GROUPS.items():
         group = parser.add_argument_group(title)
         if title == "backends":

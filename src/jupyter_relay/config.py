@@ -118,6 +118,13 @@ SETTINGS: tuple[Setting, ...] = (
         "S",
     ),
     Setting(
+        "list_timeout",
+        _positive,
+        5.0,
+        "seconds a merged list (kernels, sessions, specs) waits for a slow backend",
+        "S",
+    ),
+    Setting(
         "start_timeout",
         _positive,
         60.0,
@@ -130,6 +137,14 @@ SETTINGS: tuple[Setting, ...] = (
         10.0,
         "seconds in-flight requests get to finish on shutdown",
         "S",
+    ),
+    Setting(
+        "state_dir",
+        str,
+        None,
+        "where sessions of gateway kernels are kept across restarts "
+        "(default: Jupyter's runtime directory)",
+        "DIR",
     ),
     Setting("log_level", _log_level, "info", "debug, info, warning or error", "LEVEL"),
     Setting(
@@ -156,17 +171,15 @@ class RelayConfig:
     token_generated: bool
     allow_origins: tuple[str, ...]
     backends: tuple[BackendSpec, ...]
-    primary: str
+    primary: str | None  # None: only gateways, no backend holds files
     connect_timeout: float
     backend_timeout: float
+    list_timeout: float
+    state_dir: Path | None  # None: Jupyter's runtime directory
     start_timeout: float
     shutdown_timeout: float
     log_level: str
     fast_path: bool = True
-
-    @property
-    def primary_spec(self) -> BackendSpec:
-        return next(b for b in self.backends if b.name == self.primary)
 
 
 def default_config_path(env: Mapping[str, str]) -> Path:
@@ -224,9 +237,7 @@ def load_config(
         raise ConfigError(
             f"two backends are named {duplicates[0]!r}; give each its own name: --backend NAME=URI"
         )
-    primary = values["primary"] or backends[0].name
-    if primary not in names:
-        raise ConfigError(f"--primary {primary!r} is not a backend; known: {', '.join(names)}")
+    primary = _primary(values["primary"], backends)
 
     token, generated = _relay_token(values)
     if token is None and not _is_loopback(values["ip"]):
@@ -247,11 +258,33 @@ def load_config(
         primary=primary,
         connect_timeout=values["connect_timeout"],
         backend_timeout=values["backend_timeout"],
+        list_timeout=values["list_timeout"],
+        state_dir=Path(values["state_dir"]).expanduser() if values["state_dir"] else None,
         start_timeout=values["start_timeout"],
         shutdown_timeout=values["shutdown_timeout"],
         log_level=values["log_level"],
         fast_path=not values["no_fast_path"],
     )
+
+
+def _primary(chosen: str | None, backends: list[BackendSpec]) -> str | None:
+    """The backend that holds the files: the one chosen, else the first that can.
+
+    A gateway serves kernels only; with nothing but gateways there is no primary
+    and the relay serves only the kernel APIs.
+    """
+    if chosen is None:
+        return next((b.name for b in backends if not b.kernels_only), None)
+    spec = next((b for b in backends if b.name == chosen), None)
+    if spec is None:
+        known = ", ".join(b.name for b in backends)
+        raise ConfigError(f"--primary {chosen!r} is not a backend; known: {known}")
+    if spec.kernels_only:
+        raise ConfigError(
+            f"--primary {chosen!r} is a {spec.kind} backend, which serves kernels only; "
+            "make a local or jupyter backend the primary"
+        )
+    return chosen
 
 
 def _parse_value(setting: Setting, raw: Any, where: str) -> Any:

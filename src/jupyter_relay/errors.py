@@ -7,11 +7,13 @@ what went wrong and what to do.
 
     RelayError
     ├── ConfigError            bad flag, variable or file; refused at start
+    ├── NotFound               404: no such kernel, session, kernelspec or backend
     └── BackendError           something about one named backend
         ├── BackendUnreachable     502: connection refused, DNS, reset
         ├── BackendTLSError        502: certificate verification failed
         ├── BackendTimeout         504: no answer within the bound
         ├── BackendAuthError       the backend refused our credentials
+        ├── BackendBadAnswer       502: the backend's answer is not what Jupyter sends
         └── BackendStartError      503: a backend the relay starts did not come up
 """
 
@@ -34,6 +36,13 @@ class ConfigError(RelayError):
 
     status = 400
     reason = "Bad Configuration"
+
+
+class NotFound(RelayError):
+    """The request names something no backend has; the message says what exists."""
+
+    status = 404
+    reason = "Not Found"
 
 
 class BackendError(RelayError):
@@ -70,3 +79,8 @@ class BackendAuthError(BackendError):
 class BackendStartError(BackendError):
     status = 503
     reason = "Backend Not Started"
+
+
+class BackendBadAnswer(BackendError):
+    status = 502
+    reason = "Invalid Backend Answer"

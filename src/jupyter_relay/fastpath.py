@@ -136,7 +136,13 @@ def admissible(relay: Relay, head: Head, path: str, query: str) -> bool:
     """True when the request passes the relay's checks with nothing to answer itself."""
     token = relay.config.token
     index = head.index
-    creds = auth.gather(query, index.get("authorization"), index.get("cookie"), relay.cookie_name)
+    creds = auth.gather(
+        query,
+        index.get("authorization"),
+        index.get("cookie"),
+        relay.cookie_name,
+        index.get("token"),
+    )
     if token is not None and auth.check(token.value, creds) is not auth.Verdict.OK:
         return False
     if auth.needs_origin_check(head.method, head.websocket) and not auth.origin_allowed(

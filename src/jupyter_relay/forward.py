@@ -114,10 +114,14 @@ def _unreachable(backend: str, address: str, os_error: OSError) -> BackendUnreac
     )
 
 
-def upstream_url(up: Upstream, request: web.BaseRequest) -> URL:
-    """The backend URL for a request: base path mapped, relay token dropped, bytes kept."""
+def upstream_url(up: Upstream, request: web.BaseRequest, path: str | None = None) -> URL:
+    """The backend URL for a request: base path mapped, relay token dropped, bytes kept.
+
+    `path` (raw, without query) replaces the request's own, for routes that rename.
+    """
     raw = request.raw_path
-    path, _, query = raw.partition("?")
+    own_path, _, query = raw.partition("?")
+    path = own_path if path is None else path
     query = strip_query_param(query, "token")
     target = upstream_path(path, up.base_url.raw_path)
     if query:
@@ -146,9 +150,11 @@ class Forwarder:
             websocket=websocket,
         )
 
-    async def http(self, request: web.Request, backend: Backend) -> web.StreamResponse:
+    async def http(
+        self, request: web.Request, backend: Backend, path: str | None = None
+    ) -> web.StreamResponse:
         up = backend.upstream()
-        url = upstream_url(up, request)
+        url = upstream_url(up, request, path)
         headers = self._headers(request, up)
         headers.popall("Expect", None)
         seconds = self.settings.response_timeout

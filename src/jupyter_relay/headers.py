@@ -104,14 +104,15 @@ def request_headers(
     """Headers to send to a backend for a client's request.
 
     Removes hop-by-hop fields and the relay's own credentials (its
-    `Authorization` and cookie), adds the backend's credentials and the
+    `Authorization`, `token` header and cookie), adds the backend's credentials and the
     `X-Forwarded-*` trio, and rewrites `Origin`/`Referer` to the backend's
     origin: the relay has checked the client's origin already, and Jupyter
     compares `Origin` with its own `Host`.
     """
     items = list(incoming)
     connection = _connection_tokens(items)
-    drop = HOP_BY_HOP | connection | {"host", "authorization"}
+    # `token` is the Go mixer's spelling of the relay's credential (see auth.gather).
+    drop = HOP_BY_HOP | connection | {"host", "authorization", "token"}
     if websocket:
         drop = drop | WEBSOCKET_HANDSHAKE
     out: CIMultiDict[str] = CIMultiDict()

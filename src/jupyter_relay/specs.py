@@ -19,9 +19,11 @@ from .credentials import CredentialSource, Secret
 from .errors import ConfigError
 
 NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
-KINDS = ("local", "jupyter")
+KINDS = ("local", "jupyter", "gateway")
 # Kinds the design names but this version does not run yet; refused with a clear line.
-PLANNED_KINDS = {"hub": "hub+https://", "ssh": "ssh://", "gateway": "gateway+http://"}
+PLANNED_KINDS = {"hub": "hub+https://", "ssh": "ssh://"}
+# Kinds that serve kernels only (no files): never the primary.
+KERNELS_ONLY = frozenset({"gateway"})
 
 # Options a backend accepts, from its URI's query or its config-file table.
 TLS_OPTIONS = ("ca_cert", "tls_server_name", "client_cert", "client_key")
@@ -52,11 +54,16 @@ class BackendSpec:
     headers: tuple[tuple[str, str], ...] = ()
     root_dir: Path | None = None
 
+    @property
+    def kernels_only(self) -> bool:
+        return self.kind in KERNELS_ONLY
+
     def public_url(self) -> str:
         """The URL safe to show: no credentials."""
         if self.url is None:
             return self.kind
-        return str(self.url.with_user(None).with_password(None))
+        shown = str(self.url.with_user(None).with_password(None))
+        return f"gateway+{shown}" if self.kind == "gateway" else shown
 
 
 def split_backend_arg(arg: str) -> tuple[str | None, str]:
@@ -132,10 +139,13 @@ def _parse_url(uri: str, options: dict[str, object], where: str) -> tuple[str, U
             f"{where}: backend kind {planned!r} ({PLANNED_KINDS[planned]}...) is not available "
             "in this version; use 'local' or http(s)://host:port/?token=..."
         )
-    if base_scheme not in ("http", "https") or "+" in scheme:
+    kind = "jupyter"
+    if scheme in ("gateway+http", "gateway+https"):
+        kind, uri = "gateway", uri.partition("+")[2]
+    elif base_scheme not in ("http", "https") or "+" in scheme:
         raise ConfigError(
-            f"{where}: cannot read backend URI {_redact(uri)!r}; expected 'local' or "
-            "http(s)://host:port/base/?token=..."
+            f"{where}: cannot read backend URI {_redact(uri)!r}; expected 'local', "
+            "http(s)://host:port/base/?token=... or gateway+http(s)://host:port/?token=..."
         )
     try:
         url = URL(uri)
@@ -155,7 +165,7 @@ def _parse_url(uri: str, options: dict[str, object], where: str) -> tuple[str, U
         options[key] = value
     path = url.path if url.path.endswith("/") else url.path + "/"
     clean = url.with_query(None).with_fragment(None).with_path(path)
-    return "jupyter", clean
+    return kind, clean
 
 
 def _token_source(options: Mapping[str, object], where: str) -> CredentialSource:

@@ -20,9 +20,13 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 def healthz_handler(relay: Relay) -> Handler:
     async def healthz(request: web.Request) -> web.StreamResponse:
-        """Unauthenticated: says only whether the relay can serve its primary."""
-        health = relay.primary.last_health
-        ok = health is not None and health.reachable
+        """Unauthenticated: says only whether the relay can serve its primary.
+
+        With no primary (only gateways), whether any backend answers.
+        """
+        primary = relay.primary
+        watched = [primary] if primary is not None else list(relay.backends.values())
+        ok = any(b.last_health is not None and b.last_health.reachable for b in watched)
         return web.Response(
             status=200 if ok else 503, text="ok\n" if ok else "not ok\n", headers=NO_STORE
         )
@@ -40,7 +44,10 @@ def status_handler(relay: Relay) -> Handler:
             "primary": relay.config.primary,
             "auth": relay.config.token is not None,
             "allowed_origins": list(relay.config.allow_origins),
-            "backends": [b.describe() for b in relay.backends.values()],
+            "backends": [
+                {**b.describe(), "kernels_error": relay.mixer.problem(b.name)}
+                for b in relay.backends.values()
+            ],
         }
         return web.json_response(body, headers=NO_STORE)
 

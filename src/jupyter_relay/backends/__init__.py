@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from ..specs import BackendSpec
 from .base import Backend, HealthResult, HttpBackend, Timeouts, Upstream
-from .jupyter import JupyterBackend
+from .jupyter import GatewayBackend, JupyterBackend
 from .local import LocalBackend
 
 __all__ = [
     "Backend",
+    "GatewayBackend",
     "HealthResult",
     "HttpBackend",
     "JupyterBackend",
@@ -23,4 +24,6 @@ def build_backend(spec: BackendSpec, timeouts: Timeouts) -> Backend:
     """Make the backend object for a spec; the spec's kind was validated already."""
     if spec.kind == "local":
         return LocalBackend(spec, timeouts)
+    if spec.kind == "gateway":
+        return GatewayBackend(spec, timeouts)
     return JupyterBackend(spec, timeouts)

@@ -95,6 +95,8 @@ class HttpBackend:
     """Common base of backends reached over plain HTTP(S)."""
 
     kind = "jupyter"
+    # What the health check asks: an authenticated endpoint every server of the kind has.
+    check_path = "api/status"
 
     def __init__(self, spec: BackendSpec, timeouts: Timeouts) -> None:
         self.spec = spec
@@ -188,7 +190,7 @@ class HttpBackend:
             self._session = None
 
     async def check(self) -> HealthResult:
-        """Ask the backend's `/api/status` with our credentials, and time it."""
+        """Ask the backend's `check_path` with our credentials, and time it."""
         from ..forward import translate_client_error
 
         started = time.monotonic()
@@ -196,7 +198,7 @@ class HttpBackend:
             up = self.upstream()
             async with asyncio.timeout(self.timeouts.connect):
                 async with up.session.get(
-                    up.base_url / "api/status",
+                    up.base_url / self.check_path,
                     headers=dict(up.credentials),
                     server_hostname=up.server_hostname,
                 ) as resp:

@@ -19,3 +19,14 @@ class JupyterBackend(HttpBackend):
         else:
             # Not fatal: the server may come up later; requests say why meanwhile.
             progress(f"backend '{self.name}': not reachable yet: {health.error}")
+
+
+class GatewayBackend(JupyterBackend):
+    """The `gateway` kind: a Kernel Gateway or Enterprise Gateway, kernels only.
+
+    It has no `/api/status` (the Kernel Gateway answers `/api` without asking
+    for the token), so the health check lists kernelspecs, which needs it.
+    """
+
+    kind = "gateway"
+    check_path = "api/kernelspecs"
