@@ -117,7 +117,9 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mixed]:
             root = tmp_path_factory.mktemp(f"root-{name}")
             (root / f"only-on-{name}.txt").write_text(f"file on {name}\n")
             servers.append(start_jupyter(root, work, env_extra={"RELAY_TEST_BACKEND": name}))
-        servers.append(start_kernel_gateway(work, env_extra={"RELAY_TEST_BACKEND": "eg"}))
+        # A kernel started with an `env` (as GatewayClient does) sees only listed variables.
+        eg_env = {"RELAY_TEST_BACKEND": "eg", "KG_ENV_PROCESS_WHITELIST": "RELAY_TEST_BACKEND"}
+        servers.append(start_kernel_gateway(work, env_extra=eg_env))
         a, b, eg = servers
         assert isinstance(a, JupyterServer) and isinstance(b, JupyterServer)
         assert isinstance(eg, KernelGateway)

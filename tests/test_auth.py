@@ -134,6 +134,22 @@ def test_gather_reads_query_header_and_cookie() -> None:
 
 
 @pytest.mark.parametrize(
+    ("authorization", "token_header", "header"),
+    [
+        (None, "t", "t"),  # the Go mixer's clients
+        ("token ", "t", "t"),  # ...behind Jupyter's GatewayClient, which adds this empty one
+        ("token a", "t", "a"),  # a real Authorization wins
+        (None, "  ", None),
+    ],
+)
+def test_gather_takes_a_token_header_when_authorization_has_none(
+    authorization: str | None, token_header: str, header: str | None
+) -> None:
+    creds = gather("", authorization, None, "jupyter-relay-1", token_header)
+    assert creds.header == header
+
+
+@pytest.mark.parametrize(
     ("method", "websocket", "mode", "accept", "expected"),
     [
         ("GET", False, "navigate", None, True),

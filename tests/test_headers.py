@@ -79,6 +79,7 @@ def test_request_headers_replace_credentials_and_drop_hop_by_hop() -> None:
     out = forward(
         {
             "Authorization": "token relay-secret",
+            "token": "relay-secret",  # the Go mixer's spelling, also the relay's
             "Host": "127.0.0.1:8765",
             "Connection": "keep-alive, X-Private",
             "X-Private": "hop",
@@ -98,6 +99,7 @@ def test_request_headers_replace_credentials_and_drop_hop_by_hop() -> None:
         "Keep-Alive",
         "Transfer-Encoding",
         "Proxy-Authorization",
+        "token",
     ):
         assert name not in out
     assert out["Cookie"] == "_xsrf=x"

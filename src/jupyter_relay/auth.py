@@ -75,13 +75,14 @@ def gather(
 ) -> Credentials:
     """What a request offers: `?token=`, the `Authorization` header, the relay's cookie.
 
-    A header literally named `token` counts when there is no `Authorization`:
-    the Go kernels mixer took its token that way, and its users' front servers
-    (`--GatewayClient.headers='{"token": ...}'`) still send it.
+    A header literally named `token` counts when `Authorization` carries no
+    token: the Go kernels mixer took its token that way, and its users' front
+    servers (`--GatewayClient.headers='{"token": ...}'`) still send it, next to
+    the empty `Authorization: token ` that Jupyter's GatewayClient always adds.
     """
     header, malformed = parse_authorization(authorization)
-    if authorization is None and token_header is not None and token_header.strip():
-        header = token_header.strip()
+    if header is None and token_header is not None and token_header.strip():
+        header, malformed = token_header.strip(), False
     return Credentials(
         query=query_param(query_string, "token") if query_string else None,
         header=header,

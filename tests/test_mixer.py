@@ -1,0 +1,282 @@
+"""The kernel mixer over real backends: two Jupyter servers (a, b) and a Kernel Gateway (eg).
+
+Happy paths through the relay's REST API and kernel websockets: merged specs
+and their logos, kernels on each backend running code (v1 and legacy
+protocols), sessions moved between backends keeping their id across relay
+restarts, a relay with only a gateway, and the Go mixer's `token` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from jupyter_relay.server import RunningRelay
+
+from .conftest import RELAY_TOKEN, Mixed, start_relay
+from .kernel_client import V1, execute
+
+WHERE = 'import os; print(os.environ["RELAY_TEST_BACKEND"])'
+NAMES = {"a": "python3", "b": "b--python3", "eg": "eg--python3"}
+
+
+@pytest.fixture
+async def relay(mixed: Mixed) -> AsyncIterator[RunningRelay]:
+    running = await start_relay(mixed.backend_args, list_timeout="5")
+    yield running
+    await running.stop()
+
+
+async def get_json(client: aiohttp.ClientSession, url: str) -> Any:
+    async with client.get(url) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+async def send_json(
+    client: aiohttp.ClientSession, method: str, url: str, body: Any, status: int = 200
+) -> Any:
+    async with client.request(method, url, json=body) as resp:
+        assert resp.status == status, await resp.text()
+        return await resp.json() if resp.status != 204 else None
+
+
+async def run_on(
+    client: aiohttp.ClientSession, relay: RunningRelay, kernel_id: str, protocol: str | None = V1
+) -> str:
+    url = f"{relay.base_url}api/kernels/{kernel_id}/channels?session_id=test-client"
+    async with client.ws_connect(url, protocols=(protocol,) if protocol else ()) as ws:
+        out, reply = await asyncio.wait_for(execute(ws, WHERE), 60)
+    assert reply["content"]["status"] == "ok", reply
+    return out.strip()
+
+
+def backend_bytes(base: str, token: str, path: str) -> bytes:
+    request = urllib.request.Request(base + path, headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        data: bytes = resp.read()
+        return data
+
+
+async def test_kernelspecs_merged_named_and_served(
+    relay: RunningRelay, client: aiohttp.ClientSession, mixed: Mixed
+) -> None:
+    listing = await get_json(client, relay.base_url + "api/kernelspecs")
+    specs = listing["kernelspecs"]
+    assert listing["default"] == "python3"
+    assert {"python3", "b--python3", "eg--python3"} <= set(specs)
+    assert specs["b--python3"]["spec"]["display_name"].endswith(" (b)")
+    assert specs["eg--python3"]["spec"]["display_name"].endswith(" (eg)")
+    assert (
+        not specs["python3"]["spec"]["display_name"].endswith(")")
+        or "(" in specs["python3"]["spec"]["display_name"]
+    )
+    # Every field a backend sends is kept (the gateway's argv and metadata included).
+    direct = json.loads(backend_bytes(mixed.eg.base, mixed.eg.token, "api/kernelspecs"))
+    own = direct["kernelspecs"]["python3"]
+    mixed_eg = specs["eg--python3"]
+    assert set(own) == set(mixed_eg) and set(own["spec"]) == set(mixed_eg["spec"])
+    assert mixed_eg["spec"]["argv"] == own["spec"]["argv"]
+    # One spec by name, and its logo from the backend that owns it.
+    one = await get_json(client, relay.base_url + "api/kernelspecs/eg--python3")
+    assert one == mixed_eg
+    logo_url = mixed_eg["resources"]["logo-64x64"]
+    assert logo_url == "/kernelspecs/eg--python3/logo-64x64.png"
+    async with client.get(relay.base_url + logo_url[1:]) as resp:
+        assert resp.status == 200
+        logo = await resp.read()
+    assert logo == backend_bytes(
+        mixed.eg.base, mixed.eg.token, "kernelspecs/python3/logo-64x64.png"
+    )
+    async with client.get(relay.base_url + "api/kernelspecs/nosuch--python3") as resp:
+        assert resp.status == 404
+        body = await resp.json()
+    assert "a, b, eg" in body["message"]
+
+
+async def test_kernels_on_every_backend_run_code_and_are_listed_once(
+    relay: RunningRelay, client: aiohttp.ClientSession
+) -> None:
+    started = {}
+    for backend, name in NAMES.items():
+        kernel = await send_json(
+            client, "POST", relay.base_url + "api/kernels", {"name": name}, 201
+        )
+        assert kernel["name"] == name
+        started[backend] = kernel["id"]
+    try:
+        for backend, kernel_id in started.items():
+            assert await run_on(client, relay, kernel_id, V1) == backend
+            assert await run_on(client, relay, kernel_id, None) == backend  # legacy protocol
+        listed = await get_json(client, relay.base_url + "api/kernels")
+        ids = [k["id"] for k in listed]
+        assert len(ids) == len(set(ids))
+        by_id = {k["id"]: k for k in listed}
+        for backend, kernel_id in started.items():
+            assert by_id[kernel_id]["name"] == NAMES[backend]
+            one = await get_json(client, f"{relay.base_url}api/kernels/{kernel_id}")
+            assert one["id"] == kernel_id and one["name"] == NAMES[backend]
+        kernel_id = started["b"]
+        async with client.post(f"{relay.base_url}api/kernels/{kernel_id}/interrupt") as resp:
+            assert resp.status == 204
+        restarted = await send_json(
+            client, "POST", f"{relay.base_url}api/kernels/{kernel_id}/restart", {}
+        )
+        assert restarted["id"] == kernel_id and restarted["name"] == "b--python3"
+        assert await run_on(client, relay, kernel_id) == "b"
+    finally:
+        for kernel_id in started.values():
+            async with client.delete(f"{relay.base_url}api/kernels/{kernel_id}") as resp:
+                assert resp.status == 204
+    listed = await get_json(client, relay.base_url + "api/kernels")
+    assert not set(started.values()) & {k["id"] for k in listed}
+
+
+async def test_session_moves_between_backends_keeping_its_id_across_restarts(
+    mixed: Mixed, client: aiohttp.ClientSession
+) -> None:
+    relay = await start_relay(mixed.backend_args)
+    path = "moving.ipynb"
+    body = {"path": path, "name": path, "type": "notebook", "kernel": {"name": "python3"}}
+    try:
+        session = await send_json(client, "POST", relay.base_url + "api/sessions", body, 201)
+        sid = session["id"]
+        kernels_used = [session["kernel"]["id"]]
+        assert await run_on(client, relay, session["kernel"]["id"]) == "a"
+        for step, name in enumerate(("eg--python3", "b--python3", "python3", "eg--python3")):
+            url = f"{relay.base_url}api/sessions/{sid}"
+            moved = await send_json(client, "PATCH", url, {"kernel": {"name": name}})
+            assert moved["id"] == sid and moved["kernel"]["name"] == name
+            assert moved["type"] == "notebook" and moved["path"] == path
+            kernels_used.append(moved["kernel"]["id"])
+            backend = name.partition("--")[0] if "--" in name else "a"
+            assert await run_on(client, relay, moved["kernel"]["id"]) == backend
+            if step % 2 == 0:  # a restart of the relay in the middle of the work
+                await relay.stop()
+                relay = await start_relay(mixed.backend_args)
+            again = await get_json(client, f"{relay.base_url}api/sessions/{sid}")
+            assert again["id"] == sid and again["kernel"]["id"] == moved["kernel"]["id"]
+            listed = await get_json(client, relay.base_url + "api/sessions")
+            assert [s["id"] for s in listed].count(sid) == 1
+            assert not [s for s in listed if s["path"] == path and s["id"] != sid]
+        # A rename where the session now lives (the gateway) and one on a Jupyter backend.
+        renamed = await send_json(
+            client, "PATCH", f"{relay.base_url}api/sessions/{sid}", {"path": "renamed.ipynb"}
+        )
+        assert renamed["id"] == sid and renamed["path"] == "renamed.ipynb"
+        await send_json(
+            client,
+            "PATCH",
+            f"{relay.base_url}api/sessions/{sid}",
+            {"kernel": {"name": "b--python3"}},
+        )
+        renamed = await send_json(
+            client, "PATCH", f"{relay.base_url}api/sessions/{sid}", {"path": "again.ipynb"}
+        )
+        assert renamed["id"] == sid and renamed["path"] == "again.ipynb"
+        kernels_used.append(renamed["kernel"]["id"])
+        # Every kernel a move left behind was shut down, as Jupyter does on a kernel change.
+        running = {k["id"] for k in await get_json(client, relay.base_url + "api/kernels")}
+        assert running & set(kernels_used) == {renamed["kernel"]["id"]}
+        async with client.delete(f"{relay.base_url}api/sessions/{sid}") as resp:
+            assert resp.status == 204
+        async with client.get(f"{relay.base_url}api/sessions/{sid}") as resp:
+            assert resp.status == 404
+        running = {k["id"] for k in await get_json(client, relay.base_url + "api/kernels")}
+        assert not running & set(kernels_used)
+    finally:
+        await relay.stop()
+
+
+async def test_session_created_with_a_prefixed_kernel_lives_on_that_backend(
+    relay: RunningRelay, client: aiohttp.ClientSession, mixed: Mixed
+) -> None:
+    body = {"path": "on-b.ipynb", "type": "notebook", "kernel": {"name": "b--python3"}}
+    session = await send_json(client, "POST", relay.base_url + "api/sessions", body, 201)
+    try:
+        direct = json.loads(backend_bytes(mixed.b.base, mixed.b.token, "api/sessions"))
+        assert session["id"] in {s["id"] for s in direct}
+        assert session["kernel"]["name"] == "b--python3"
+    finally:
+        async with client.delete(f"{relay.base_url}api/sessions/{session['id']}") as resp:
+            assert resp.status == 204
+
+
+async def test_a_second_relay_serves_kernels_it_never_listed(
+    relay: RunningRelay, client: aiohttp.ClientSession, mixed: Mixed
+) -> None:
+    kernel = await send_json(
+        client, "POST", relay.base_url + "api/kernels", {"name": "b--python3"}, 201
+    )
+    beside = await start_relay(mixed.backend_args, no_fast_path=True)
+    try:
+        assert not beside.relay.mixer.kernel_owner  # nothing learnt yet
+        assert await run_on(client, beside, kernel["id"]) == "b"
+        one = await get_json(client, f"{beside.base_url}api/kernels/{kernel['id']}")
+        assert one["name"] == "b--python3"
+    finally:
+        await beside.stop()
+        async with client.delete(f"{relay.base_url}api/kernels/{kernel['id']}") as resp:
+            assert resp.status == 204
+
+
+async def test_relay_with_only_a_gateway_serves_kernels_and_explains_the_rest(
+    mixed: Mixed, client: aiohttp.ClientSession
+) -> None:
+    relay = await start_relay([f"eg={mixed.eg.backend_arg}"])
+    try:
+        specs = await get_json(client, relay.base_url + "api/kernelspecs")
+        assert set(specs["kernelspecs"]) == {"eg--python3"} and specs["default"] == "eg--python3"
+        kernel = await send_json(client, "POST", relay.base_url + "api/kernels", {}, 201)
+        assert kernel["name"] == "eg--python3"
+        assert await run_on(client, relay, kernel["id"]) == "eg"
+        async with client.delete(f"{relay.base_url}api/kernels/{kernel['id']}") as resp:
+            assert resp.status == 204
+        async with client.get(relay.base_url + "api/contents") as resp:
+            assert resp.status == 404
+            body = await resp.json()
+        assert (
+            "only kernel backends (eg)" in body["message"] and "--backend local" in body["message"]
+        )
+        async with client.get(relay.base_url + "relay/healthz") as resp:
+            assert resp.status == 200
+    finally:
+        await relay.stop()
+
+
+async def test_the_go_mixers_token_header_is_accepted_and_not_forwarded(
+    relay: RunningRelay, mixed: Mixed
+) -> None:
+    async with aiohttp.ClientSession() as anon:
+        async with anon.get(
+            relay.base_url + "api/kernelspecs", headers={"token": RELAY_TOKEN}
+        ) as resp:
+            assert resp.status == 200
+        async with anon.get(relay.base_url + "api/kernelspecs", headers={"token": "wrong"}) as resp:
+            assert resp.status == 403
+        # Forwarded to the primary: the backend must see its own credentials only.
+        async with anon.get(
+            relay.base_url + "api/contents/only-on-a.txt", headers={"token": RELAY_TOKEN}
+        ) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["name"] == "only-on-a.txt"
+
+
+async def test_status_names_each_backend_kind_and_list_problems(
+    relay: RunningRelay, client: aiohttp.ClientSession
+) -> None:
+    await get_json(client, relay.base_url + "api/kernels")
+    status = await get_json(client, relay.base_url + "relay/api/status")
+    kinds = {b["name"]: (b["kind"], b["reachable"], b["kernels_error"]) for b in status["backends"]}
+    assert kinds == {
+        "a": ("jupyter", True, None),
+        "b": ("jupyter", True, None),
+        "eg": ("gateway", True, None),
+    }
+    assert status["primary"] == "a"
