@@ -93,6 +93,13 @@ def test_env_backends_and_colab() -> None:
         ({"token": ""}, [], {}, "use --no-auth"),
         ({"allow_origin": ["example.org"]}, [], {}, "is not an origin"),
         ({"primary": "gpu"}, [], {}, "--primary 'gpu' is not a backend; known: local"),
+        (
+            {"primary": "eg"},
+            ["eg=gateway+http://h:1/", "local"],
+            {},
+            "--primary 'eg' is a gateway backend, which serves kernels only",
+        ),
+        ({"list_timeout": "0"}, [], {}, "--list-timeout: must be a positive"),
         ({}, ["local", "local"], {}, "two backends are named 'local'"),
         ({"backend_timeout": "-1"}, [], {}, "--backend-timeout: must be a positive"),
         ({"log_level": "loud"}, [], {}, "--log-level: must be one of"),
@@ -156,6 +163,13 @@ def test_token_file(tmp_path: Path) -> None:
             "https://h.example.org/base/",
         ),
         ("lab=http://[::1]:8888/x?token_env=T", "lab", "jupyter", "http://[::1]:8888/x/"),
+        (
+            "eg=gateway+http://eg.internal:8888/?token=abc",
+            "eg",
+            "gateway",
+            "http://eg.internal:8888/",
+        ),
+        ("gateway+https://eg:9443/gw", "gateway", "gateway", "https://eg:9443/gw/"),
     ],
 )
 def test_parse_backend(arg: str, name: str, kind: str, url: str | None) -> None:
@@ -163,6 +177,13 @@ def test_parse_backend(arg: str, name: str, kind: str, url: str | None) -> None:
     assert (spec.name, spec.kind) == (name, kind)
     assert (str(spec.url) if spec.url else None) == url
     assert "abc" not in spec.public_url()
+
+
+def test_the_primary_is_the_first_backend_that_holds_files() -> None:
+    assert load({}, ["eg=gateway+http://h:1/", "gpu=http://h:2/", "local"]).primary == "gpu"
+    assert load({}, ["eg=gateway+http://h:1/"]).primary is None
+    spec = parse_backend("eg=gateway+http://h:1/?token=abc")
+    assert spec.kernels_only and spec.public_url() == "gateway+http://h:1/"
 
 
 def test_backend_token_sources(monkeypatch: pytest.MonkeyPatch) -> None:
