@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import Backend
-from ..errors import BackendBadAnswer, BackendError, BackendTimeout, NotFound
+from ..errors import (
+    BackendBadAnswer,
+    BackendError,
+    BackendTimeout,
+    BackendUnreachable,
+    NotFound,
+)
 from . import held, names
 from .api import Answer, call, error_body
 from .names import Model, Naming
@@ -289,6 +295,14 @@ class Mixer:
         for located in await self._all_sessions():
             if located.model["id"] == session_id:
                 return located
+        unasked = [p["api/sessions"] for p in self.problems.values() if p.get("api/sessions")]
+        if unasked:  # it may be on a backend that did not answer
+            name = next(b for b, p in self.problems.items() if p.get("api/sessions"))
+            raise BackendUnreachable(
+                name,
+                f"session {session_id} is not on the backends that answered; "
+                + "; ".join(str(u) for u in unasked),
+            )
         raise NotFound(f"session {session_id} does not exist on any backend")
 
     async def _session_at(self, backend: str, own_id: str) -> dict[str, Any] | None:
