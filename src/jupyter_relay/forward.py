@@ -200,8 +200,8 @@ class Forwarder:
         else:
             prefix = None
         response = web.StreamResponse(status=resp.status, reason=resp.reason, headers=out_headers)
-        await response.prepare(request)
         try:
+            await response.prepare(request)
             if prefix:
                 await response.write(prefix)
             async for chunk in resp.content.iter_any():
