@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from . import __version__
+from .backends import Backend, HealthResult
 
 if TYPE_CHECKING:
     from .app import Relay
@@ -34,10 +35,26 @@ def healthz_handler(relay: Relay) -> Handler:
     return healthz
 
 
+async def _check(backend: Backend, seconds: float) -> None:
+    """Check a backend now, but answer the status page within the list timeout."""
+    try:
+        async with asyncio.timeout(seconds):
+            await backend.check()
+    except TimeoutError:
+        backend.last_health = HealthResult(
+            False,
+            None,
+            time.time(),
+            f"backend '{backend.name}' did not answer within {seconds:g} s",
+        )
+
+
 def status_handler(relay: Relay) -> Handler:
     async def status(request: web.Request) -> web.StreamResponse:
         """Version, uptime and each backend's state, checked now; no secrets."""
-        await asyncio.gather(*(b.check() for b in relay.backends.values()))
+        await asyncio.gather(
+            *(_check(b, relay.config.list_timeout) for b in relay.backends.values())
+        )
         body = {
             "version": __version__,
             "uptime_seconds": round(time.monotonic() - relay.started_at, 1),

@@ -87,11 +87,18 @@ class Mixer:
         self.started_kernels: dict[str, set[str]] = {name: set() for name in backends}
         # Why a backend was left out of the last list of each kind (None: it was not).
         self.problems: dict[str, dict[str, str | None]] = {name: {} for name in backends}
+        # ...and the most recent of those, whatever the kind: what the status page shows.
+        self.latest: dict[str, str | None] = {name: None for name in backends}
 
     # --- status -----------------------------------------------------------------------
 
     def problem(self, backend: str) -> str | None:
-        return next((p for p in self.problems[backend].values() if p), None)
+        """Why the backend was left out of (or is partial in) the latest list, if it was."""
+        return self.latest[backend]
+
+    def _note(self, backend: str, key: str, problem: str | None) -> None:
+        self.problems[backend][key] = problem
+        self.latest[backend] = problem
 
     # --- kernelspecs ------------------------------------------------------------------
 
@@ -148,7 +155,7 @@ class Mixer:
         try:
             data = await self._get_list(backend, "api/kernels", list)
         except ListingRefused as refused:
-            self.problems[backend]["api/kernels"] = refused.message
+            self._note(backend, "api/kernels", refused.message)
             data = await self._probe(backend, "api/kernels", self.started_kernels[backend])
         return [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
@@ -527,7 +534,7 @@ class Mixer:
         """
 
         async def one(name: str) -> Any:
-            self.problems[name][key] = None
+            self._note(name, key, None)
             async with asyncio.timeout(self.list_timeout):
                 return await fetch(name)
 
@@ -541,7 +548,7 @@ class Mixer:
                     name, f"backend '{name}' did not answer within {self.list_timeout:g} s"
                 )
             if isinstance(result, BackendError):
-                self.problems[name][key] = result.message
+                self._note(name, key, result.message)
                 failures.append(result)
                 log.warning("left %s out of /%s: %s", name, key, result.message)
             elif isinstance(result, BaseException):
@@ -557,7 +564,17 @@ class Mixer:
     async def _get_list(self, name: str, path: str, shape: type) -> Any:
         """GET `path` on one backend, expecting a JSON value of `shape`."""
         backend = self.backends[name]
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.list_timeout / 2
+        pause = 0.05
         answer = await call(backend, "GET", path, timeout=self.list_timeout)
+        # Jupyter answers 500 to a list while a kernel is half started (its model has
+        # no last_activity yet); a moment later it lists again. Leaving the backend
+        # out would tell clients its kernels are gone, so ask again, briefly.
+        while answer.status >= 500 and loop.time() + pause < give_up:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+            answer = await call(backend, "GET", path, timeout=self.list_timeout)
         if answer.status == 403 and backend.spec.kernels_only:
             raise ListingRefused(
                 name,
