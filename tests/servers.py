@@ -187,11 +187,11 @@ def start_kernel_gateway(
                 timeout=60,
                 proc=proc,
             )
-        except RuntimeError:
+        except RuntimeError as exc:
             gateway.stop()
             if "in use" in log.read_text():
                 continue
-            raise RuntimeError(f"kernel gateway did not start: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"kernel gateway did not start: {log.read_text()[-2000:]}") from exc
         return gateway
     raise RuntimeError("no free port for the kernel gateway")
 
