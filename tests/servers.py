@@ -27,6 +27,17 @@ def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @dataclass
 class JupyterServer:
     """A real `jupyter server` child with ipykernel, on a free loopback port."""
@@ -46,14 +57,15 @@ class JupyterServer:
     def backend_arg(self) -> str:
         return f"{self.base}?token={self.token}"
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:]
+
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def start_jupyter(
@@ -64,7 +76,9 @@ def start_jupyter(
     scheme: str = "http",
     wait_ready: bool = True,
     env_extra: dict[str, str] | None = None,
+    module: str = "jupyter_server",
 ) -> JupyterServer:
+    """Start `python -m <module>` (a Jupyter server app) with its own token and state."""
     token = secrets.token_hex(16)
     runtime = workdir / f"runtime-{secrets.token_hex(4)}"
     runtime.mkdir(parents=True)
@@ -83,7 +97,7 @@ def start_jupyter(
     cmd = [
         sys.executable,
         "-m",
-        "jupyter_server",
+        module,
         "--no-browser",
         "--ServerApp.ip=127.0.0.1",
         "--ServerApp.port=0",
@@ -136,13 +150,7 @@ class KernelGateway:
         return f"gateway+{self.base}?token={self.token}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def free_port() -> int:

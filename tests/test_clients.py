@@ -14,9 +14,8 @@ import json
 import os
 import re
 import secrets
-import shutil
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,35 +24,16 @@ from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from jupyter_relay.server import RunningRelay
 
-from .browser import CHROMIUM, CHROMIUM_ARGS
+from .browser import CHROMIUM, CHROMIUM_ARGS, PageLog
 from .conftest import RELAY_TOKEN
 from .kernel_client import V1
+from .needs import JS_DIR, need_chromium, need_node
 from .servers import JupyterServer
 
-JS_DIR = Path(__file__).resolve().parent / "js"
 SERVICES_CLIENT = JS_DIR / "services_client.mjs"
 NODE_TIMEOUT = 60.0
 BROWSER_TIMEOUT_MS = 60_000
 CODE = "print(6*7)"
-
-
-def _missing(what: str) -> NoReturn:
-    pytest.fail(f"{what}; run scripts/test, which installs the test dependencies")
-
-
-def _need_node() -> str:
-    """The node binary, with @jupyterlab/services installed next to the client."""
-    if not (JS_DIR / "node_modules" / "@jupyterlab" / "services").is_dir():
-        _missing(f"{JS_DIR / 'node_modules'} lacks @jupyterlab/services (npm ci in tests/js)")
-    node = shutil.which("node")
-    if node is None:
-        _missing("node is not on PATH")
-    return node
-
-
-def _need_chromium() -> None:
-    if not Path(CHROMIUM).is_file():
-        _missing(f"{CHROMIUM} is missing (Debian package chromium)")
 
 
 async def _sessions(client: aiohttp.ClientSession, relay: RunningRelay) -> list[dict[str, Any]]:
@@ -73,7 +53,7 @@ async def test_jupyterlab_services_from_npm(
     relay: RunningRelay, client: aiohttp.ClientSession
 ) -> None:
     """@jupyterlab/services lists specs, starts a session, runs a cell, shuts it down."""
-    node = _need_node()
+    node = need_node()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
     # The token in the environment, not argv: like a user would, keep it out of `ps`.
     env["RELAY_TOKEN"] = RELAY_TOKEN
@@ -115,45 +95,16 @@ async def test_jupyterlab_services_from_npm(
     assert result["kernel_id"] not in await _kernel_ids(client, relay)
 
 
-class BrowserLog:
-    """What the page did that a failure message should tell, and when a kernel answered."""
+class BrowserLog(PageLog):
+    """The page's log, and when a kernel first answered it over a websocket."""
 
     def __init__(self) -> None:
-        self.console: list[str] = []
-        self.failed: list[str] = []
-        self.websockets: list[str] = []
+        super().__init__()
         self.kernel_answered = asyncio.Event()
 
-    def attach(self, page: Page) -> None:
-        page.on(
-            "console",
-            lambda m: (
-                self.console.append(f"{m.type}: {m.text[:300]}")
-                if m.type in ("error", "warning")
-                else None
-            ),
-        )
-        page.on(
-            "response",
-            lambda r: (
-                self.failed.append(f"{r.status} {r.request.method} {r.url}")
-                if r.status >= 400
-                else None
-            ),
-        )
-        page.on("requestfailed", lambda r: self.failed.append(f"failed {r.method} {r.url}"))
-        page.on("websocket", self._websocket)
-
-    def _websocket(self, ws: WebSocket) -> None:
-        self.websockets.append(ws.url)
+    def on_websocket(self, ws: WebSocket) -> None:
         if "/channels" in ws.url:
             ws.on("framereceived", lambda _: self.kernel_answered.set())
-
-    def __str__(self) -> str:
-        return (
-            f"\nHTTP failures: {self.failed}\nwebsockets: {self.websockets}\n"
-            f"console errors/warnings: {self.console[-20:]}"
-        )
 
 
 async def _wait_saved(path: Path) -> None:
@@ -241,7 +192,7 @@ async def test_jupyterlab_in_chromium(
     tmp_path: Path,
 ) -> None:
     """JupyterLab loads through the relay, a new notebook runs a cell and shows 42."""
-    _need_chromium()
+    need_chromium()
     before = {s["id"] for s in await _sessions(client, relay)}
     log = BrowserLog()
     try:

@@ -14,7 +14,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -23,8 +23,9 @@ from playwright.async_api import Locator, Page, WebSocket, async_playwright, exp
 
 from jupyter_relay.server import RunningRelay
 
-from .browser import CHROMIUM, CHROMIUM_ARGS
+from .browser import CHROMIUM, CHROMIUM_ARGS, PageLog
 from .conftest import RELAY_TOKEN, Mixed, start_relay
+from .needs import need_chromium
 
 # Generous: two cores, three kernels starting, and a whole JupyterLab to load.
 TIMEOUT_MS = 90_000
@@ -32,10 +33,6 @@ TIMEOUT_S = TIMEOUT_MS / 1000
 CODE = 'import os; print(os.environ["RELAY_TEST_BACKEND"])'
 PRIMARY_DISPLAY = "Python 3 (ipykernel)"
 KERNEL_WS_RE = re.compile(r"/api/kernels/([^/?]+)/channels")
-
-
-def _missing(what: str) -> NoReturn:
-    pytest.fail(f"{what}; run scripts/test, which installs the test dependencies")
 
 
 @pytest.fixture
@@ -46,37 +43,17 @@ async def mixer(mixed: Mixed) -> AsyncIterator[RunningRelay]:
     await running.stop()
 
 
-class PageLog:
-    """What the page did (for failure messages), and which kernels answered it."""
+class KernelLog(PageLog):
+    """The page's log, and which kernels answered the page over their websocket."""
 
     def __init__(self) -> None:
-        self.console: list[str] = []
-        self.failed: list[str] = []
-        self.websockets: list[str] = []
+        super().__init__()
         self._answered: dict[str, asyncio.Event] = {}
-
-    def attach(self, page: Page) -> None:
-        page.on("console", self._console)
-        page.on(
-            "response",
-            lambda r: (
-                self.failed.append(f"{r.status} {r.request.method} {r.url}")
-                if r.status >= 400
-                else None
-            ),
-        )
-        page.on("requestfailed", lambda r: self.failed.append(f"failed {r.method} {r.url}"))
-        page.on("websocket", self._websocket)
-
-    def _console(self, message: Any) -> None:
-        if message.type in ("error", "warning"):
-            self.console.append(f"{message.type}: {message.text[:300]}")
 
     def _event(self, kernel_id: str) -> asyncio.Event:
         return self._answered.setdefault(kernel_id, asyncio.Event())
 
-    def _websocket(self, ws: WebSocket) -> None:
-        self.websockets.append(ws.url)
+    def on_websocket(self, ws: WebSocket) -> None:
         match = KERNEL_WS_RE.search(ws.url)
         if match:
             event = self._event(match.group(1))
@@ -90,12 +67,6 @@ class PageLog:
             raise AssertionError(
                 f"kernel {kernel_id} never answered the page over a websocket"
             ) from None
-
-    def __str__(self) -> str:
-        return (
-            f"\nHTTP failures: {self.failed}\nwebsockets: {self.websockets}\n"
-            f"console errors/warnings: {self.console[-20:]}"
-        )
 
 
 async def _get_json(client: aiohttp.ClientSession, url: str) -> Any:
@@ -188,7 +159,7 @@ async def _switch_kernel(page: Page, panel: Locator, display_name: str) -> None:
 
 async def _notebook_across_backends(
     page: Page,
-    log: PageLog,
+    log: KernelLog,
     relay: RunningRelay,
     client: aiohttp.ClientSession,
     specs: dict[str, dict[str, Any]],
@@ -257,14 +228,13 @@ async def test_jupyterlab_switches_notebook_between_backends(
     tmp_path: Path,
 ) -> None:
     """A notebook runs a cell on `a`, then on `b`, then on `eg`, keeping its session id."""
-    if not CHROMIUM.is_file():
-        _missing(f"{CHROMIUM} is missing (Debian package chromium)")
+    need_chromium()
     specs = (await _get_json(client, mixer.base_url + "api/kernelspecs"))["kernelspecs"]
     assert {"python3", "b--python3", "eg--python3"} <= set(specs), specs
     assert specs["b--python3"]["spec"]["display_name"] == f"{PRIMARY_DISPLAY} (b)", specs
     assert specs["eg--python3"]["spec"]["display_name"] == f"{PRIMARY_DISPLAY} (eg)", specs
     before = {s["id"] for s in await _sessions(client, mixer)}
-    log = PageLog()
+    log = KernelLog()
     path: str | None = None
     try:
         async with async_playwright() as playwright:

@@ -11,16 +11,12 @@ on each backend, and shut down; the front server authenticates to the relay eith
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import secrets
-import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +26,10 @@ import pytest
 from .conftest import RELAY_TOKEN, Mixed
 from .kernel_client import V1, execute
 from .servers import (
-    BIN,
     JupyterServer,
     KernelGateway,
     RelayProcess,
+    start_jupyter,
     start_relay_process,
 )
 
@@ -46,93 +42,31 @@ WHERE = {"python3": "a", "b--python3": "b", "eg--python3": "eg"}
 SEED_HEADERS = {"token": RELAY_TOKEN, "Cookie": "_xsrf=XSRF", "X-XSRFToken": "XSRF"}
 
 
-@dataclass
-class FrontServer:
-    """A real `jupyter lab` whose kernels live behind a gateway (GatewayClient.url)."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    token: str
-    log: Path
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"token {self.token}"}
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")[-6000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+# A real `jupyter lab` whose kernels live behind a gateway (GatewayClient.url).
+FrontServer = JupyterServer
 
 
 def start_front(workdir: Path, gateway_args: list[str]) -> FrontServer:
     """Start `jupyter lab --no-browser <gateway_args>` on a free loopback port.
 
-    It gets its own token (JUPYTER_TOKEN), runtime, config, workspace and settings
-    directories, and none of the test process' gateway or relay settings.
+    It gets its own token, runtime, config, workspace and settings directories.
     """
-    token = secrets.token_hex(16)
     home = workdir / f"front-{secrets.token_hex(4)}"
-    runtime, config, root = home / "runtime", home / "config", home / "root"
-    for directory in (runtime, config, root):
+    config, root = home / "config", home / "root"
+    for directory in (config, root):
         directory.mkdir(parents=True)
-    log = home / "jupyter-lab.log"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("JUPYTER", "KERNEL_", "KG_", "RELAY_TEST_"))
-    }
-    env.update(
-        {
-            "JUPYTER_TOKEN": token,
-            "JUPYTER_RUNTIME_DIR": str(runtime),
-            "JUPYTER_CONFIG_DIR": str(config),
-            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
-            "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
-        }
+    front = start_jupyter(
+        root,
+        home,
+        module="jupyterlab",
+        wait_ready=False,
+        env_extra={"JUPYTER_CONFIG_DIR": str(config)},
+        extra_args=(
+            f"--GatewayClient.request_timeout={GATEWAY_TIMEOUT}",
+            f"--GatewayClient.connect_timeout={GATEWAY_TIMEOUT}",
+            *gateway_args,
+        ),
     )
-    cmd = [
-        str(BIN / "jupyter-lab"),
-        "--no-browser",
-        "--ServerApp.ip=127.0.0.1",
-        "--ServerApp.port=0",
-        "--ServerApp.port_retries=0",
-        f"--ServerApp.root_dir={root}",
-        "--ServerApp.allow_root=True",
-        f"--GatewayClient.request_timeout={GATEWAY_TIMEOUT}",
-        f"--GatewayClient.connect_timeout={GATEWAY_TIMEOUT}",
-        *gateway_args,
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
-        )
-    info = runtime / f"jpserver-{proc.pid}.json"
-    deadline = time.monotonic() + 90
-    port = 0
-    while not port:
-        if proc.poll() is not None:
-            raise RuntimeError(f"jupyter lab exited {proc.returncode}: {log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError(f"jupyter lab wrote no {info.name}: {log.read_text()[-3000:]}")
-        if info.exists():
-            with contextlib.suppress(ValueError, KeyError):
-                port = int(json.loads(info.read_text())["port"])
-        time.sleep(0.05)
-    front = FrontServer(proc, port, token, log)
     try:
         wait_status(front)
     except RuntimeError as exc:

@@ -22,18 +22,17 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import aiohttp
 import pytest
 
 from .conftest import RELAY_TOKEN, Mixed
+from .needs import JS_DIR, need_node
 from .servers import RelayProcess, start_relay_process
 
-JS_DIR = Path(__file__).resolve().parent / "js"
 MIXER_CLIENT = JS_DIR / "mixer_client.mjs"
 # One step of the node script (a kernel start plus an execution) on a busy 2-core machine.
 STEP_TIMEOUT = 90.0
@@ -45,19 +44,6 @@ SPEC_OF = {"a": "python3", "b": "b--python3", "eg": "eg--python3"}
 Checkpoint = Callable[[dict[str, Any]], Awaitable[None]]
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def _missing(what: str) -> NoReturn:
-    pytest.fail(f"{what}; run scripts/test, which installs the test dependencies")
-
-
-def _need_node() -> str:
-    if not (JS_DIR / "node_modules" / "@jupyterlab" / "services").is_dir():
-        _missing(f"{JS_DIR / 'node_modules'} lacks @jupyterlab/services (npm ci in tests/js)")
-    node = shutil.which("node")
-    if node is None:
-        _missing("node is not on PATH")
-    return node
 
 
 def _collect_ids(value: Any, into: set[str]) -> None:
@@ -259,7 +245,7 @@ async def test_services_switches_kernels_across_a_relay_restart(
     mixed: Mixed, client: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     """Specs, kernels on a, b and eg, and one session moved a -> b | restart | -> eg -> a."""
-    node = _need_node()
+    node = need_node()
     expected_specs = await _spec_display_names(mixed)
     backend_args = [arg for b in mixed.backend_args for arg in ("--backend", b)]
     relay = await asyncio.to_thread(
