@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from playwright.async_api import ConsoleMessage, Page, Response, WebSocket
+import pytest
+from playwright.async_api import ConsoleMessage, Page, Response, WebSocket, async_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless as root, and quiet: no background traffic to hosts this machine cannot reach.
@@ -56,3 +59,31 @@ class PageLog:
             f"\nHTTP failures: {self.failed}\nwebsockets: {self.websockets}\n"
             f"console errors/warnings: {self.console[-20:]}"
         )
+
+
+@contextlib.asynccontextmanager
+async def open_page(log: PageLog, timeout_ms: int, screenshot: Path) -> AsyncIterator[Page]:
+    """A page in a fresh headless Chromium, logged into `log`.
+
+    If the body fails, the test fails with a screenshot, the page's URL and log.
+    """
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 900})
+            context.set_default_timeout(timeout_ms)
+            page = await context.new_page()
+            log.attach(page)
+            try:
+                yield page
+            except Exception as exc:
+                shot = screenshot
+                try:
+                    await page.screenshot(path=str(shot), full_page=True)
+                except Exception as shot_exc:
+                    shot = Path(f"(no screenshot: {shot_exc})")
+                pytest.fail(f"{exc}\nscreenshot: {shot}\npage: {page.url}{log}")
+        finally:
+            await browser.close()

@@ -19,12 +19,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Page, WebSocket, async_playwright, expect
+from playwright.async_api import Page, WebSocket, expect
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from jupyter_relay.server import RunningRelay
 
-from .browser import CHROMIUM, CHROMIUM_ARGS, PageLog
+from .browser import PageLog, open_page
 from .conftest import RELAY_TOKEN
 from .kernel_client import V1
 from .needs import JS_DIR, need_chromium, need_node
@@ -196,27 +196,9 @@ async def test_jupyterlab_in_chromium(
     before = {s["id"] for s in await _sessions(client, relay)}
     log = BrowserLog()
     try:
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-            )
-            try:
-                context = await browser.new_context(viewport={"width": 1280, "height": 900})
-                context.set_default_timeout(BROWSER_TIMEOUT_MS)
-                page = await context.new_page()
-                log.attach(page)
-                try:
-                    await _run_notebook_cell(page, log, relay, jupyter)
-                except Exception as exc:
-                    shot = tmp_path / "jupyterlab-failure.png"
-                    try:
-                        await page.screenshot(path=str(shot), full_page=True)
-                    except Exception as shot_exc:
-                        shot = Path(f"(no screenshot: {shot_exc})")
-                    pytest.fail(f"{exc}\nscreenshot: {shot}\npage: {page.url}{log}")
-                assert not log.failed, f"requests failed through the relay{log}"
-            finally:
-                await browser.close()
+        async with open_page(log, BROWSER_TIMEOUT_MS, tmp_path / "jupyterlab-failure.png") as page:
+            await _run_notebook_cell(page, log, relay, jupyter)
+        assert not log.failed, f"requests failed through the relay{log}"
     finally:
         # Stop the kernel the notebook started on the session-wide Jupyter server.
         for session in await _sessions(client, relay):

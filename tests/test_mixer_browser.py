@@ -19,11 +19,11 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
-from playwright.async_api import Locator, Page, WebSocket, async_playwright, expect
+from playwright.async_api import Locator, Page, WebSocket, expect
 
 from jupyter_relay.server import RunningRelay
 
-from .browser import CHROMIUM, CHROMIUM_ARGS, PageLog
+from .browser import PageLog, open_page
 from .conftest import RELAY_TOKEN, Mixed, start_relay
 from .needs import need_chromium
 
@@ -237,31 +237,13 @@ async def test_jupyterlab_switches_notebook_between_backends(
     log = KernelLog()
     path: str | None = None
     try:
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-            )
-            try:
-                context = await browser.new_context(viewport={"width": 1280, "height": 900})
-                context.set_default_timeout(TIMEOUT_MS)
-                page = await context.new_page()
-                log.attach(page)
-                try:
-                    path = await _notebook_across_backends(page, log, mixer, client, specs, before)
-                except Exception as exc:
-                    shot = tmp_path / "mixer-failure.png"
-                    try:
-                        await page.screenshot(path=str(shot), full_page=True)
-                    except Exception as shot_exc:
-                        shot = Path(f"(no screenshot: {shot_exc})")
-                    pytest.fail(f"{exc}\nscreenshot: {shot}\npage: {page.url}{log}")
-                assert not log.failed, f"requests failed through the relay{log}"
-                # Non-kernel paths go to the primary: the notebook file is on `a`'s disk.
-                assert path is not None
-                assert (mixed.a.root / path).is_file(), f"{path} not in a's root"
-                assert not (mixed.b.root / path).exists(), f"{path} in b's root"
-            finally:
-                await browser.close()
+        async with open_page(log, TIMEOUT_MS, tmp_path / "mixer-failure.png") as page:
+            path = await _notebook_across_backends(page, log, mixer, client, specs, before)
+        assert not log.failed, f"requests failed through the relay{log}"
+        # Non-kernel paths go to the primary: the notebook file is on `a`'s disk.
+        assert path is not None
+        assert (mixed.a.root / path).is_file(), f"{path} not in a's root"
+        assert not (mixed.b.root / path).exists(), f"{path} in b's root"
     finally:
         # Best effort, not to hide the failure: shut down what the notebook started on
         # the session-wide backends, and remove its file from `a`.
