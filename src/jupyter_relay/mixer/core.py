@@ -83,7 +83,7 @@ class Mixer:
         self.timeout = timeout
         self.kernel_owner: dict[str, str] = {}
         self.sessions: dict[str, tuple[str, str]] = {}  # client id -> (backend, own id)
-        # Ids created through this relay on backends that refuse to list them.
+        # Kernels started through this relay on gateways, for one that refuses to list.
         self.started_kernels: dict[str, set[str]] = {name: set() for name in backends}
         # Why a backend was left out of the last list of each kind (None: it was not).
         self.problems: dict[str, dict[str, str | None]] = {name: {} for name in backends}
@@ -159,6 +159,11 @@ class Mixer:
             data = await self._probe(backend, "api/kernels", self.started_kernels[backend])
         return [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
+    def _started(self, backend: str, kernel_id: str) -> None:
+        self.kernel_owner[kernel_id] = backend
+        if self._holds(backend):
+            self.started_kernels[backend].add(kernel_id)
+
     def _learn_kernels(self, backend: str, models: Sequence[Mapping[str, Any]]) -> None:
         listed = {m["id"] for m in models}
         for kernel_id in [k for k, b in self.kernel_owner.items() if b == backend]:
@@ -177,8 +182,7 @@ class Mixer:
             return self._passed(backend, answer)
         kernel = self._object(backend, answer)
         kernel_id = str(kernel.get("id", ""))
-        self.kernel_owner[kernel_id] = backend
-        self.started_kernels[backend].add(kernel_id)
+        self._started(backend, kernel_id)
         return Result(
             answer.status,
             names.kernel_model(kernel, backend, self.naming),
@@ -408,8 +412,7 @@ class Mixer:
         if not answer.ok:
             raise Passed(self._passed(backend, answer))
         model = self._object(backend, answer)
-        self.kernel_owner[str(model.get("id"))] = backend
-        self.started_kernels[backend].add(str(model.get("id")))
+        self._started(backend, str(model.get("id")))
         return model
 
     async def patch_session(self, session_id: str, body: Any) -> Result:
