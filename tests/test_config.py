@@ -9,7 +9,7 @@ import pytest
 
 from jupyter_relay.config import COLAB_ORIGIN, RelayConfig, load_config
 from jupyter_relay.errors import ConfigError
-from jupyter_relay.specs import parse_backend
+from jupyter_relay.specs import SshTarget, parse_backend
 
 NO_FILE = {"JUPYTER_CONFIG_DIR": "/nonexistent"}
 
@@ -179,6 +179,18 @@ def test_parse_backend(arg: str, name: str, kind: str, url: str | None) -> None:
     assert "abc" not in spec.public_url()
 
 
+def test_ssh_backend_uri() -> None:
+    spec = parse_backend("gpu=ssh://me@gpu-box:2222?jupyter_port=8889&start=true&jupyter=/opt/j")
+    assert spec.kind == "ssh" and spec.ssh is not None
+    assert (spec.ssh.host, spec.ssh.user, spec.ssh.port) == ("gpu-box", "me", 2222)
+    assert (spec.ssh.jupyter_port, spec.ssh.start, spec.ssh.jupyter) == (8889, True, "/opt/j")
+    assert spec.public_url() == "ssh://me@gpu-box:2222"
+    alias = parse_backend("ssh://gpu-box")
+    assert (alias.name, alias.ssh) == ("ssh", SshTarget(host="gpu-box"))
+    with pytest.raises(ConfigError, match="ssh:// backends only"):
+        parse_backend("lab=http://h:1/", table={"start": "true"})
+
+
 def test_the_primary_is_the_first_backend_that_holds_files() -> None:
     assert load({}, ["eg=gateway+http://h:1/", "gpu=http://h:2/", "local"]).primary == "gpu"
     assert load({}, ["eg=gateway+http://h:1/"]).primary is None
@@ -207,7 +219,12 @@ def test_backend_token_sources(monkeypatch: pytest.MonkeyPatch) -> None:
         ("lab=http://u:p@h:1/", "not in the URL's user part"),
         ("lab=http://h:1/?token=a&token_env=B", "give only one of"),
         ("lab=http:///nohost", "has no host"),
-        ("gpu=ssh://me@gpu-box", "kind 'ssh'"),
+        ("gpu=ssh://me:pw@gpu-box", "no passwords in ssh:// URLs"),
+        ("gpu=ssh://gpu-box/x", "an ssh:// URL has no path"),
+        ("gpu=ssh://gpu-box?jupyter_port=0", "jupyter_port=0 is not a port"),
+        ("gpu=ssh://gpu-box?start=maybe", "start=maybe must be true or false"),
+        ("gpu=ssh://gpu-box?tokn=1", "unknown option 'tokn' in ssh URL"),
+        ("lab=http://h:1/?jupyter_port=1", "unknown option 'jupyter_port'"),
         ("hub=hub+https://me@hub/", "kind 'hub'"),
         ("lab=http://h:1/?ca_cert=/no/ca.pem", "ca_cert=/no/ca.pem does not exist"),
         ("local?port=3", "takes only root_dir"),

@@ -50,6 +50,8 @@ def setup_logging(level: str) -> None:
     root.setLevel(level.upper())
     # aiohttp's own access log would print query strings: ours replaces it.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # asyncssh logs every channel at INFO; the ssh backend says what matters itself.
+    logging.getLogger("asyncssh").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
 class AccessLogger(AbstractAccessLogger):

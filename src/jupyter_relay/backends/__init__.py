@@ -6,6 +6,7 @@ from ..specs import BackendSpec
 from .base import Backend, HealthResult, HttpBackend, Timeouts, Upstream
 from .jupyter import GatewayBackend, JupyterBackend
 from .local import LocalBackend
+from .ssh import SshBackend
 
 __all__ = [
     "Backend",
@@ -14,6 +15,7 @@ __all__ = [
     "HttpBackend",
     "JupyterBackend",
     "LocalBackend",
+    "SshBackend",
     "Timeouts",
     "Upstream",
     "build_backend",
@@ -24,6 +26,8 @@ def build_backend(spec: BackendSpec, timeouts: Timeouts) -> Backend:
     """Make the backend object for a spec; the spec's kind was validated already."""
     if spec.kind == "local":
         return LocalBackend(spec, timeouts)
+    if spec.kind == "ssh":
+        return SshBackend(spec, timeouts)
     if spec.kind == "gateway":
         return GatewayBackend(spec, timeouts)
     return JupyterBackend(spec, timeouts)

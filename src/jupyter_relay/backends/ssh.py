@@ -1,0 +1,424 @@
+"""The `ssh` kind: a Jupyter on another machine, reached over one SSH connection.
+
+asyncssh logs in as `ssh` would: `~/.ssh/config` (or `ssh_config=`), keys,
+ssh-agent, and `known_hosts`; an unknown or changed host key is refused, with
+the command that trusts it. Over the connection the relay runs `jupyter
+server list --json` to find the running server (its port, base URL and
+token), or starts one under `nohup setsid` so it outlives the session.
+
+Requests then ride the connection through a local forward bound to 127.0.0.1
+only: to the forwarder it is a plain HTTP backend, so HTTP and websockets keep
+every guarantee of the core. The remote Jupyter still asks for its token.
+
+When the connection drops (sshd restarted, laptop asleep, network changed),
+requests fail at once with 502 naming the backend, and a watcher reconnects
+with exponential backoff and jitter, finds the server again (it may have been
+restarted) and re-opens the forward, on the same local port when it can.
+Keepalives (every KEEPALIVE s, KEEPALIVE_COUNT missed) bound how long a
+silently dead connection goes unnoticed: at most about 40 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import logging
+import random
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+from yarl import URL
+
+from ..credentials import Secret
+from ..errors import BackendError, BackendTimeout, BackendUnreachable
+from ..specs import SshTarget
+from . import remote
+from .base import HealthResult, HttpBackend, Progress, Upstream
+
+log = logging.getLogger("jupyter_relay.ssh")
+
+KEEPALIVE = 10.0
+KEEPALIVE_COUNT = 3
+BACKOFF_FIRST = 0.5
+BACKOFF_CAP = 30.0
+MIN_SPACING = 1.0  # between attempts woken by requests
+LIST_TIMEOUT = 30.0
+
+
+class SshError(BackendUnreachable):
+    """A failure to log in or to find the remote Jupyter; the message says what to do."""
+
+
+class _Client(asyncssh.SSHClient):
+    """Asks for a password or keyboard-interactive answers on the terminal, if there is one."""
+
+    def __init__(self, backend: SshBackend) -> None:
+        self.backend = backend
+
+    async def password_auth_requested(self) -> str | None:
+        return await self.backend.ask_password()
+
+    def kbdint_auth_requested(self) -> str | None:
+        return "" if self.backend.interactive else None
+
+    async def kbdint_challenge_received(
+        self, name: str, instructions: str, lang: str, prompts: Sequence[tuple[str, bool]]
+    ) -> list[str] | None:
+        if not self.backend.interactive:
+            return None
+        answers = []
+        for prompt, echo in prompts:
+            ask = input if echo else getpass.getpass
+            answers.append(await asyncio.to_thread(ask, prompt))
+        return answers
+
+
+class SshBackend(HttpBackend):
+    kind = "ssh"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        assert self.spec.ssh is not None
+        self.target = self.spec.ssh
+        self.interactive = sys.stdin.isatty()
+        self._password: str | None = None
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._listener: asyncssh.SSHListener | None = None
+        self._local_port = 0
+        self._down: str | None = "not connected yet"
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._last_attempt = 0.0
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def start(self, progress: Progress) -> None:
+        """Connect and find the Jupyter; if that fails, say why and keep trying."""
+        try:
+            await self._establish(progress)
+        except BackendError as exc:
+            self._down = exc.message
+            progress(f"{exc.message}; retrying in the background")
+            self._watcher = asyncio.create_task(self._reconnect())
+            return
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watcher
+        self._close_connection()
+        await super().stop()
+
+    def _close_connection(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def _establish(self, progress: Progress) -> None:
+        where = self.target.address
+        progress(f"backend '{self.name}': connecting to {where} over SSH")
+        conn = await self._connect()
+        try:
+            server = await self._find_server(conn, progress)
+            target = server.host, server.port
+            try:
+                listener = await conn.forward_local_port("127.0.0.1", self._local_port, *target)
+            except OSError:  # the old local port is taken meanwhile: any port will do
+                listener = await conn.forward_local_port("127.0.0.1", 0, *target)
+        except BaseException:
+            conn.close()
+            raise
+        old_session = self._session
+        self._conn, self._listener = conn, listener
+        self._local_port = listener.get_port()
+        scheme = "https" if server.secure else "http"
+        base = URL(f"{scheme}://127.0.0.1:{self._local_port}{server.base_url}")
+        token = self.spec.token.read() or (Secret(server.token) if server.token else None)
+        self._open(base, token)
+        if old_session is not None:
+            await old_session.close()
+        self._down = None
+        progress(
+            f"backend '{self.name}': serving the Jupyter on {self.target.host} "
+            f"{server.describe()} through SSH"
+        )
+
+    async def _connect(self) -> asyncssh.SSHClientConnection:
+        t = self.target
+        options: dict[str, Any] = {
+            "keepalive_interval": KEEPALIVE,
+            "keepalive_count_max": KEEPALIVE_COUNT,
+            "connect_timeout": self.timeouts.connect,
+        }
+        if t.ssh_config is not None:
+            options["config"] = [str(t.ssh_config)]
+        if t.user:
+            options["username"] = t.user
+        if t.port:
+            options["port"] = t.port
+        try:
+            conn = await asyncssh.connect(t.host, client_factory=lambda: _Client(self), **options)
+        except asyncssh.HostKeyNotVerifiable as exc:
+            raise SshError(self.name, await self._host_key_message()) from exc
+        except asyncssh.PermissionDenied as exc:
+            raise SshError(
+                self.name,
+                f"backend '{self.name}': SSH login to {t.address} was refused ({exc.reason}); "
+                "check that your key is in the remote ~/.ssh/authorized_keys and loaded "
+                "(ssh-add -l), or name it with IdentityFile in your ssh config"
+                + (
+                    ""
+                    if self.interactive
+                    else "; passwords can be typed only when the relay runs in a terminal"
+                ),
+            ) from exc
+        except socket.gaierror as exc:
+            raise SshError(
+                self.name,
+                f"backend '{self.name}': cannot resolve host {t.host!r}; check the name "
+                "or the Host entry of your ssh config",
+            ) from exc
+        except (TimeoutError, asyncssh.TimeoutError) as exc:
+            raise BackendTimeout(
+                self.name, f"backend '{self.name}': no SSH answer from {t.address} in time"
+            ) from exc
+        except (OSError, asyncssh.Error) as exc:
+            why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+            raise SshError(
+                self.name,
+                f"backend '{self.name}': cannot connect to {t.address} over SSH ({why}); "
+                "is the host up and sshd running?",
+            ) from exc
+        return conn
+
+    async def _host_key_message(self) -> str:
+        """Say whether the host key is unknown or changed, with its fingerprint and the fix."""
+        t = self.target
+        config = [str(t.ssh_config)] if t.ssh_config else ()
+        host, port, files = _known_hosts_of(t)
+        entry = host if port == 22 else f"[{host}]:{port}"
+        shown = f"{t.host} ({host}:{port})" if host != t.host or port != 22 else t.host
+        try:
+            key = await asyncssh.get_server_host_key(t.host, t.port or (), config=config)
+            fingerprint = f"{key.get_algorithm()} {key.get_fingerprint()}" if key else "?"
+        except (OSError, asyncssh.Error):
+            fingerprint = "?"
+        recorded = False
+        for path in files:
+            with contextlib.suppress(OSError, ValueError, asyncssh.Error):
+                recorded = recorded or bool(
+                    asyncssh.read_known_hosts(path).match(host, host, port)[0]
+                )
+        where = " or ".join(files) or "known_hosts"
+        if recorded:
+            return (
+                f"backend '{self.name}': the SSH host key of {shown} has CHANGED: it is not the "
+                f"one recorded in {where}. Someone may be intercepting the connection, or the "
+                f"host was reinstalled. Only if you know it was, remove the old key with "
+                f"\"ssh-keygen -R '{entry}'\" and connect once with 'ssh {t.host}'"
+            )
+        return (
+            f"backend '{self.name}': the SSH host key of {shown} is not in {where}, and the "
+            f"relay never accepts a key silently. Its fingerprint is {fingerprint}: if that is "
+            f"the host's, trust it by connecting once with 'ssh {t.host}' and answering yes"
+        )
+
+    async def ask_password(self) -> str | None:
+        if self._password is not None:
+            return self._password
+        if not self.interactive:
+            return None
+        prompt = f"jupyter-relay: password for {self.target.address}: "
+        self._password = await asyncio.to_thread(getpass.getpass, prompt)
+        return self._password
+
+    # --- finding the Jupyter ------------------------------------------------------------
+
+    async def _find_server(
+        self, conn: asyncssh.SSHClientConnection, progress: Progress
+    ) -> remote.RemoteServer:
+        t = self.target
+        where = f"{t.address}"
+        servers = await self._list(conn)
+        server = remote.pick(servers, t.jupyter_port)
+        if server is None and t.start and t.jupyter_port is None:
+            return await self._start_remote(conn, progress, {s.pid for s in servers})
+        if server is None:
+            raise SshError(
+                self.name, f"backend '{self.name}': {remote.none_running(where, t.jupyter_port)}"
+            )
+        if len(servers) > 1 and t.jupyter_port is None:
+            others = ", ".join(s.describe() for s in servers if s is not server)
+            progress(
+                f"backend '{self.name}': {len(servers)} Jupyter servers run on {t.host}; "
+                f"using {server.describe()} (others: {others}); pick one with ?jupyter_port="
+            )
+        return server
+
+    async def _list(self, conn: asyncssh.SSHClientConnection) -> list[remote.RemoteServer]:
+        t = self.target
+        result = None
+        for app in ("server", "notebook"):
+            try:
+                result = await asyncio.wait_for(
+                    conn.run(remote.list_command(t.jupyter, app), check=False), LIST_TIMEOUT
+                )
+            except TimeoutError as exc:
+                raise BackendTimeout(
+                    self.name, f"backend '{self.name}': 'jupyter {app} list' hung on {t.host}"
+                ) from exc
+            if result.exit_status == remote.NOT_FOUND_STATUS:
+                raise SshError(
+                    self.name, f"backend '{self.name}': {remote.no_jupyter(t.address, t.jupyter)}"
+                )
+            if result.exit_status == 0:
+                return remote.parse_list(str(result.stdout or ""))
+        detail = str(result.stderr or "").strip().splitlines()[-1:] if result else []
+        raise SshError(
+            self.name,
+            f"backend '{self.name}': 'jupyter server list' failed on {t.host}"
+            + (f": {detail[0]}" if detail else ""),
+        )
+
+    async def _start_remote(
+        self, conn: asyncssh.SSHClientConnection, progress: Progress, before: set[int | None]
+    ) -> remote.RemoteServer:
+        t = self.target
+        logfile = remote.log_path(self.name)
+        progress(f"backend '{self.name}': no Jupyter runs on {t.host}; starting one there")
+        result = await conn.run(remote.start_command(t.jupyter, logfile), check=False)
+        if result.exit_status not in (0, None):
+            raise SshError(
+                self.name,
+                f"backend '{self.name}': could not start Jupyter on {t.host}: "
+                f"{str(result.stderr or '').strip()[:300]}",
+            )
+        pid = int(str(result.stdout or "0").strip().splitlines()[-1] or 0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeouts.start
+        why = f"did not come up in {self.timeouts.start:g} s"
+        while loop.time() < deadline:
+            await asyncio.sleep(0.5)
+            fresh = [s for s in await self._list(conn) if s.pid not in before]
+            if fresh:
+                progress(
+                    f"backend '{self.name}': started Jupyter on {t.host} {fresh[0].describe()}; "
+                    f"its log is ~/{logfile} there"
+                )
+                return fresh[0]
+            if pid and (await conn.run(remote.alive_command(pid), check=False)).exit_status:
+                why = "exited"
+                break
+        tail = await conn.run(f"tail -n 3 ~/{logfile}", check=False)
+        raise SshError(
+            self.name,
+            f"backend '{self.name}': the Jupyter started on {t.host} {why}; "
+            f"its log (~/{logfile} there) ends: "
+            + " | ".join(str(tail.stdout or "").strip().splitlines()[-3:]),
+        )
+
+    # --- staying connected ------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Wait for the connection to end, then reconnect."""
+        assert self._conn is not None
+        await self._conn.wait_closed()
+        if self._stopping:
+            return
+        self._down = f"the SSH connection to {self.target.address} was lost; reconnecting"
+        log.warning("backend '%s': %s", self.name, self._down)
+        self._close_connection()
+        await self._reconnect()
+
+    async def _reconnect(self) -> None:
+        """Try again and again, waiting longer each time, but at once when asked for.
+
+        A request while the backend is down wakes this loop (at most once a
+        MIN_SPACING), so service resumes with the first request after SSH is
+        back, not at the end of a long backoff.
+        """
+        attempt = 0
+        while not self._stopping:
+            delay = random.uniform(0.5, 1.0) * min(BACKOFF_CAP, BACKOFF_FIRST * 2**attempt)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            self._last_attempt = time.monotonic()
+            attempt += 1
+            try:
+                await self._establish(lambda message: log.info("%s", message))
+            except BackendError as exc:
+                self._down = f"{exc.message} (reconnecting, attempt {attempt})"
+                log.warning("%s", self._down)
+                continue
+            log.warning("backend '%s': reconnected after %d attempt(s)", self.name, attempt)
+            self._watcher = asyncio.create_task(self._watch())
+            return
+
+    # --- what the relay asks ----------------------------------------------------------
+
+    def upstream(self) -> Upstream:
+        if self._down is not None:
+            if time.monotonic() - self._last_attempt >= MIN_SPACING:
+                self._wake.set()  # someone wants it: try now rather than after the backoff
+            message = self._down
+            if not message.startswith("backend '"):
+                message = f"backend '{self.name}': {message}"
+            raise BackendUnreachable(self.name, message)
+        return super().upstream()
+
+    async def check(self) -> HealthResult:
+        if self._down is not None:
+            result = HealthResult(False, None, time.time(), self._down)
+            self.last_health = result
+            return result
+        return await super().check()
+
+    async def open_remote(self, host: str, port: int) -> tuple[Any, Any]:
+        """A stream to `host:port` as seen from the remote machine (for the port proxy)."""
+        if self._conn is None:
+            raise BackendUnreachable(self.name, f"backend '{self.name}': {self._down}")
+        return await self._conn.open_connection(host, port)
+
+
+def _known_hosts_of(target: SshTarget) -> tuple[str, int, list[str]]:
+    """(host name, port, known_hosts files) that ssh would use for `target`.
+
+    Read with asyncssh's own config reader, which is not public API: on any
+    surprise, fall back to the names as given and ~/.ssh/known_hosts.
+    """
+    host, port = target.host, target.port or 22
+    files = [str(Path.home() / ".ssh" / "known_hosts")]
+    try:
+        from asyncssh.config import SSHClientConfig
+
+        paths = (
+            [str(target.ssh_config)]
+            if target.ssh_config
+            else [str(Path.home() / ".ssh" / "config")]
+        )
+        paths = [p for p in paths if Path(p).exists()]
+        config = SSHClientConfig.load(
+            None, paths, False, False, False, getpass.getuser(), target.user or "", host, ()
+        )
+        host = str(config.get("Hostname") or host)
+        port = target.port or int(str(config.get("Port") or 22))
+        configured = config.get("UserKnownHostsFile")
+        if isinstance(configured, (list, tuple)) and configured:
+            files = [str(Path(str(f)).expanduser()) for f in configured]
+    except Exception as exc:  # a message helper must not fail the connection
+        log.debug("cannot read the ssh config for %s: %s", target.host, exc)
+    return host, port, files
