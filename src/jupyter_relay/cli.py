@@ -25,6 +25,9 @@ backend URIs:
   local                                   a Jupyter server the relay starts and stops
   http(s)://host:port/base/?token=T       a Jupyter server already running
   gateway+http(s)://host:port/?token=T    a Kernel Gateway or Enterprise Gateway (kernels only)
+  ssh://[user@]host[:port]                the Jupyter running on a machine you reach with ssh
+                                          (?jupyter_port=N, ?start=true, ?jupyter=PATH,
+                                          ?ssh_config=FILE; keys, agent, known_hosts as ssh)
   options in the URI's query: token_file=PATH, token_env=VAR (keep tokens out of ps),
   ca_cert=PATH, tls_server_name=NAME, client_cert=PATH, client_key=PATH
 
