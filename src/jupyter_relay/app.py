@@ -80,10 +80,6 @@ class Relay:
         except BaseException:  # cancelled (Ctrl-C): stop what had started
             await asyncio.shield(self.stop_backends())
             raise
-        for backend, result in zip(self.backends.values(), results, strict=True):
-            if not isinstance(result, BaseException):
-                for secret in backend.upstream().secrets:
-                    add_secret(secret.decode())
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             await self.stop_backends()

@@ -19,6 +19,7 @@ from yarl import URL
 
 from ..credentials import Secret
 from ..errors import BackendAuthError, BackendError, BackendUnreachable
+from ..logs import add_secret
 from ..specs import BackendSpec, TlsSettings
 from .tcp import QuickAckConnector
 
@@ -141,6 +142,7 @@ class HttpBackend:
             assert token is not None
             credentials.append(("Authorization", f"token {token.value}"))
             secrets = (token.value.encode(),)
+            add_secret(token.value)  # whenever it is learnt: at start, or on a reconnect
         origins = {str(base_url.origin()).lower()}
         if base_url.host in ("127.0.0.1", "localhost", "::1"):
             port = base_url.port

@@ -1,0 +1,417 @@
+"""A real OpenSSH server on loopback for the `ssh` backend's tests, and the "remote" Jupyter.
+
+`start_sshd` runs `/usr/sbin/sshd -D -e -f <config>` (as root: the tests run as root) on a
+free 127.0.0.1 port, everything in a private directory: a generated ed25519 host key, a
+generated key pair for root whose public half is the only entry of a private
+authorized_keys file, a pid file, and a log. Remote commands get the venv's `bin` first on
+PATH, a private HOME and a private JUPYTER_RUNTIME_DIR (sshd's `SetEnv`), so `jupyter
+server list` on the "remote" sees only the servers of this fixture, never the user's, and
+neither root's login scripts nor what the relay leaves in ~ touch the real home. A private
+ssh_config names the server `gpu-box` (HostName, Port, User root, IdentityFile,
+IdentitiesOnly, UserKnownHostsFile holding the host key as `[127.0.0.1]:PORT ...`); the
+fixture checks it with the real `ssh` client before handing it out. Nothing here reads or
+writes ~/.ssh.
+
+`stop()` kills sshd and its per-connection children, so live SSH connections drop, as when
+a machine goes away; `restart()` brings it back on the same port with the same keys.
+
+`start_remote_jupyter` starts the "remote" Jupyter on this machine with the fixture's
+runtime directory, on a port chosen by the kernel that the relay is never told: the relay
+can only find it by asking `jupyter server list` over SSH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from .servers import BIN, JupyterServer, free_port, wait_http
+
+SSHD = "/usr/sbin/sshd"
+SSH = "/usr/bin/ssh"
+SSH_KEYGEN = "/usr/bin/ssh-keygen"
+# sshd refuses to start without its privilege separation directory (a packaged sshd makes it).
+PRIVSEP_DIR = Path("/run/sshd")
+ALIAS = "gpu-box"
+USER = "root"
+START_TIMEOUT = 20.0
+
+
+def keygen(path: Path, comment: str) -> str:
+    """Generate an ed25519 key pair without passphrase at `path`; return the public line."""
+    subprocess.run(
+        [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+    )
+    return path.with_suffix(".pub").read_text().strip()
+
+
+def public_key(pub_line: str) -> str:
+    """`ssh-ed25519 AAAA...` without the comment."""
+    kind, blob = pub_line.split()[:2]
+    return f"{kind} {blob}"
+
+
+@dataclass
+class Sshd:
+    """A running sshd of the tests', and the client files that reach it."""
+
+    dir: Path
+    port: int
+    config: Path
+    ssh_config: Path
+    known_hosts: Path
+    runtime_dir: Path
+    jupyter_config_dir: Path
+    home: Path
+    host_key: Path
+    user_key: Path
+    authorized_keys: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    alias: str = ALIAS
+
+    @property
+    def host_public_key(self) -> str:
+        return public_key(self.host_key.with_suffix(".pub").read_text())
+
+    @property
+    def known_hosts_line(self) -> str:
+        return f"[127.0.0.1]:{self.port} {self.host_public_key}\n"
+
+    def backend_arg(self, name: str = "gpu", ssh_config: Path | None = None, **options: str) -> str:
+        """`NAME=ssh://ALIAS?ssh_config=...&...` for --backend."""
+        query = {"ssh_config": str(ssh_config or self.ssh_config), **options}
+        text = "&".join(f"{key}={value}" for key, value in query.items())
+        return f"{name}=ssh://{self.alias}?{text}"
+
+    def client_config(
+        self,
+        tag: str,
+        *,
+        identity: Path | None = None,
+        known_hosts: Path | None = None,
+        user: str = USER,
+    ) -> Path:
+        """Write an ssh_config variant for this server (another key, another known_hosts)."""
+        path = self.dir / f"ssh_config-{tag}"
+        path.write_text(
+            f"Host {self.alias}\n"
+            f"    HostName 127.0.0.1\n"
+            f"    Port {self.port}\n"
+            f"    User {user}\n"
+            f"    IdentityFile {identity or self.user_key}\n"
+            f"    IdentitiesOnly yes\n"
+            f"    UserKnownHostsFile {known_hosts or self.known_hosts}\n"
+            f"    GlobalKnownHostsFile {self.dir / 'global_known_hosts'}\n"
+        )
+        return path
+
+    def ssh(
+        self, command: str, *, ssh_config: Path | None = None, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `command` on the "remote" with the real OpenSSH client, never prompting."""
+        return subprocess.run(
+            [
+                SSH,
+                "-F",
+                str(ssh_config or self.ssh_config),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                self.alias,
+                command,
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:]
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _launch(self) -> None:
+        PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
+        mark = f"Server listening on 127.0.0.1 port {self.port}"
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            with self.log.open("rb") as log:
+                log.seek(offset)
+                text = log.read().decode(errors="replace")
+            if mark in text:
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sshd exited ({self.proc.returncode}): {text[-2000:]}")
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"sshd did not listen on port {self.port}: {self.logs()}")
+
+    def stop(self) -> None:
+        """Kill sshd and every sshd process it forked: live SSH connections drop at once.
+
+        The user's processes under those connections (remote commands) are left to the
+        kernel's usual hangup handling, as when a real server's sshd dies.
+        """
+        if self.proc is None:
+            return
+        victims: list[psutil.Process] = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            master = psutil.Process(self.proc.pid)
+            victims.append(master)
+            for child in master.children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if child.name().startswith("sshd"):
+                        victims.append(child)
+        for proc in victims:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        self.proc.wait(10)
+        # The others are not our children: dead once a zombie (init reaps them later).
+        deadline = time.monotonic() + 10
+        while victims and time.monotonic() < deadline:
+            victims = [p for p in victims if _alive(p)]
+            time.sleep(0.01)
+        if victims:
+            raise RuntimeError(f"sshd processes survived SIGKILL: {victims}")
+
+    def restart(self) -> None:
+        """Start sshd again on the same port, with the same keys and configuration."""
+        if self.running():
+            raise RuntimeError("sshd is still running")
+        self._launch()
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _sshd_config(
+    sshd_dir: Path, port: int, host_key: Path, authorized_keys: Path, env: dict[str, str]
+) -> str:
+    setenv = " ".join(f'"{key}={value}"' for key, value in env.items())
+    return (
+        f"Port {port}\n"
+        "ListenAddress 127.0.0.1\n"
+        f"HostKey {host_key}\n"
+        f"PidFile {sshd_dir / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {authorized_keys}\n"
+        "StrictModes no\n"
+        "UsePAM no\n"
+        "PermitRootLogin prohibit-password\n"
+        "PubkeyAuthentication yes\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        "AllowTcpForwarding yes\n"
+        "X11Forwarding no\n"
+        "PrintMotd no\n"
+        "PrintLastLog no\n"
+        "UseDNS no\n"
+        "LogLevel VERBOSE\n"
+        f"SetEnv {setenv}\n"
+    )
+
+
+def start_sshd(workdir: Path, *, alias: str = ALIAS) -> Sshd:
+    """A real sshd on a free loopback port with private keys, known_hosts and ssh_config."""
+    sshd_dir = workdir / f"sshd-{secrets.token_hex(4)}"
+    sshd_dir.mkdir(mode=0o700, parents=True)
+    runtime_dir = sshd_dir / "runtime"
+    runtime_dir.mkdir(mode=0o700)
+    jupyter_config_dir = sshd_dir / "jupyter-config"
+    jupyter_config_dir.mkdir()
+    # root's HOME on the "remote": its login scripts and what the relay leaves in ~ stay here.
+    home = sshd_dir / "home"
+    home.mkdir()
+    host_key = sshd_dir / "host_ed25519"
+    user_key = sshd_dir / "id_ed25519"
+    keygen(host_key, "jupyter-relay test host")
+    authorized_keys = sshd_dir / "authorized_keys"
+    authorized_keys.write_text(keygen(user_key, "jupyter-relay test user") + "\n")
+    (sshd_dir / "global_known_hosts").write_text("")
+    env = {
+        "HOME": str(home),
+        "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
+        "JUPYTER_RUNTIME_DIR": str(runtime_dir),
+        # The user's Jupyter configuration stays out of the "remote" too.
+        "JUPYTER_CONFIG_DIR": str(jupyter_config_dir),
+    }
+    config = sshd_dir / "sshd_config"
+    sshd: Sshd | None = None
+    for _ in range(5):  # sshd has no port 0: pick one, retry if taken meanwhile
+        port = free_port()
+        config.write_text(_sshd_config(sshd_dir, port, host_key, authorized_keys, env))
+        sshd = Sshd(
+            dir=sshd_dir,
+            port=port,
+            config=config,
+            ssh_config=sshd_dir / "ssh_config",
+            known_hosts=sshd_dir / "known_hosts",
+            runtime_dir=runtime_dir,
+            jupyter_config_dir=jupyter_config_dir,
+            home=home,
+            host_key=host_key,
+            user_key=user_key,
+            authorized_keys=authorized_keys,
+            log=sshd_dir / f"sshd-{port}.log",
+            alias=alias,
+        )
+        try:
+            sshd._launch()
+            break
+        except RuntimeError:
+            if "Address already in use" in sshd.logs():
+                continue
+            raise
+    else:
+        raise RuntimeError("no free port for sshd")
+    assert sshd is not None
+    sshd.known_hosts.write_text(sshd.known_hosts_line)
+    sshd.client_config("main").rename(sshd.ssh_config)
+    try:
+        check_login(sshd)
+    except BaseException:
+        sshd.stop()
+        raise
+    return sshd
+
+
+def check_login(sshd: Sshd) -> None:
+    """The real `ssh` client logs in with the private files, and sees the fixture's env."""
+    probe = 'command -v jupyter; echo "$JUPYTER_RUNTIME_DIR"; cd && pwd'
+    done = sshd.ssh(probe)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"ssh -F {sshd.ssh_config} {sshd.alias} failed ({done.returncode}): "
+            f"{done.stderr.strip()}\nsshd log:\n{sshd.logs()}"
+        )
+    lines = done.stdout.split()
+    expected = [str(BIN / "jupyter"), str(sshd.runtime_dir), str(sshd.home)]
+    if lines != expected:
+        # e.g. a login script of the user's that puts another `jupyter` first on PATH.
+        raise RuntimeError(f"the remote login sees {lines}, not {expected}")
+
+
+# --- the "remote" Jupyter -------------------------------------------------------------------
+
+
+def start_remote_jupyter(sshd: Sshd, root: Path) -> JupyterServer:
+    """A `jupyter server` whose runtime file lands in sshd's runtime directory.
+
+    It listens on a port chosen by the kernel (`--port=0`) and read back from that file;
+    the relay is told only the SSH alias, so it must discover the server over SSH.
+    """
+    token = secrets.token_hex(16)
+    log = sshd.dir / f"remote-jupyter-{secrets.token_hex(4)}.log"
+    lab_state = sshd.dir / f"lab-{secrets.token_hex(4)}"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JUPYTER_RELAY_", "JUPYTER_TOKEN", "JUPYTER_"))
+    }
+    env.update(
+        {
+            "PATH": f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}",
+            "JUPYTER_TOKEN": token,
+            "JUPYTER_RUNTIME_DIR": str(sshd.runtime_dir),
+            "JUPYTER_CONFIG_DIR": str(sshd.jupyter_config_dir),
+            "JUPYTERLAB_WORKSPACES_DIR": str(lab_state / "workspaces"),
+            "JUPYTERLAB_SETTINGS_DIR": str(lab_state / "settings"),
+        }
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyter_server",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        "--ServerApp.port=0",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.allow_root=True",
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+        )
+    info_path = sshd.runtime_dir / f"jpserver-{proc.pid}.json"
+    deadline = time.monotonic() + 60
+    port = 0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"remote jupyter server exited: {log.read_text()[-2000:]}")
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            port = int(json.loads(info_path.read_text())["port"])
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError("remote jupyter server did not start")
+    server = JupyterServer(proc, port, token, root, log)
+    wait_http(f"{server.base}api/status", server.headers, proc=proc)
+    return server
+
+
+def runtime_servers(sshd: Sshd) -> dict[int, dict[str, object]]:
+    """The Jupyter servers announced in sshd's runtime directory, by pid."""
+    found: dict[int, dict[str, object]] = {}
+    for path in sshd.runtime_dir.glob("jpserver-*.json"):
+        match = re.fullmatch(r"jpserver-(\d+)\.json", path.name)
+        if match is None:
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            found[int(match.group(1))] = json.loads(path.read_text())
+    return found
+
+
+def remote_processes(sshd: Sshd) -> list[psutil.Process]:
+    """Every process on the "remote" side of this sshd: those that got its runtime dir."""
+    mine: list[psutil.Process] = []
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get("JUPYTER_RUNTIME_DIR") == str(sshd.runtime_dir):
+                mine.append(proc)
+    return mine
+
+
+def kill_remote_processes(sshd: Sshd) -> list[str]:
+    """Kill whatever runs with this sshd's runtime dir (servers, kernels); say what it was."""
+    victims = remote_processes(sshd)
+    killed: list[str] = []
+    for proc in victims:
+        with contextlib.suppress(psutil.Error):
+            killed.append(shlex.join(proc.cmdline()))
+            proc.kill()
+    psutil.wait_procs(victims, timeout=10)
+    return killed

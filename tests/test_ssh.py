@@ -1,0 +1,613 @@
+"""The `ssh` backend against a real OpenSSH server on loopback.
+
+sshd (tests/sshd.py) runs as root on a random port with generated keys, a private
+known_hosts and a private ssh_config naming it `gpu-box`; the "remote" Jupyter runs on
+this machine on a port the relay is never told, so the relay must log in, run `jupyter
+server list` there, and ride the SSH connection to it. Covered: discovery, a kernel over
+the v1 websocket subprotocol, a 256 MiB download, start-on-demand, a changed or unknown
+host key, a key the server does not accept, a missing `jupyter`, sshd killed and restarted
+under a live kernel (the recovery time is printed), and the `jupyter-relay` command's
+progress lines and one-line errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import resource
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+import pytest
+
+from jupyter_relay.server import RunningRelay, start
+
+from .conftest import RELAY_TOKEN, relay_config
+from .kernel_client import V1, execute
+from .servers import JupyterServer, RelayProcess, start_relay_process
+from .sshd import (
+    Sshd,
+    keygen,
+    kill_remote_processes,
+    public_key,
+    runtime_servers,
+    start_remote_jupyter,
+    start_sshd,
+)
+
+GPU = "gpu"  # the backend's name in every relay here
+REMOTE_FILE = "hello-remote.txt"
+BIG_SIZE = 256 * 1024 * 1024
+CHUNK = 4 * 1024 * 1024
+# A request while sshd is down must fail within this, not hang.
+FAIL_BOUND = 15.0
+# sshd back up -> the relay serves again within this.
+RECOVERY_BOUND = 30.0
+# Start-on-demand: connect, start `jupyter server` remotely, find it.
+START_BOUND = 90.0
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    text: str
+    content_type: str
+    seconds: float
+
+
+async def call(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    json_body: Any = None,
+    timeout: float = 60,
+) -> Answer:
+    started = time.monotonic()
+    async with asyncio.timeout(timeout):
+        async with session.request(method, url, json=json_body) as resp:
+            text = await resp.text()
+            content_type = resp.content_type
+            status = resp.status
+    try:
+        body: Any = json.loads(text) if text else None
+    except ValueError:
+        body = None
+    return Answer(status, body, text, content_type, time.monotonic() - started)
+
+
+def assert_502(answer: Answer, *patterns: str) -> str:
+    """A 502 JSON error naming the backend, whose message matches each regex in `patterns`."""
+    assert answer.status == 502, (answer.status, answer.text)
+    assert answer.content_type == "application/json", (answer.content_type, answer.text)
+    assert isinstance(answer.body, dict), answer.text
+    assert {"message", "reason"} <= answer.body.keys(), answer.body
+    message = answer.body["message"]
+    assert isinstance(message, str), answer.body
+    assert re.search(rf"\b{GPU}\b", message), message
+    for pattern in patterns:
+        assert re.search(pattern, message, re.IGNORECASE), (pattern, message)
+    return message
+
+
+@dataclass
+class Relay:
+    """An in-process relay and the progress lines it printed while starting."""
+
+    running: RunningRelay
+    progress: list[str] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return self.running.base_url
+
+    @property
+    def said(self) -> str:
+        return "\n".join(self.progress)
+
+
+@contextlib.asynccontextmanager
+async def ssh_relay(*backends: str) -> AsyncIterator[Relay]:
+    progress: list[str] = []
+    async with asyncio.timeout(START_BOUND):
+        running = await start(relay_config(list(backends)), progress.append)
+    relay = Relay(running, progress)
+    try:
+        yield relay
+    finally:
+        await running.stop()
+
+
+async def gpu_status(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+    answer = await call(session, "GET", base + "relay/api/status")
+    assert answer.status == 200, answer.text
+    found = {b["name"]: b for b in answer.body["backends"]}
+    assert GPU in found, answer.body
+    entry: dict[str, Any] = found[GPU]
+    assert entry["kind"] == "ssh", entry
+    return entry
+
+
+async def content_names(session: aiohttp.ClientSession, base: str) -> set[str]:
+    answer = await call(session, "GET", base + "api/contents")
+    assert answer.status == 200, answer.text
+    return {item["name"] for item in answer.body["content"]}
+
+
+async def start_kernel(session: aiohttp.ClientSession, base: str) -> str:
+    answer = await call(session, "POST", base + "api/kernels", json_body={"name": "python3"})
+    assert answer.status == 201, answer.text
+    kernel_id: str = answer.body["id"]
+    return kernel_id
+
+
+async def run(session: aiohttp.ClientSession, base: str, kernel_id: str, code: str) -> str:
+    """Execute `code` on the kernel over a new v1 websocket; return what it printed."""
+    async with asyncio.timeout(60):
+        url = f"{base}api/kernels/{kernel_id}/channels"
+        async with session.ws_connect(url, protocols=(V1,)) as ws:
+            assert ws.protocol == V1
+            out, reply = await execute(ws, code)
+    assert reply["content"]["status"] == "ok", (out, reply)
+    return out.strip()
+
+
+async def wait_for_status(
+    session: aiohttp.ClientSession, url: str, status: int, bound: float
+) -> tuple[float, list[Answer]]:
+    """Poll `url` until it answers `status`; return how long that took and what came before."""
+    started = time.monotonic()
+    seen: list[Answer] = []
+    while True:
+        answer = await call(session, "GET", url, timeout=FAIL_BOUND)
+        if answer.status == status:
+            return time.monotonic() - started, seen
+        seen.append(answer)
+        if time.monotonic() - started > bound:
+            last = [(a.status, a.text[:300]) for a in seen[-3:]]
+            raise AssertionError(f"{url} did not answer {status} within {bound} s: {last}")
+        await asyncio.sleep(0.05)
+
+
+def other_host_key(sshd: Sshd, tag: str) -> str:
+    path = sshd.dir / f"other-host-key-{tag}"
+    return public_key(keygen(path, "not the server's key"))
+
+
+def listening_addresses() -> set[str]:
+    return {
+        c.laddr.ip
+        for c in psutil.Process().net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+
+
+def clients_of(port: int) -> set[str]:
+    """The names of the processes with a TCP connection to 127.0.0.1:`port`."""
+    conns = psutil.net_connections(kind="tcp")
+    peers = {
+        (c.raddr.ip, c.raddr.port)
+        for c in conns
+        if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED and c.raddr
+    }
+    names: set[str] = set()
+    for c in conns:
+        if c.laddr and (c.laddr.ip, c.laddr.port) in peers and c.pid is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                names.add(psutil.Process(c.pid).name())
+    return names
+
+
+def wait_for_log(proc: RelayProcess, pattern: str, bound: float = 60) -> str:
+    """The relay command's stderr once a line matches `pattern`; fail after `bound` s."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        text = proc.logs()
+        if re.search(pattern, text, re.IGNORECASE | re.MULTILINE):
+            return text
+        assert proc.proc.poll() is None, f"jupyter-relay exited: {text}"
+        time.sleep(0.1)
+    raise AssertionError(f"no line matching {pattern!r} within {bound} s: {proc.logs()}")
+
+
+# --- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ssh_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ssh")
+
+
+@pytest.fixture(scope="module")
+def sshd(ssh_work: Path) -> Iterator[Sshd]:
+    """sshd for the module; tests that stop it start it again."""
+    server = start_sshd(ssh_work)
+    try:
+        yield server
+    finally:
+        server.stop()
+        kill_remote_processes(server)
+
+
+@pytest.fixture(scope="module")
+def remote(sshd: Sshd, ssh_work: Path) -> Iterator[JupyterServer]:
+    """The "remote" Jupyter, announced only in sshd's runtime directory."""
+    root = ssh_work / "remote-root"
+    root.mkdir()
+    (root / REMOTE_FILE).write_text("hello from the other side of SSH\n")
+    server = start_remote_jupyter(sshd, root)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def live_sshd(sshd: Sshd) -> Iterator[Sshd]:
+    """The module's sshd, running again after the test whatever happened."""
+    yield sshd
+    if not sshd.running():
+        sshd.restart()
+
+
+@pytest.fixture
+def empty_sshd(ssh_work: Path) -> Iterator[Sshd]:
+    """An sshd of its own whose runtime directory has no Jupyter yet."""
+    server = start_sshd(ssh_work)
+    try:
+        yield server
+    finally:
+        server.stop()
+        kill_remote_processes(server)
+
+
+# --- 1. discovery -------------------------------------------------------------------------
+
+
+async def test_discovers_the_remote_jupyter_over_ssh(
+    sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    arg = sshd.backend_arg()
+    assert str(remote.port) not in arg and remote.token not in arg
+    async with ssh_relay(arg) as relay:
+        assert REMOTE_FILE in await content_names(client, relay.base)
+        answer = await call(client, "GET", relay.base + "api/status")
+        assert answer.status == 200, answer.text
+        assert {"started", "last_activity"} <= answer.body.keys(), answer.body
+        entry = await gpu_status(client, relay.base)
+        assert entry["reachable"] is True and entry["error"] is None, entry
+        # The token of the remote Jupyter never shows.
+        assert remote.token not in json.dumps(entry)
+        # It said where it connects and which server it found.
+        assert re.search(rf"\b{GPU}\b.*connect.*SSH", relay.said, re.IGNORECASE), relay.said
+        assert re.search(rf"\b{remote.port}\b", relay.said), relay.said
+        assert remote.token not in relay.said
+        # Whatever the tunnel is, nothing of ours listens beyond loopback.
+        assert listening_addresses() <= {"127.0.0.1", "::1"}, listening_addresses()
+
+
+# --- 2. a kernel over the tunnel ----------------------------------------------------------
+
+
+async def test_executes_code_over_the_tunnel_with_v1_websocket(
+    sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    async with ssh_relay(sshd.backend_arg()) as relay:
+        kernel_id = await start_kernel(client, relay.base)
+        try:
+            url = f"{relay.base}api/kernels/{kernel_id}/channels"
+            async with asyncio.timeout(60), client.ws_connect(url, protocols=(V1,)) as ws:
+                assert ws.protocol == V1
+                out, reply = await execute(ws, "print(6*7)")
+                assert reply["content"]["status"] == "ok" and out == "42\n", (out, reply)
+                # While it is open, what talks to the remote Jupyter is sshd, not the relay.
+                assert clients_of(remote.port) == {"sshd"}, clients_of(remote.port)
+            # It runs under the remote Jupyter: the environment sshd's side gave it.
+            where = await run(
+                client, relay.base, kernel_id, 'import os; print(os.environ["JUPYTER_RUNTIME_DIR"])'
+            )
+            assert where == str(sshd.runtime_dir)
+            async with aiohttp.ClientSession(headers=remote.headers) as direct:
+                answer = await call(direct, "GET", f"{remote.base}api/kernels/{kernel_id}")
+                assert answer.status == 200, answer.text
+        finally:
+            answer = await call(client, "DELETE", f"{relay.base}api/kernels/{kernel_id}")
+            assert answer.status == 204, answer.text
+
+
+# --- 3. a big download --------------------------------------------------------------------
+
+
+async def test_256_mib_download_streams_through_the_tunnel(
+    sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    name = f"big-{secrets.token_hex(4)}.bin"
+    path = remote.root / name
+    expected = hashlib.sha256()
+    with path.open("wb") as out:
+        for _ in range(BIG_SIZE // CHUNK):
+            chunk = os.urandom(CHUNK)
+            expected.update(chunk)
+            out.write(chunk)
+    try:
+        async with ssh_relay(sshd.backend_arg()) as relay:
+            peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            got = hashlib.sha256()
+            size = 0
+            started = time.monotonic()
+            async with asyncio.timeout(300):
+                async with client.get(f"{relay.base}files/{name}") as resp:
+                    assert resp.status == 200, await resp.text()
+                    assert resp.headers.get("Content-Length") in (None, str(BIG_SIZE))
+                    async for piece in resp.content.iter_chunked(1024 * 1024):
+                        if not size:  # mid-stream, the bytes come from sshd's side
+                            assert clients_of(remote.port) == {"sshd"}, clients_of(remote.port)
+                        got.update(piece)
+                        size += len(piece)
+            seconds = time.monotonic() - started
+            peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        assert size == BIG_SIZE
+        assert got.hexdigest() == expected.hexdigest()
+        # The relay runs in this process: it streamed, it did not hold the file.
+        assert peak_after - peak_before < BIG_SIZE // 2, (peak_before, peak_after)
+        print(
+            f"\n256 MiB through the SSH tunnel in {seconds:.1f} s "
+            f"({BIG_SIZE / seconds / 2**20:.0f} MiB/s)"
+        )
+    finally:
+        path.unlink()
+
+
+# --- 4. start on demand -------------------------------------------------------------------
+
+
+async def test_starts_a_remote_jupyter_on_demand_that_outlives_the_session(
+    empty_sshd: Sshd, client: aiohttp.ClientSession
+) -> None:
+    assert runtime_servers(empty_sshd) == {}
+    # Without start=true: a clear 502, and nothing started.
+    async with ssh_relay(empty_sshd.backend_arg()) as relay:
+        answer = await call(client, "GET", relay.base + "api/contents", timeout=FAIL_BOUND)
+        assert_502(answer, r"jupyter.*\b(runs?|running)\b")
+        assert runtime_servers(empty_sshd) == {}
+
+    async with ssh_relay(empty_sshd.backend_arg(start="true")) as relay:
+        answer = await call(client, "GET", relay.base + "api/status")
+        assert answer.status == 200, answer.text
+        assert (await call(client, "GET", relay.base + "api/contents")).status == 200
+        servers = runtime_servers(empty_sshd)
+        assert len(servers) == 1, servers
+        pid = next(iter(servers))
+        started = psutil.Process(pid)
+        assert os.getpid() not in {p.pid for p in started.parents()}, started.parents()
+        # The progress names the log of the started server (on the remote: ~ is its HOME),
+        # and that file is the server's log.
+        named = [
+            Path(re.sub(r"^~", str(empty_sshd.home), p))
+            for line in relay.progress
+            if "log" in line.lower()
+            for p in re.findall(r"(~?/[^\s'\"(),;]+)", line)
+        ]
+        logs = [p for p in named if p.is_file()]
+        assert logs, relay.progress
+        assert f":{servers[pid]['port']}/" in logs[0].read_text(), logs[0].read_text()[-2000:]
+    try:
+        # The relay and its SSH session are gone; the server it started is not.
+        await asyncio.sleep(1)
+        assert started.is_running() and started.status() != psutil.STATUS_ZOMBIE
+        # A second relay with start=true uses it rather than starting another.
+        async with ssh_relay(empty_sshd.backend_arg(start="true")) as relay:
+            assert (await call(client, "GET", relay.base + "api/status")).status == 200
+            assert set(runtime_servers(empty_sshd)) == {pid}
+            assert re.search(rf"\b{servers[pid]['port']}\b", relay.said), relay.said
+    finally:
+        killed = kill_remote_processes(empty_sshd)
+        assert killed, "the started Jupyter was not found to clean up"
+
+
+# --- 5. host keys -------------------------------------------------------------------------
+
+
+async def test_changed_host_key_is_refused(
+    sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    known_hosts = sshd.dir / "known_hosts-changed"
+    known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {other_host_key(sshd, 'changed')}\n")
+    before = known_hosts.read_text()
+    config = sshd.client_config("changed", known_hosts=known_hosts)
+    # The real client refuses it too: the fixture is what it claims to be.
+    done = sshd.ssh("true", ssh_config=config)
+    assert done.returncode == 255 and "HOST IDENTIFICATION HAS CHANGED" in done.stderr
+    async with ssh_relay(sshd.backend_arg(ssh_config=config)) as relay:
+        for _ in range(2):  # refused again when retried, never accepted on the way
+            answer = await call(client, "GET", relay.base + "api/contents", timeout=FAIL_BOUND)
+            assert_502(answer, r"host key", r"known_hosts")
+        entry = await gpu_status(client, relay.base)
+        assert entry["reachable"] is False and "host key" in entry["error"].lower(), entry
+        # The relay still answers what it can.
+        assert (await call(client, "GET", relay.base + "relay/api/status")).status == 200
+    assert known_hosts.read_text() == before
+
+
+async def test_unknown_host_key_is_refused(
+    sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    known_hosts = sshd.dir / "known_hosts-empty"
+    known_hosts.write_text("")
+    config = sshd.client_config("unknown", known_hosts=known_hosts)
+    done = sshd.ssh("true", ssh_config=config)
+    assert done.returncode == 255 and "Host key verification failed" in done.stderr
+    async with ssh_relay(sshd.backend_arg(ssh_config=config)) as relay:
+        answer = await call(client, "GET", relay.base + "api/contents", timeout=FAIL_BOUND)
+        assert_502(answer, r"host key", r"known_hosts")
+        assert (await call(client, "GET", relay.base + "relay/api/status")).status == 200
+    assert known_hosts.read_text() == ""
+
+
+# --- 6. a key the server does not accept --------------------------------------------------
+
+
+async def test_wrong_key_is_refused(
+    sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    stranger = sshd.dir / "id_stranger"
+    keygen(stranger, "a key sshd does not know")
+    config = sshd.client_config("stranger", identity=stranger)
+    done = sshd.ssh("true", ssh_config=config)
+    assert done.returncode == 255 and "Permission denied" in done.stderr
+    async with ssh_relay(sshd.backend_arg(ssh_config=config)) as relay:
+        answer = await call(client, "GET", relay.base + "api/contents", timeout=FAIL_BOUND)
+        # It names who was refused where: root@gpu-box, or the user and the host apart.
+        assert_502(
+            answer,
+            r"\broot@(127\.0\.0\.1|gpu-box)\b|\broot\b.*\b(127\.0\.0\.1|gpu-box)\b"
+            r"|\b(127\.0\.0\.1|gpu-box)\b.*\broot\b",
+            r"refused|denied|rejected",
+        )
+        entry = await gpu_status(client, relay.base)
+        assert entry["reachable"] is False and entry["error"], entry
+
+
+# --- 7. no jupyter on the remote ----------------------------------------------------------
+
+
+async def test_missing_jupyter_command_is_named(
+    sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    missing = "/nonexistent/jupyter"
+    async with ssh_relay(sshd.backend_arg(jupyter=missing)) as relay:
+        answer = await call(client, "GET", relay.base + "api/contents", timeout=FAIL_BOUND)
+        assert_502(answer, re.escape(missing))
+        assert (await call(client, "GET", relay.base + "relay/api/status")).status == 200
+
+
+# --- 8. sshd killed and restarted under a live kernel ------------------------------------
+
+
+async def test_recovers_when_sshd_is_killed_and_restarted(
+    live_sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    sshd = live_sshd
+    async with ssh_relay(sshd.backend_arg()) as relay:
+        base = relay.base
+        kernel_id = await start_kernel(client, base)
+        kernel_url = f"{base}api/kernels/{kernel_id}"
+        try:
+            assert await run(client, base, kernel_id, "x = 6*7; print(x)") == "42"
+            async with client.ws_connect(kernel_url + "/channels", protocols=(V1,)) as ws:
+                dropped = time.monotonic()
+                await asyncio.to_thread(sshd.stop)  # the relay's loop runs meanwhile
+
+                # The open websocket ends; it does not hang.
+                async with asyncio.timeout(FAIL_BOUND):
+                    while True:
+                        msg = await ws.receive()
+                        if msg.type in (
+                            aiohttp.WSMsgType.CLOSE,
+                            aiohttp.WSMsgType.CLOSED,
+                            aiohttp.WSMsgType.ERROR,
+                        ):
+                            break
+                ws_closed = time.monotonic() - dropped
+
+            # New requests fail fast with 502 naming the backend.
+            for url in (kernel_url, base + "api/contents", kernel_url):
+                answer = await call(client, "GET", url, timeout=FAIL_BOUND)
+                assert_502(answer)
+                assert answer.seconds < FAIL_BOUND, answer.seconds
+            entry = await gpu_status(client, base)
+            assert entry["reachable"] is False and entry["error"], entry
+            first_502 = time.monotonic() - dropped
+            await asyncio.sleep(2)  # down for a while: the relay backs off meanwhile
+
+            back = time.monotonic()
+            await asyncio.to_thread(sshd.restart)  # returns once sshd listens
+            listening = time.monotonic() - back
+            recovered, failures = await wait_for_status(client, kernel_url, 200, RECOVERY_BOUND)
+            for answer in failures:  # until it is back, every answer is the 502 JSON
+                assert_502(answer)
+            print(
+                f"\nssh backend: websocket closed {ws_closed:.2f} s after sshd was killed; "
+                f"502s within {first_502:.2f} s; "
+                f"sshd restart -> first successful request: {recovered:.2f} s "
+                f"after sshd listened ({listening:.2f} s to restart it), "
+                f"{len(failures)} failed polls before; sshd was down {back - dropped:.1f} s"
+            )
+
+            # The same kernel, with its state, answers over a new websocket.
+            assert await run(client, base, kernel_id, "print(x)") == "42"
+            listed = await call(client, "GET", base + "api/kernels")
+            assert kernel_id in {k["id"] for k in listed.body}, listed.text
+            entry = await gpu_status(client, base)
+            assert entry["reachable"] is True and entry["error"] is None, entry
+        finally:
+            if not sshd.running():
+                sshd.restart()
+            async with aiohttp.ClientSession(headers=remote.headers) as direct:
+                await call(direct, "DELETE", f"{remote.base}api/kernels/{kernel_id}")
+
+
+# --- 9. the command ----------------------------------------------------------------------
+
+
+def relay_command(args: list[str], workdir: Path) -> RelayProcess:
+    return start_relay_process(
+        ["--port", "0", "--token", RELAY_TOKEN, *args],
+        workdir,
+        env={"JUPYTER_CONFIG_DIR": "/nonexistent"},
+    )
+
+
+async def test_command_prints_progress_while_connecting(
+    sshd: Sshd, remote: JupyterServer, ssh_work: Path, client: aiohttp.ClientSession
+) -> None:
+    proc = relay_command(["--backend", sshd.backend_arg()], ssh_work)
+    try:
+        err = proc.logs()
+        lines = err.splitlines()
+        connecting = [line for line in lines if re.search(r"connect", line, re.IGNORECASE)]
+        assert connecting, err
+        assert re.search(rf"\b{GPU}\b", connecting[0]) and "SSH" in connecting[0], err
+        assert re.search(rf"127\.0\.0\.1:{sshd.port}\b|\b{sshd.alias}\b", connecting[0]), err
+        assert [line for line in lines if re.search(rf"\bport {remote.port}\b", line)], err
+        assert remote.token not in err
+        assert REMOTE_FILE in await content_names(client, proc.base)
+        assert proc.proc.poll() is None
+    finally:
+        assert proc.stop() == 0, proc.logs()
+
+
+async def test_command_says_in_one_line_that_the_host_key_is_refused(
+    sshd: Sshd, remote: JupyterServer, ssh_work: Path, client: aiohttp.ClientSession
+) -> None:
+    known_hosts = sshd.dir / "known_hosts-cli"
+    known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {other_host_key(sshd, 'cli')}\n")
+    config = sshd.client_config("cli", known_hosts=known_hosts)
+    proc = relay_command(["--backend", sshd.backend_arg(ssh_config=config)], ssh_work)
+    try:
+        err = wait_for_log(proc, r"host key")
+        refused = [line for line in err.splitlines() if "host key" in line.lower()]
+        # One line says it all: which backend, that the key is refused, where to fix it.
+        assert any(re.search(rf"\b{GPU}\b", line) and "known_hosts" in line for line in refused), (
+            err
+        )
+        assert "Traceback" not in err, err
+        answer = await call(client, "GET", proc.base + "api/contents", timeout=FAIL_BOUND)
+        assert_502(answer, r"host key")
+        assert proc.proc.poll() is None, err
+    finally:
+        assert proc.stop() == 0, proc.logs()
