@@ -77,11 +77,16 @@ def start_jupyter(
     wait_ready: bool = True,
     env_extra: dict[str, str] | None = None,
     module: str = "jupyter_server",
+    runtime_dir: Path | None = None,
 ) -> JupyterServer:
-    """Start `python -m <module>` (a Jupyter server app) with its own token and state."""
+    """Start `python -m <module>` (a Jupyter server app) with its own token and state.
+
+    Its runtime file goes to `runtime_dir` if given (where `jupyter server list`
+    is to find it), else to a directory of its own.
+    """
     token = secrets.token_hex(16)
-    runtime = workdir / f"runtime-{secrets.token_hex(4)}"
-    runtime.mkdir(parents=True)
+    runtime = runtime_dir or workdir / f"runtime-{secrets.token_hex(4)}"
+    runtime.mkdir(parents=True, exist_ok=True)
     log = workdir / f"jupyter-{secrets.token_hex(4)}.log"
     # JupyterLab keeps layouts and settings per user: give each server its own.
     lab_state = workdir / f"lab-{secrets.token_hex(4)}"

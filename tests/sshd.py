@@ -29,14 +29,13 @@ import re
 import secrets
 import shlex
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from .servers import BIN, JupyterServer, free_port, wait_http
+from .servers import BIN, JupyterServer, free_port, start_jupyter
 
 SSHD = "/usr/sbin/sshd"
 SSH = "/usr/bin/ssh"
@@ -330,55 +329,15 @@ def start_remote_jupyter(sshd: Sshd, root: Path) -> JupyterServer:
     It listens on a port chosen by the kernel (`--port=0`) and read back from that file;
     the relay is told only the SSH alias, so it must discover the server over SSH.
     """
-    token = secrets.token_hex(16)
-    log = sshd.dir / f"remote-jupyter-{secrets.token_hex(4)}.log"
-    lab_state = sshd.dir / f"lab-{secrets.token_hex(4)}"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("JUPYTER_RELAY_", "JUPYTER_TOKEN", "JUPYTER_"))
-    }
-    env.update(
-        {
-            "PATH": f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}",
-            "JUPYTER_TOKEN": token,
-            "JUPYTER_RUNTIME_DIR": str(sshd.runtime_dir),
+    return start_jupyter(
+        root,
+        sshd.dir,
+        runtime_dir=sshd.runtime_dir,
+        env_extra={
+            "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "JUPYTER_CONFIG_DIR": str(sshd.jupyter_config_dir),
-            "JUPYTERLAB_WORKSPACES_DIR": str(lab_state / "workspaces"),
-            "JUPYTERLAB_SETTINGS_DIR": str(lab_state / "settings"),
-        }
+        },
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "jupyter_server",
-        "--no-browser",
-        "--ServerApp.ip=127.0.0.1",
-        "--ServerApp.port=0",
-        "--ServerApp.port_retries=0",
-        f"--ServerApp.root_dir={root}",
-        "--ServerApp.allow_root=True",
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
-        )
-    info_path = sshd.runtime_dir / f"jpserver-{proc.pid}.json"
-    deadline = time.monotonic() + 60
-    port = 0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"remote jupyter server exited: {log.read_text()[-2000:]}")
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            port = int(json.loads(info_path.read_text())["port"])
-            break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        raise RuntimeError("remote jupyter server did not start")
-    server = JupyterServer(proc, port, token, root, log)
-    wait_http(f"{server.base}api/status", server.headers, proc=proc)
-    return server
 
 
 def runtime_servers(sshd: Sshd) -> dict[int, dict[str, object]]:
