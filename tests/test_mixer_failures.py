@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import re
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +27,7 @@ from aiohttp import web
 
 from jupyter_relay.server import RunningRelay
 
+from .answers import Answer, assert_error, call
 from .conftest import RELAY_TOKEN, Mixed, start_relay
 from .kernel_client import V1, execute
 from .servers import (
@@ -56,44 +55,6 @@ NOLIST = "xnolist"
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-@dataclass
-class Answer:
-    status: int
-    body: Any
-    text: str
-    content_type: str
-    seconds: float
-
-
-async def call(
-    session: aiohttp.ClientSession, method: str, url: str, *, json_body: Any = None
-) -> Answer:
-    start = time.monotonic()
-    async with asyncio.timeout(60):
-        async with session.request(method, url, json=json_body) as resp:
-            text = await resp.text()
-            content_type = resp.content_type
-            status = resp.status
-    try:
-        body: Any = json.loads(text) if text else None
-    except ValueError:
-        body = None
-    return Answer(status, body, text, content_type, time.monotonic() - start)
-
-
-def assert_error(answer: Answer, status: int, *names: str) -> str:
-    """A Jupyter-shaped JSON error with this status whose message names each of `names`."""
-    assert answer.status == status, (answer.status, answer.text)
-    assert answer.content_type == "application/json", (answer.content_type, answer.text)
-    assert isinstance(answer.body, dict), answer.text
-    assert {"message", "reason"} <= answer.body.keys(), answer.body
-    message = answer.body["message"]
-    assert isinstance(message, str) and message, answer.body
-    for name in names:
-        assert re.search(rf"\b{re.escape(name)}\b", message), (name, message)
-    return message
 
 
 def kernel_ids(answer: Answer) -> list[str]:

@@ -32,6 +32,7 @@ import pytest
 
 from jupyter_relay.server import RunningRelay, start
 
+from .answers import Answer, assert_error, call
 from .conftest import RELAY_TOKEN, relay_config
 from .kernel_client import V1, execute
 from .servers import JupyterServer, RelayProcess, start_relay_process
@@ -60,45 +61,9 @@ START_BOUND = 90.0
 # --- helpers ------------------------------------------------------------------------------
 
 
-@dataclass
-class Answer:
-    status: int
-    body: Any
-    text: str
-    content_type: str
-    seconds: float
-
-
-async def call(
-    session: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    *,
-    json_body: Any = None,
-    timeout: float = 60,
-) -> Answer:
-    started = time.monotonic()
-    async with asyncio.timeout(timeout):
-        async with session.request(method, url, json=json_body) as resp:
-            text = await resp.text()
-            content_type = resp.content_type
-            status = resp.status
-    try:
-        body: Any = json.loads(text) if text else None
-    except ValueError:
-        body = None
-    return Answer(status, body, text, content_type, time.monotonic() - started)
-
-
 def assert_502(answer: Answer, *patterns: str) -> str:
     """A 502 JSON error naming the backend, whose message matches each regex in `patterns`."""
-    assert answer.status == 502, (answer.status, answer.text)
-    assert answer.content_type == "application/json", (answer.content_type, answer.text)
-    assert isinstance(answer.body, dict), answer.text
-    assert {"message", "reason"} <= answer.body.keys(), answer.body
-    message = answer.body["message"]
-    assert isinstance(message, str), answer.body
-    assert re.search(rf"\b{GPU}\b", message), message
+    message = assert_error(answer, 502, GPU)
     for pattern in patterns:
         assert re.search(pattern, message, re.IGNORECASE), (pattern, message)
     return message
