@@ -35,7 +35,7 @@ from jupyter_relay.server import RunningRelay, start
 from .answers import Answer, assert_error, call
 from .conftest import RELAY_TOKEN, relay_config
 from .kernel_client import V1, execute
-from .servers import JupyterServer, RelayProcess, start_relay_process
+from .servers import JupyterServer, RelayProcess, free_port, start_relay_process
 from .sshd import (
     Sshd,
     keygen,
@@ -458,6 +458,36 @@ async def test_missing_jupyter_command_is_named(
         answer = await call(client, "GET", relay.base + "api/contents", timeout=FAIL_BOUND)
         assert_502(answer, re.escape(missing))
         assert (await call(client, "GET", relay.base + "relay/api/status")).status == 200
+
+
+async def test_unresolvable_and_unreachable_hosts_are_named_and_others_keep_working(
+    sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    """No DNS answer and no sshd listening: each its own 502 line; the good backend serves."""
+    closed = free_port()
+    config = sshd.dir / "ssh_config-elsewhere"
+    config.write_text(
+        f"Host nowhere\n    HostName nosuchhost.invalid\n"
+        f"Host closed\n    HostName 127.0.0.1\n    Port {closed}\n"
+        f"Host *\n    UserKnownHostsFile {sshd.known_hosts}\n    IdentityFile {sshd.user_key}\n"
+    )
+    async with ssh_relay(
+        sshd.backend_arg(),
+        f"dns=ssh://nowhere?ssh_config={config}",
+        f"down=ssh://closed?ssh_config={config}",
+    ) as relay:
+        assert await content_names(client, relay.base)  # the good one serves meanwhile
+        answers = {}
+        for name in ("dns", "down"):
+            url = f"{relay.base}api/kernels/00000000-0000-4000-8000-000000000000"
+            answers[name] = await call(client, "GET", url, timeout=FAIL_BOUND)
+        # The kernel is asked of every backend; those two cannot be asked, and say why.
+        message = assert_error(answers["dns"], 502)
+        assert "cannot resolve host 'nowhere'" in message or "nosuchhost.invalid" in message
+        assert "Connection refused" in message and "'down'" in message
+        progress = "\n".join(relay.progress)
+        assert "backend 'dns': cannot resolve host" in progress, progress
+        assert "backend 'down': cannot connect to closed over SSH" in progress, progress
 
 
 # --- 8. sshd killed and restarted under a live kernel ------------------------------------

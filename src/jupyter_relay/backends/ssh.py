@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import getpass
 import logging
+import os
 import random
 import socket
 import sys
@@ -196,7 +197,10 @@ class SshBackend(HttpBackend):
                 self.name, f"backend '{self.name}': no SSH answer from {t.address} in time"
             ) from exc
         except (OSError, asyncssh.Error) as exc:
-            why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+            if isinstance(exc, OSError) and exc.errno:
+                why = os.strerror(exc.errno)  # asyncio's own text names no reason
+            else:
+                why = getattr(exc, "reason", None) or str(exc)
             raise SshError(
                 self.name,
                 f"backend '{self.name}': cannot connect to {t.address} over SSH ({why}); "
