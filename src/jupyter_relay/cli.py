@@ -25,6 +25,8 @@ backend URIs:
   local                                   a Jupyter server the relay starts and stops
   http(s)://host:port/base/?token=T       a Jupyter server already running
   gateway+http(s)://host:port/?token=T    a Kernel Gateway or Enterprise Gateway (kernels only)
+  hub+https://[user@]hub.example.org/     your server on a JupyterHub (?server=NAME; the token
+                                          from $JUPYTERHUB_API_TOKEN or token_file=)
   ssh://[user@]host[:port]                the Jupyter running on a machine you reach with ssh
                                           (?jupyter_port=N, ?start=true, ?jupyter=PATH,
                                           ?ssh_config=FILE; keys, agent, known_hosts as ssh)
@@ -55,7 +57,7 @@ configuration:
 GROUPS = {
     "listening": ("ip", "port"),
     "authentication": ("token", "token_file", "no_auth", "allow_origin", "colab"),
-    "backends": ("primary", "state_dir"),
+    "backends": ("primary", "start_server", "state_dir"),
     "TLS to backends (defaults for every backend)": (
         "ca_cert",
         "tls_server_name",

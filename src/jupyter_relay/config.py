@@ -13,7 +13,7 @@ import ipaddress
 import secrets
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,16 @@ def _bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off", ""):
         return False
     raise ValueError("must be true or false")
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        lowered = text.strip().lower()
+        if lowered not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return lowered
+
+    return parse
 
 
 def _log_level(text: str) -> str:
@@ -137,6 +147,13 @@ SETTINGS: tuple[Setting, ...] = (
         10.0,
         "seconds in-flight requests get to finish on shutdown",
         "S",
+    ),
+    Setting(
+        "start_server",
+        _choice("always", "never"),
+        "always",
+        "start a hub user's server when it is stopped (at start, or culled later): always|never",
+        "WHEN",
     ),
     Setting(
         "state_dir",
@@ -231,12 +248,20 @@ def load_config(
         client_key=_existing(values["client_key"], "client_key"),
     )
     backends = _backends(backend_args, env, file_backends, tls, path)
+    proxy_port = env.get("JUPYTER_PROXY_PORT", "").strip()
+    port_given = "port" in flags or SETTINGS_BY_KEY["port"].env in env or "port" in file_values
+    if proxy_port and not port_given and backends[0].kind == "hub" and seed_hub_backend(env):
+        values["port"] = _parse_value(SETTINGS_BY_KEY["port"], proxy_port, "JUPYTER_PROXY_PORT")
     names = [b.name for b in backends]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(
             f"two backends are named {duplicates[0]!r}; give each its own name: --backend NAME=URI"
         )
+    if values["start_server"] == "never":
+        backends = [
+            replace(b, hub=replace(b.hub, start_server=False)) if b.hub else b for b in backends
+        ]
     primary = _primary(values["primary"], backends)
 
     token, generated = _relay_token(values)
@@ -352,7 +377,30 @@ def _backends(
                 )
             )
         return specs
+    seed = seed_hub_backend(env)
+    if seed is not None:
+        return [parse_backend(seed, defaults=tls, where="JUPYTER_SERVER_IP_OR_NAME and co.")]
     return [parse_backend("local", defaults=tls)]
+
+
+# The environment of Bright's jupyter-dev-server (the seed 004), read when no backend is given.
+SEED_ENV = ("JUPYTER_SERVER_IP_OR_NAME", "JUPYTER_USERNAME", "JUPYTER_CLUSTER_CA_CERT")
+
+
+def seed_hub_backend(env: Mapping[str, str]) -> str | None:
+    """The hub backend the seed's variables describe, or None when they are not set."""
+    host = env.get("JUPYTER_SERVER_IP_OR_NAME", "").strip()
+    if not host:
+        return None
+    user = env.get("JUPYTER_USERNAME", "").strip()
+    port = env.get("JUPYTER_SERVER_PORT", "8000").strip() or "8000"
+    shown = f"[{host}]" if ":" in host else host
+    query = [f"tls_server_name={env.get('JUPYTER_SERVER_NAME', 'jupyterhub').strip()}"]
+    ca = env.get("JUPYTER_CLUSTER_CA_CERT", "").strip()
+    if ca:
+        query.append(f"ca_cert={ca}")
+    who = f"{user}@" if user else ""
+    return f"hub=hub+https://{who}{shown}:{port}/?{'&'.join(query)}"
 
 
 def _relay_token(values: Mapping[str, Any]) -> tuple[Secret | None, bool]:

@@ -173,8 +173,11 @@ class Forwarder:
                     skip_auto_headers=SKIP_AUTO_HEADERS,
                 )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise translate_client_error(backend.name, exc) from exc
+            raise backend.with_tls_detail(translate_client_error(backend.name, exc)) from exc
         try:
+            instead = backend.answered(resp.status, resp.headers.get("Location"))
+            if instead is not None:
+                raise instead
             return await self._relay_response(request, resp, up)
         finally:
             resp.release()
@@ -236,6 +239,10 @@ class Forwarder:
                 )
         except aiohttp.WSServerHandshakeError as exc:
             # The backend refused the upgrade (unknown kernel, auth): say so with its status.
+            location = exc.headers.get("Location") if exc.headers else None
+            instead = backend.answered(exc.status, location)
+            if instead is not None:
+                raise instead from exc
             status = exc.status if exc.status >= 400 else 502
             return error_response(
                 request,
@@ -244,7 +251,7 @@ class Forwarder:
                 "Websocket Refused",
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise translate_client_error(backend.name, exc) from exc
+            raise backend.with_tls_detail(translate_client_error(backend.name, exc)) from exc
 
         chosen = upstream_ws.protocol
         client_ws = web.WebSocketResponse(

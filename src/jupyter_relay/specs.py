@@ -19,9 +19,9 @@ from .credentials import CredentialSource, Secret
 from .errors import ConfigError
 
 NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
-KINDS = ("local", "jupyter", "gateway", "ssh")
+KINDS = ("local", "jupyter", "gateway", "ssh", "hub")
 # Kinds the design names but this version does not run yet; refused with a clear line.
-PLANNED_KINDS = {"hub": "hub+https://"}
+PLANNED_KINDS: dict[str, str] = {}
 # Kinds that serve kernels only (no files): never the primary.
 KERNELS_ONLY = frozenset({"gateway"})
 
@@ -29,8 +29,10 @@ KERNELS_ONLY = frozenset({"gateway"})
 TLS_OPTIONS = ("ca_cert", "tls_server_name", "client_cert", "client_key")
 TOKEN_OPTIONS = ("token", "token_file", "token_env")
 SSH_OPTIONS = ("ssh_config", "jupyter", "jupyter_port", "start")
+HUB_OPTIONS = ("server",)
+HUB_TOKEN_ENV = "JUPYTERHUB_API_TOKEN"  # noqa: S105 - a variable name, not a value
 URL_OPTIONS = (*TOKEN_OPTIONS, *TLS_OPTIONS)
-TABLE_OPTIONS = ("url", "headers", "root_dir", *URL_OPTIONS, *SSH_OPTIONS)
+TABLE_OPTIONS = ("url", "headers", "root_dir", *URL_OPTIONS, *SSH_OPTIONS, *HUB_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,15 @@ class SshTarget:
 
 
 @dataclass(frozen=True)
+class HubTarget:
+    """Whose server on a JupyterHub: the user (None: the token's owner) and server name."""
+
+    user: str | None = None
+    server: str = ""  # "" is the user's default server
+    start_server: bool = True  # start it when stopped (--start-server)
+
+
+@dataclass(frozen=True)
 class BackendSpec:
     """One named backend, as the user configured it."""
 
@@ -74,6 +85,7 @@ class BackendSpec:
     headers: tuple[tuple[str, str], ...] = ()
     root_dir: Path | None = None
     ssh: SshTarget | None = None
+    hub: HubTarget | None = None
 
     @property
     def kernels_only(self) -> bool:
@@ -86,6 +98,10 @@ class BackendSpec:
         if self.url is None:
             return self.kind
         shown = str(self.url.with_user(None).with_password(None))
+        if self.hub is not None:
+            user = f"{self.hub.user}@" if self.hub.user else ""
+            server = f"?server={self.hub.server}" if self.hub.server else ""
+            return f"hub+{shown.replace('://', '://' + user, 1)}{server}"
         return f"gateway+{shown}" if self.kind == "gateway" else shown
 
 
@@ -131,6 +147,7 @@ def build_spec(
     if not uri:
         raise ConfigError(f"{where}: empty backend URI; use 'local' or http(s)://host:port/")
     ssh: SshTarget | None = None
+    hub: HubTarget | None = None
     if uri == "local" or uri.startswith("local?"):
         kind, url = "local", None
         query = dict(parse_qsl(uri.partition("?")[2], keep_blank_values=True))
@@ -141,12 +158,20 @@ def build_spec(
     elif uri.lower().startswith("ssh://"):
         kind, url = "ssh", None
         ssh = _parse_ssh(uri, options, where)
+    elif uri.lower().startswith(("hub+https://", "hub+http://")):
+        kind = "hub"
+        url, hub = _parse_hub(uri, options, where)
     else:
         kind, url = _parse_url(uri, options, where)
     if kind != "ssh":
         for key in SSH_OPTIONS:
             if options.get(key) not in (None, ""):
                 raise ConfigError(f"{where}: {key}= is an option of ssh:// backends only")
+    if kind != "hub" and options.get("server") not in (None, ""):
+        raise ConfigError(f"{where}: server= is an option of hub+https:// backends only")
+    token = _token_source(options, where)
+    if kind == "hub" and token == CredentialSource():
+        token = CredentialSource(env=HUB_TOKEN_ENV)
     name = name or kind
     if not NAME_RE.fullmatch(name):
         raise ConfigError(f"{where}: backend name {name!r} must match [a-z][a-z0-9_]*")
@@ -154,11 +179,12 @@ def build_spec(
         name=name,
         kind=kind,
         url=url,
-        token=_token_source(options, where),
+        token=token,
         tls=_tls_settings(options, defaults, where),
         headers=_headers(options.get("headers"), where),
         root_dir=_path(options, "root_dir", where, must_be_dir=True),
         ssh=ssh,
+        hub=hub,
     )
 
 
@@ -198,6 +224,32 @@ def _parse_url(uri: str, options: dict[str, object], where: str) -> tuple[str, U
     path = url.path if url.path.endswith("/") else url.path + "/"
     clean = url.with_query(None).with_fragment(None).with_path(path)
     return kind, clean
+
+
+def _parse_hub(uri: str, options: dict[str, object], where: str) -> tuple[URL, HubTarget]:
+    """`hub+https://[user@]host[:port][/prefix/][?server=NAME&...]`."""
+    try:
+        url = URL(uri.partition("+")[2])
+    except ValueError as exc:
+        raise ConfigError(f"{where}: malformed URL {_redact(uri)!r}: {exc}") from exc
+    if not url.host:
+        raise ConfigError(f"{where}: {_redact(uri)!r} has no host; use hub+https://[user@]host/")
+    if url.password:
+        raise ConfigError(
+            f"{where}: no password in the hub URL; the relay uses a hub API token "
+            f"(${HUB_TOKEN_ENV}, or token_file=)"
+        )
+    for key, value in url.query.items():
+        if key not in (*URL_OPTIONS, *HUB_OPTIONS):
+            allowed = ", ".join((*HUB_OPTIONS, *URL_OPTIONS))
+            raise ConfigError(f"{where}: unknown option {key!r} in hub URL; allowed: {allowed}")
+        options[key] = value
+    server = str(options.get("server") or "")
+    if server and not re.fullmatch(r"[A-Za-z0-9._~-]+", server):
+        raise ConfigError(f"{where}: server={server!r} is not a server name")
+    path = url.path if url.path.endswith("/") else url.path + "/"
+    clean = url.with_user(None).with_query(None).with_fragment(None).with_path(path)
+    return clean, HubTarget(user=url.user or None, server=server)
 
 
 def _parse_ssh(uri: str, options: dict[str, object], where: str) -> SshTarget:

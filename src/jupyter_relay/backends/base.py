@@ -18,7 +18,7 @@ import aiohttp
 from yarl import URL
 
 from ..credentials import Secret
-from ..errors import BackendAuthError, BackendError, BackendUnreachable
+from ..errors import BackendAuthError, BackendError, BackendTLSError, BackendUnreachable
 from ..logs import add_secret
 from ..specs import BackendSpec, TlsSettings
 from .tcp import QuickAckConnector
@@ -80,6 +80,10 @@ class Backend(Protocol):
     async def check(self) -> HealthResult: ...
 
     def describe(self) -> dict[str, Any]: ...
+
+    def with_tls_detail(self, error: BackendError) -> BackendError: ...
+
+    def answered(self, status: int, location: str | None) -> BackendError | None: ...
 
 
 def tls_context(tls: TlsSettings) -> ssl.SSLContext:
@@ -239,3 +243,20 @@ class HttpBackend:
 
     def public_url(self) -> str:
         return self.spec.public_url()
+
+    def with_tls_detail(self, error: BackendError) -> BackendError:
+        """Add to a TLS failure which name was verified against which CA."""
+        if not isinstance(error, BackendTLSError) or self._upstream is None:
+            return error
+        up = self._upstream
+        name = up.server_hostname or up.base_url.host
+        ca = f"the CA file {self.spec.tls.ca_cert} and the system store"
+        if self.spec.tls.ca_cert is None:
+            ca = "the system store (no --ca-cert given)"
+        return BackendTLSError(
+            self.name, f"{error.message} (verified the name {name!r} against {ca})"
+        )
+
+    def answered(self, status: int, location: str | None) -> BackendError | None:
+        """A look at each answer forwarded through aiohttp: an error to send instead, or None."""
+        return None

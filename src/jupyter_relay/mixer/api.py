@@ -78,7 +78,10 @@ async def call(
                 raw = await resp.content.read(ANSWER_LIMIT + 1)
                 status, location = resp.status, resp.headers.get("Location")
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise translate_client_error(backend.name, exc) from exc
+        raise backend.with_tls_detail(translate_client_error(backend.name, exc)) from exc
+    instead = backend.answered(status, location)
+    if instead is not None:  # e.g. a hub saying the user's server is gone
+        raise instead
     where = f"backend '{backend.name}' answered {method} /{path}"
     if len(raw) > ANSWER_LIMIT:
         raise BackendBadAnswer(backend.name, f"{where} with more than {ANSWER_LIMIT} bytes")
