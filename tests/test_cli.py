@@ -67,7 +67,7 @@ def test_version_and_module_entry_point() -> None:
     ("args", "env", "message"),
     [
         (["--port", "99999"], {}, "--port: must be 0-65535"),
-        (["--backend", "hub=hub+https://me@hub/"], {}, "kind 'hub'"),
+        (["--backend", "x=ftp://h/"], {}, "cannot read backend URI"),
         (["--backend", "x=http://h:1/?secret=1"], {}, "unknown option 'secret'"),
         ([], {"JUPYTER_RELAY_PROT": "1"}, "unknown environment variable JUPYTER_RELAY_PROT"),
         (["--no-auth", "--ip", "0.0.0.0"], {}, "refusing to listen on 0.0.0.0"),

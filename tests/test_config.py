@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,42 @@ def test_ssh_backend_uri() -> None:
         parse_backend("lab=http://h:1/", table={"start": "true"})
 
 
+def test_hub_backend_uri() -> None:
+    spec = parse_backend("gpu=hub+https://me@hub.example.org/prefix?server=gpu&tls_server_name=jh")
+    assert spec.kind == "hub" and spec.hub is not None
+    assert (spec.hub.user, spec.hub.server, spec.hub.start_server) == ("me", "gpu", True)
+    assert str(spec.url) == "https://hub.example.org/prefix/"
+    assert spec.tls.server_name == "jh"
+    assert spec.token.describe() == "environment variable JUPYTERHUB_API_TOKEN"
+    assert spec.public_url() == "hub+https://me@hub.example.org/prefix/?server=gpu"
+    never = load({"start_server": "never"}, ["hub=hub+https://h/"])
+    assert never.backends[0].hub is not None and not never.backends[0].hub.start_server
+    for bad, message in (
+        ("hub=hub+https://me:pw@h/", "no password in the hub URL"),
+        ("hub=hub+https://h/?server=a/b", "is not a server name"),
+        ("hub=hub+https://h/?srv=x", "unknown option 'srv' in hub URL"),
+        ("lab=http://h:1/?server=x", "unknown option 'server'"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            parse_backend(bad)
+
+
+def test_the_seeds_environment_describes_a_hub_backend() -> None:
+    env = {
+        "JUPYTER_SERVER_IP_OR_NAME": "1.2.3.4",
+        "JUPYTER_USERNAME": "myname",
+        "JUPYTER_SERVER_PORT": "8443",
+        "JUPYTER_SERVER_NAME": "jh.cluster",
+        "JUPYTER_PROXY_PORT": "8001",
+    }
+    config = load(env=env)
+    (spec,) = config.backends
+    assert spec.kind == "hub" and spec.public_url() == "hub+https://myname@1.2.3.4:8443/"
+    assert spec.tls.server_name == "jh.cluster" and config.port == 8001
+    assert load({"port": "9000"}, env=env).port == 9000  # a flag still wins
+    assert load(env={"JUPYTER_USERNAME": "x"}).backends[0].kind == "local"  # no host: not used
+
+
 def test_the_primary_is_the_first_backend_that_holds_files() -> None:
     assert load({}, ["eg=gateway+http://h:1/", "gpu=http://h:2/", "local"]).primary == "gpu"
     assert load({}, ["eg=gateway+http://h:1/"]).primary is None
@@ -225,7 +262,6 @@ def test_backend_token_sources(monkeypatch: pytest.MonkeyPatch) -> None:
         ("gpu=ssh://gpu-box?start=maybe", "start=maybe must be true or false"),
         ("gpu=ssh://gpu-box?tokn=1", "unknown option 'tokn' in ssh URL"),
         ("lab=http://h:1/?jupyter_port=1", "unknown option 'jupyter_port'"),
-        ("hub=hub+https://me@hub/", "kind 'hub'"),
         ("lab=http://h:1/?ca_cert=/no/ca.pem", "ca_cert=/no/ca.pem does not exist"),
         ("local?port=3", "takes only root_dir"),
         ("", "empty backend URI"),

@@ -20,8 +20,6 @@ from .errors import ConfigError
 
 NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
 KINDS = ("local", "jupyter", "gateway", "ssh", "hub")
-# Kinds the design names but this version does not run yet; refused with a clear line.
-PLANNED_KINDS: dict[str, str] = {}
 # Kinds that serve kernels only (no files): never the primary.
 KERNELS_ONLY = frozenset({"gateway"})
 
@@ -191,19 +189,14 @@ def build_spec(
 def _parse_url(uri: str, options: dict[str, object], where: str) -> tuple[str, URL]:
     scheme = uri.partition("://")[0].lower() if "://" in uri else ""
     base_scheme = scheme.split("+")[-1]
-    planned = next((k for k in PLANNED_KINDS if scheme.startswith(k)), None)
-    if planned is not None:
-        raise ConfigError(
-            f"{where}: backend kind {planned!r} ({PLANNED_KINDS[planned]}...) is not available "
-            "in this version; use 'local' or http(s)://host:port/?token=..."
-        )
     kind = "jupyter"
     if scheme in ("gateway+http", "gateway+https"):
         kind, uri = "gateway", uri.partition("+")[2]
     elif base_scheme not in ("http", "https") or "+" in scheme:
         raise ConfigError(
             f"{where}: cannot read backend URI {_redact(uri)!r}; expected 'local', "
-            "http(s)://host:port/base/?token=... or gateway+http(s)://host:port/?token=..."
+            "http(s)://host:port/base/?token=..., gateway+http(s)://host:port/, "
+            "hub+https://[user@]host/ or ssh://[user@]host[:port]"
         )
     try:
         url = URL(uri)
