@@ -94,9 +94,12 @@ def translate_client_error(
 def _tls_error(backend: str, cert_err: BaseException, host: str) -> BackendTLSError:
     detail = (getattr(cert_err, "verify_message", None) or str(cert_err)).rstrip(".")
     if "mismatch" in detail.lower():
-        hint = "give the name its certificate carries with --tls-server-name"
+        hint = (
+            "give the name its certificate carries with --tls-server-name "
+            "(or tls_server_name= in the backend URI)"
+        )
     else:
-        hint = "give the CA that signed its certificate with --ca-cert"
+        hint = "give the CA that signed its certificate with --ca-cert (or ca_cert= in the URI)"
     where = f"backend '{backend}' ({host})"
     return BackendTLSError(backend, f"TLS verification of {where} failed: {detail}; {hint}")
 
@@ -175,7 +178,7 @@ class Forwarder:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise backend.with_tls_detail(translate_client_error(backend.name, exc)) from exc
         try:
-            instead = backend.answered(resp.status, resp.headers.get("Location"))
+            instead = await backend.answered(resp.status, resp.headers.get("Location"))
             if instead is not None:
                 raise instead
             return await self._relay_response(request, resp, up)
@@ -240,7 +243,7 @@ class Forwarder:
         except aiohttp.WSServerHandshakeError as exc:
             # The backend refused the upgrade (unknown kernel, auth): say so with its status.
             location = exc.headers.get("Location") if exc.headers else None
-            instead = backend.answered(exc.status, location)
+            instead = await backend.answered(exc.status, location)
             if instead is not None:
                 raise instead from exc
             status = exc.status if exc.status >= 400 else 502

@@ -83,7 +83,7 @@ class Backend(Protocol):
 
     def with_tls_detail(self, error: BackendError) -> BackendError: ...
 
-    def answered(self, status: int, location: str | None) -> BackendError | None: ...
+    async def answered(self, status: int, location: str | None) -> BackendError | None: ...
 
 
 def tls_context(tls: TlsSettings) -> ssl.SSLContext:
@@ -257,6 +257,6 @@ class HttpBackend:
             self.name, f"{error.message} (verified the name {name!r} against {ca})"
         )
 
-    def answered(self, status: int, location: str | None) -> BackendError | None:
+    async def answered(self, status: int, location: str | None) -> BackendError | None:
         """A look at each answer forwarded through aiohttp: an error to send instead, or None."""
         return None

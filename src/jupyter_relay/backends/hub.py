@@ -278,15 +278,22 @@ class HubBackend(HttpBackend):
             raise problem
         return super().upstream()
 
-    def answered(self, status: int, location: str | None) -> BackendError | None:
-        """Look at an answer from the hub: is it the hub saying the server is gone?"""
+    async def answered(self, status: int, location: str | None) -> BackendError | None:
+        """Look at an answer from the hub: is it the hub saying the server is gone?
+
+        The hub says so with 424 (503 in its legacy mode) or a redirect into
+        `/hub/`. An app behind the server may answer 503 too, so the Hub API is
+        asked whether the server still runs before the answer is replaced.
+        """
         up = self._upstream
         if up is None or up.base_url.path == self.hub_url.path:
             return None
-        culled = status in STOPPED_STATUSES or (
-            300 <= status < 400 and location is not None and "/hub/" in location
+        into_hub = location is not None and URL(location).path.startswith(
+            self.hub_url.path + "hub/"
         )
-        if not culled:
+        if not (status in STOPPED_STATUSES or (300 <= status < 400 and into_hub)):
+            return None
+        if await self._still_running():
             return None
         if self.target.start_server:
             message = f"backend '{self.name}': server stopped by the hub; starting it again"
@@ -299,6 +306,16 @@ class HubBackend(HttpBackend):
         self._problem = problem
         self._try_again()
         return problem
+
+    async def _still_running(self) -> bool:
+        """Whether the Hub says the server is ready (when in doubt, yes: pass the answer on)."""
+        try:
+            status, data = await self._api("GET", f"users/{quote(self.user or '', safe='')}")
+        except BackendError:
+            return True
+        servers = (data or {}).get("servers") if isinstance(data, dict) else None
+        server = (servers or {}).get(self.target.server) if status == 200 else None
+        return status != 200 or (isinstance(server, dict) and bool(server.get("ready")))
 
     def _try_again(self) -> None:
         """Find (and unless told not to, start) the server again, in the background."""

@@ -79,7 +79,7 @@ async def call(
                 status, location = resp.status, resp.headers.get("Location")
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise backend.with_tls_detail(translate_client_error(backend.name, exc)) from exc
-    instead = backend.answered(status, location)
+    instead = await backend.answered(status, location)
     if instead is not None:  # e.g. a hub saying the user's server is gone
         raise instead
     where = f"backend '{backend.name}' answered {method} /{path}"

@@ -1,0 +1,621 @@
+"""The `hub` backend against a real JupyterHub on loopback.
+
+JupyterHub (tests/hub.py) runs with configurable-http-proxy in front, TLS with a
+certificate for the name `jupyterhub` only, the DummyAuthenticator and
+SimpleLocalProcessSpawner; the relay is given a user, a token file, the CA and that name.
+Covered: the Jupyter API and a kernel over the v1 websocket subprotocol, JupyterLab in
+Chromium, a stopped server started on demand with the Hub's progress on stderr, a named
+server, a wrong CA, a wrong TLS name, a revoked token and a token file rewritten while the
+relay runs, a server culled mid-session, a request that arrives in many small pieces, the
+seed's environment variables, and the Hub going down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import trustme
+from aiohttp import web
+from playwright.async_api import Page, WebSocket, expect
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+
+from jupyter_relay.server import RunningRelay, start
+
+from .answers import Answer, assert_error, call
+from .browser import PageLog, open_page
+from .conftest import RELAY_TOKEN, relay_config
+from .hub import TLS_NAME, Hub, start_hub
+from .kernel_client import V1, execute
+from .needs import missing, need_chromium
+from .servers import free_port, start_relay_process
+
+NAME = "cluster"  # the backend's name in every relay here: messages must say it
+USER = "alice"
+GPU = "gpu"  # a named server of USER's
+# Starting the relay may start a server: the Hub spawns one in a few seconds here.
+START_BOUND = 90.0
+# A request while something is wrong must fail within this, not hang.
+FAIL_BOUND = 15.0
+# A rewritten token file is picked up within this (and the server started if it must be).
+TOKEN_BOUND = 30.0
+# A culled server, or a Hub back up, serves again within this.
+RECOVERY_BOUND = 60.0
+BROWSER_TIMEOUT_MS = 60_000
+CODE = "print(6*7)"
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+@dataclass
+class Relay:
+    """An in-process relay and the progress lines it printed while starting."""
+
+    running: RunningRelay
+    progress: list[str] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return self.running.base_url
+
+
+@contextlib.asynccontextmanager
+async def hub_relay(*backends: str, **flags: str) -> AsyncIterator[Relay]:
+    progress: list[str] = []
+    async with asyncio.timeout(START_BOUND):
+        running = await start(relay_config(list(backends), **flags), progress.append)
+    try:
+        yield Relay(running, progress)
+    finally:
+        await running.stop()
+
+
+def write_token(path: Path, token: str) -> Path:
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return path
+
+
+async def hub_status(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+    answer = await call(session, "GET", base + "relay/api/status")
+    assert answer.status == 200, answer.text
+    found = {b["name"]: b for b in answer.body["backends"]}
+    assert NAME in found, answer.body
+    entry: dict[str, Any] = found[NAME]
+    assert entry["kind"] == "hub", entry
+    return entry
+
+
+async def kernelspecs(session: aiohttp.ClientSession, base: str) -> Answer:
+    return await call(session, "GET", base + "api/kernelspecs", timeout=FAIL_BOUND)
+
+
+async def assert_serves(session: aiohttp.ClientSession, base: str) -> None:
+    answer = await kernelspecs(session, base)
+    assert answer.status == 200, answer.text
+    assert "python3" in answer.body["kernelspecs"], answer.body
+
+
+async def wait_serving(session: aiohttp.ClientSession, base: str, bound: float) -> list[Answer]:
+    """Poll /api/kernelspecs until it answers 200; return the answers before."""
+    deadline = time.monotonic() + bound
+    seen: list[Answer] = []
+    while True:
+        answer = await kernelspecs(session, base)
+        if answer.status == 200:
+            return seen
+        seen.append(answer)
+        if time.monotonic() > deadline:
+            last = [(a.status, a.text[:300]) for a in seen[-3:]]
+            raise AssertionError(f"{base} did not serve again within {bound} s: {last}")
+        await asyncio.sleep(0.2)
+
+
+async def start_kernel(session: aiohttp.ClientSession, base: str) -> str:
+    answer = await call(session, "POST", base + "api/kernels", json_body={"name": "python3"})
+    assert answer.status == 201, answer.text
+    kernel_id: str = answer.body["id"]
+    return kernel_id
+
+
+async def run(session: aiohttp.ClientSession, base: str, kernel_id: str, code: str) -> str:
+    """Execute `code` on the kernel over a new v1 websocket; return what it printed."""
+    async with asyncio.timeout(60):
+        url = f"{base}api/kernels/{kernel_id}/channels"
+        async with session.ws_connect(url, protocols=(V1,)) as ws:
+            assert ws.protocol == V1
+            out, reply = await execute(ws, code)
+    assert reply["content"]["status"] == "ok", (out, reply)
+    return out
+
+
+async def delete_kernel(session: aiohttp.ClientSession, base: str, kernel_id: str) -> None:
+    answer = await call(session, "DELETE", f"{base}api/kernels/{kernel_id}")
+    assert answer.status == 204, answer.text
+
+
+def server_prefix(user: str, server: str = "") -> str:
+    return f"/user/{user}/{server + '/' if server else ''}"
+
+
+# --- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hub_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("hub")
+
+
+@pytest.fixture(scope="module")
+def hub(hub_work: Path) -> Iterator[Hub]:
+    """JupyterHub for the module, with USER; tests that stop it start it again."""
+    server = start_hub(hub_work)
+    try:
+        server.create_user(USER)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def token(hub: Hub) -> str:
+    """A valid API token of USER's with the default scopes, issued by the Hub's API."""
+    issued, _ = hub.issue_token(USER, "the module's token")
+    return issued
+
+
+@pytest.fixture(scope="module")
+def token_file(token: str, hub_work: Path) -> Path:
+    """The file that holds `token`, as the relay is given it."""
+    return write_token(hub_work / f"{USER}.token", token)
+
+
+@pytest.fixture
+def live_hub(hub: Hub) -> Iterator[Hub]:
+    """The module's Hub, running again after the test whatever happened."""
+    yield hub
+    if not hub.running():
+        hub.restart()
+
+
+# --- 1. the Jupyter API and a kernel ------------------------------------------------------
+
+
+async def test_kernelspecs_and_a_kernel_over_v1_websocket(
+    hub: Hub, token: str, token_file: Path, client: aiohttp.ClientSession
+) -> None:
+    async with hub_relay(hub.backend_arg(NAME, USER, token_file=token_file)) as relay:
+        await assert_serves(client, relay.base)
+        entry = await hub_status(client, relay.base)
+        assert entry["reachable"] is True and entry["error"] is None, entry
+        assert token not in json.dumps(entry)
+        assert token not in "\n".join(relay.progress)
+
+        kernel_id = await start_kernel(client, relay.base)
+        try:
+            url = f"{relay.base}api/kernels/{kernel_id}/channels"
+            async with asyncio.timeout(60), client.ws_connect(url, protocols=(V1,)) as ws:
+                assert ws.protocol == V1
+                out, reply = await execute(ws, CODE)
+                assert reply["content"]["status"] == "ok" and out == "42\n", (out, reply)
+            # The kernel runs under USER's server behind the Hub, which knows it.
+            where = await run(
+                client,
+                relay.base,
+                kernel_id,
+                'import os; print(os.environ["JUPYTERHUB_SERVICE_PREFIX"])',
+            )
+            assert where.strip() == server_prefix(USER)
+            status, body = await asyncio.to_thread(
+                hub.request, "GET", f"user/{USER}/api/kernels/{kernel_id}", token=token
+            )
+            assert status == 200 and body["id"] == kernel_id, (status, body)
+        finally:
+            await delete_kernel(client, relay.base, kernel_id)
+
+    # Without a user in the URI, the relay asks the Hub whose token it is.
+    async with hub_relay(hub.backend_arg(NAME, None, token_file=token_file)) as relay:
+        await assert_serves(client, relay.base)
+
+
+# --- 2. JupyterLab in Chromium ------------------------------------------------------------
+
+
+class BrowserLog(PageLog):
+    """The page's log, and when a kernel first answered it over a websocket."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernel_answered = asyncio.Event()
+
+    def on_websocket(self, ws: WebSocket) -> None:
+        if "/channels" in ws.url:
+            ws.on("framereceived", lambda _: self.kernel_answered.set())
+
+
+async def wait_saved(path: Path) -> None:
+    """Wait until the notebook at `path` on the singleuser server's disk has the cell."""
+    sources: list[str] = []
+    deadline = time.monotonic() + BROWSER_TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            saved = json.loads(await asyncio.to_thread(path.read_text))
+            sources = ["".join(cell["source"]) for cell in saved["cells"]]
+            if CODE in sources:
+                return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{path} was not saved with the cell; cells on disk: {sources}")
+
+
+async def run_notebook_cell(
+    page: Page, log: BrowserLog, relay: Relay, hub: Hub, token: str
+) -> None:
+    response = await page.goto(f"{relay.base}lab?reset&token={RELAY_TOKEN}")
+    assert response is not None
+    assert response.status == 200
+    html = await response.text()
+    assert "jupyter-config-data" in html, "not JupyterLab's page"
+    assert token not in html, "the Hub token is in the page the relay served"
+
+    card = page.locator('.jp-LauncherCard[data-category="Notebook"]').first
+    await card.wait_for()
+    await card.click()
+    try:
+        await asyncio.wait_for(log.kernel_answered.wait(), BROWSER_TIMEOUT_MS / 1000)
+    except TimeoutError:
+        raise AssertionError("no kernel answered over a websocket through the relay") from None
+    panel = page.locator(".jp-NotebookPanel").last
+    await expect(panel.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
+        "data-status", "idle", timeout=BROWSER_TIMEOUT_MS
+    )
+    editor = panel.locator(".jp-Cell").first.locator(".jp-InputArea-editor .cm-content")
+    await editor.click()
+    await page.keyboard.type(CODE)
+    await expect(editor).to_have_text(CODE, timeout=BROWSER_TIMEOUT_MS)
+    await page.keyboard.press("Shift+Enter")
+    output = panel.locator(".jp-Cell").first.locator(".jp-OutputArea-output")
+    await expect(output).to_have_text(re.compile(r"^\s*42\s*$"), timeout=BROWSER_TIMEOUT_MS)
+
+    # Saving is a PUT from the page: it lands in USER's home behind the Hub.
+    name = f"relay-{secrets.token_hex(4)}.ipynb"
+    await page.keyboard.press("Control+s")
+    dialog = page.locator(".jp-Dialog")
+    try:
+        await dialog.wait_for(timeout=10_000)
+    except PlaywrightTimeoutError:  # "Do not ask for rename on first save" was ticked
+        name = page.url.rpartition("/tree/")[2]
+    else:
+        await dialog.locator("input.jp-mod-styled").first.fill(name)
+        await dialog.locator("button.jp-mod-accept").click()
+    await wait_saved(hub.home(USER) / name)
+
+    # Everything went through the relay: the page, its websockets; no token leaked.
+    assert page.url.startswith(relay.base), page.url
+    assert RELAY_TOKEN not in page.url, page.url
+    ws_base = "ws" + relay.base.removeprefix("http")
+    assert log.websockets and all(url.startswith(ws_base) for url in log.websockets), log.websockets
+    assert token not in await page.content(), "the Hub token is in the live page"
+    for cookie in await page.context.cookies():
+        assert token not in cookie["value"], f"cookie {cookie['name']} holds the Hub token"
+
+
+async def test_jupyterlab_in_chromium_runs_a_cell(
+    hub: Hub, token: str, token_file: Path, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    need_chromium()
+    async with hub_relay(hub.backend_arg(NAME, USER, token_file=token_file)) as relay:
+        log = BrowserLog()
+        try:
+            async with open_page(log, BROWSER_TIMEOUT_MS, tmp_path / "hub-lab-failure.png") as page:
+                await run_notebook_cell(page, log, relay, hub, token)
+        finally:
+            answer = await call(client, "GET", relay.base + "api/sessions")
+            for session in answer.body if answer.status == 200 else []:
+                await call(client, "DELETE", f"{relay.base}api/sessions/{session['id']}")
+
+
+# --- 3. start on demand, with the Hub's progress ------------------------------------------
+
+
+async def test_stopped_server_is_started_with_progress_on_stderr(
+    hub: Hub, token_file: Path, hub_work: Path, client: aiohttp.ClientSession
+) -> None:
+    if hub.server(USER) is not None:
+        await asyncio.to_thread(hub.stop_server, USER)
+    assert hub.server(USER) is None
+    backend = hub.backend_arg(NAME, USER, token_file=token_file)
+    proc = await asyncio.to_thread(
+        start_relay_process, ["--port", "0", "--token", RELAY_TOKEN, "--backend", backend], hub_work
+    )
+    try:
+        # The URL is printed once the backend is ready: the server runs, the Hub says so.
+        model = hub.server(USER)
+        assert model is not None and model["ready"], model
+        await assert_serves(client, proc.base)
+        # One line per event of the Hub's progress stream, before it said it serves.
+        said = proc.logs().partition(f"serving {NAME}")[0]
+        lines = re.findall(rf"^(?:jupyter-relay: )?backend '{NAME}': (\d+)% (.*)$", said, re.M)
+        assert lines, proc.logs()
+        percents = [int(p) for p, _ in lines]
+        assert percents == sorted(percents), lines
+        last_percent, last_message = lines[-1]
+        assert last_percent == "100", lines
+        assert re.search(rf"ready.*{re.escape(server_prefix(USER))}", last_message), lines
+    finally:
+        proc.stop()
+
+
+# --- 4. a named server --------------------------------------------------------------------
+
+
+async def test_named_server_is_started_and_served(
+    hub: Hub, token_file: Path, client: aiohttp.ClientSession
+) -> None:
+    if hub.server(USER, GPU) is not None:
+        await asyncio.to_thread(hub.stop_server, USER, GPU)
+    try:
+        backend = hub.backend_arg(NAME, USER, token_file=token_file, server=GPU)
+        async with hub_relay(backend) as relay:
+            model = hub.server(USER, GPU)
+            assert model is not None and model["ready"], model
+            assert model["url"] == server_prefix(USER, GPU), model
+            await assert_serves(client, relay.base)
+            kernel_id = await start_kernel(client, relay.base)
+            try:
+                where = await run(
+                    client,
+                    relay.base,
+                    kernel_id,
+                    'import os; print(os.environ["JUPYTERHUB_SERVICE_PREFIX"])',
+                )
+                assert where.strip() == server_prefix(USER, GPU)
+            finally:
+                await delete_kernel(client, relay.base, kernel_id)
+    finally:
+        await asyncio.to_thread(hub.stop_server, USER, GPU)
+
+
+# --- 5. TLS -------------------------------------------------------------------------------
+
+
+async def test_wrong_ca_names_the_server_name_and_the_ca_file(
+    hub: Hub, token_file: Path, hub_work: Path, client: aiohttp.ClientSession
+) -> None:
+    other = hub_work / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    backend = hub.backend_arg(NAME, USER, token_file=token_file, ca_file=other)
+    async with hub_relay(backend) as relay:
+        answer = await kernelspecs(client, relay.base)
+        message = assert_error(answer, 502, NAME, TLS_NAME)
+        assert re.search(r"verif", message, re.IGNORECASE), message
+        assert str(other) in message, message
+
+
+@pytest.mark.parametrize(
+    ("tls_name", "named"),
+    [("not-the-hub", "not-the-hub"), (None, "127.0.0.1")],
+    ids=["wrong-name", "address-only"],
+)
+async def test_wrong_tls_server_name_is_a_mismatch_naming_it(
+    hub: Hub, token_file: Path, client: aiohttp.ClientSession, tls_name: str | None, named: str
+) -> None:
+    backend = hub.backend_arg(NAME, USER, token_file=token_file, tls_server_name=tls_name)
+    async with hub_relay(backend) as relay:
+        answer = await kernelspecs(client, relay.base)
+        message = assert_error(answer, 502, NAME, named)
+        assert re.search(r"match", message, re.IGNORECASE), message
+
+
+# --- 6. tokens ----------------------------------------------------------------------------
+
+
+async def test_revoked_token_then_a_rewritten_token_file(
+    hub: Hub, hub_work: Path, client: aiohttp.ClientSession
+) -> None:
+    token, token_id = hub.issue_token(USER, "to be revoked")
+    hub.revoke_token(USER, token_id)
+    path = write_token(hub_work / f"revoked-{secrets.token_hex(4)}.token", token)
+    async with hub_relay(hub.backend_arg(NAME, USER, token_file=path)) as relay:
+        answer = await kernelspecs(client, relay.base)
+        message = assert_error(answer, 502, NAME)
+        assert str(path) in message, message
+        assert hub.token_page in message, message
+        assert token not in message, message
+        # It said so while starting too, once.
+        told = [line for line in relay.progress if str(path) in line]
+        assert len(told) == 1 and hub.token_page in told[0], relay.progress
+
+        # A fresh token in the same file: the relay reads it again, no restart.
+        fresh, _ = hub.issue_token(USER, "the rewritten file")
+        write_token(path, fresh)
+        await wait_serving(client, relay.base, TOKEN_BOUND)
+
+
+# --- 7. culling ---------------------------------------------------------------------------
+
+
+async def test_culled_server_answers_503_then_is_started_again(
+    hub: Hub, token_file: Path, client: aiohttp.ClientSession
+) -> None:
+    async with hub_relay(hub.backend_arg(NAME, USER, token_file=token_file)) as relay:
+        await assert_serves(client, relay.base)
+        await asyncio.to_thread(hub.stop_server, USER)
+        answer = await kernelspecs(client, relay.base)
+        assert_error(answer, 503, NAME)
+        assert "server stopped by the hub; starting it again" in answer.body["message"], answer.body
+        seen = await wait_serving(client, relay.base, RECOVERY_BOUND)
+        # Meanwhile: JSON errors from the relay, never the Hub's login page.
+        for early in seen:
+            assert early.content_type == "application/json", (early.status, early.text[:300])
+            assert early.status in (502, 503), (early.status, early.text[:300])
+        model = hub.server(USER)
+        assert model is not None and model["ready"], model
+
+
+async def test_culled_server_stays_stopped_with_start_server_never(
+    hub: Hub, token_file: Path, client: aiohttp.ClientSession
+) -> None:
+    if hub.server(USER) is None:
+        await asyncio.to_thread(hub.start_server, USER)
+    backend = hub.backend_arg(NAME, USER, token_file=token_file)
+    async with hub_relay(backend, start_server="never") as relay:
+        await assert_serves(client, relay.base)
+        await asyncio.to_thread(hub.stop_server, USER)
+        for _ in range(3):
+            answer = await kernelspecs(client, relay.base)
+            message = assert_error(answer, 503, NAME)
+            assert re.search(r"\bstopped\b", message), message
+            assert "starting it again" not in message, message
+            await asyncio.sleep(0.5)
+        # Nobody started it.
+        assert hub.server(USER) is None, hub.server(USER)
+
+
+async def test_a_redirect_of_the_users_own_server_is_not_taken_for_a_cull(
+    hub: Hub, token_file: Path, client: aiohttp.ClientSession
+) -> None:
+    """The server's own redirect into a folder named `hub` is passed on, not a 503."""
+    async with hub_relay(hub.backend_arg(NAME, USER, token_file=token_file)) as relay:
+        answer = await call(
+            client, "PUT", relay.base + "api/contents/hub", json_body={"type": "directory"}
+        )
+        assert answer.status in (200, 201), answer.text
+        answer = await call(
+            client,
+            "PUT",
+            relay.base + "api/contents/hub/notes.txt",
+            json_body={"type": "file", "format": "text", "content": "in a folder named hub\n"},
+        )
+        assert answer.status in (200, 201), answer.text
+        # Jupyter answers a trailing slash with a redirect to the path without it.
+        url = relay.base + "api/contents/hub/notes.txt/"
+        async with client.get(url, allow_redirects=False) as resp:
+            text = await resp.text()
+            location = resp.headers.get("Location", "")
+        assert resp.status in (301, 302), (resp.status, text[:300])
+        assert location.endswith("/api/contents/hub/notes.txt"), location
+        # Followed, it is the file; and the server was never taken for stopped.
+        answer = await call(client, "GET", url)
+        assert answer.status == 200, answer.text
+        assert answer.body["content"] == "in a folder named hub\n", answer.body
+        await assert_serves(client, relay.base)
+
+
+async def test_a_503_of_an_app_behind_the_users_server_is_passed_on(
+    hub: Hub, token_file: Path, client: aiohttp.ClientSession
+) -> None:
+    """An app under the server's /proxy/<port>/ (jupyter-server-proxy) that says 503."""
+    if importlib.util.find_spec("jupyter_server_proxy") is None:
+        missing("jupyter-server-proxy is not installed (the bench extra)")
+
+    async def warming_up(request: web.Request) -> web.Response:
+        return web.Response(status=503, text="warming up")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", warming_up)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        async with hub_relay(hub.backend_arg(NAME, USER, token_file=token_file)) as relay:
+            answer = await call(client, "GET", f"{relay.base}proxy/{port}/")
+            assert (answer.status, answer.text) == (503, "warming up"), answer.text[:300]
+            await assert_serves(client, relay.base)
+    finally:
+        await runner.cleanup()
+
+
+# --- 8. a request in small pieces ---------------------------------------------------------
+
+
+async def test_request_in_many_small_writes_arrives_intact(
+    hub: Hub, token_file: Path, client: aiohttp.ClientSession
+) -> None:
+    name = f"split-{secrets.token_hex(4)}.txt"
+    content = "GET /api/ HTTP/1.1\r\n not a request: /api/kernels and /user/x/api/ in a file\n" * 3
+    body = json.dumps({"type": "file", "format": "text", "content": content}).encode()
+    async with hub_relay(hub.backend_arg(NAME, USER, token_file=token_file)) as relay:
+        head = (
+            f"PUT /api/contents/{name} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{relay.running.port}\r\n"
+            f"Authorization: token {RELAY_TOKEN}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        raw = head + body
+        async with asyncio.timeout(60):
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.running.port)
+            try:
+                for offset in range(0, len(raw), 3):
+                    writer.write(raw[offset : offset + 3])
+                    await writer.drain()
+                    await asyncio.sleep(0.002)
+                response = await reader.read()
+            finally:
+                writer.close()
+                await writer.wait_closed()
+        status_line, _, rest = response.partition(b"\r\n")
+        assert re.match(rb"HTTP/1\.1 20[01] ", status_line), response[:500]
+        assert name.encode() in rest.partition(b"\r\n\r\n")[2], response[:1000]
+
+        answer = await call(client, "GET", f"{relay.base}api/contents/{name}?content=1")
+        assert answer.status == 200, answer.text
+        assert answer.body["content"] == content
+    on_disk = (await asyncio.to_thread((hub.home(USER) / name).read_bytes)).decode()
+    assert on_disk == content
+
+
+# --- 9. the seed's environment ------------------------------------------------------------
+
+
+async def test_seed_environment_without_backend_flag(hub: Hub, token: str, hub_work: Path) -> None:
+    port = free_port()
+    env = {
+        "JUPYTER_SERVER_IP_OR_NAME": "127.0.0.1",
+        "JUPYTER_SERVER_PORT": str(hub.port),
+        "JUPYTER_USERNAME": USER,
+        "JUPYTER_CLUSTER_CA_CERT": str(hub.ca_file),
+        "JUPYTER_SERVER_NAME": TLS_NAME,
+        "JUPYTER_PROXY_PORT": str(port),
+        "JUPYTERHUB_API_TOKEN": token,
+    }
+    proc = await asyncio.to_thread(start_relay_process, [], hub_work, env=env)
+    try:
+        assert proc.port == port, proc.url
+        headers = {"Authorization": f"token {proc.token}"} if proc.token else {}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            await assert_serves(session, f"http://127.0.0.1:{port}/")
+    finally:
+        proc.stop()
+
+
+# --- 10. the Hub goes down ----------------------------------------------------------------
+
+
+async def test_hub_down_is_a_502_naming_the_backend_then_recovers(
+    live_hub: Hub, token_file: Path, client: aiohttp.ClientSession
+) -> None:
+    async with hub_relay(live_hub.backend_arg(NAME, USER, token_file=token_file)) as relay:
+        await assert_serves(client, relay.base)
+        await asyncio.to_thread(live_hub.stop)
+        answer = await kernelspecs(client, relay.base)
+        assert answer.seconds < FAIL_BOUND, answer.seconds
+        message = assert_error(answer, 502, NAME)
+        assert re.search(r"unreachable|refused", message, re.IGNORECASE), message
+        # The Hub back (it stopped the user's server on its way down): the relay serves again.
+        await asyncio.to_thread(live_hub.restart)
+        await wait_serving(client, relay.base, RECOVERY_BOUND)
