@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import ConsoleMessage, Page, Response, WebSocket, async_playwright
+from playwright.async_api import (
+    ConsoleMessage,
+    Page,
+    Response,
+    WebSocket,
+    async_playwright,
+    expect,
+)
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless as root, and quiet: no background traffic to hosts this machine cannot reach.
@@ -87,3 +98,71 @@ async def open_page(log: PageLog, timeout_ms: int, screenshot: Path) -> AsyncIte
                 pytest.fail(f"{exc}\nscreenshot: {shot}\npage: {page.url}{log}")
         finally:
             await browser.close()
+
+
+class KernelAnsweredLog(PageLog):
+    """The page's log, and when a kernel first answered the page over its websocket."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernel_answered = asyncio.Event()
+
+    def on_websocket(self, ws: WebSocket) -> None:
+        if "/channels" in ws.url:
+            ws.on("framereceived", lambda _: self.kernel_answered.set())
+
+
+async def run_cell_in_new_notebook(
+    page: Page, log: KernelAnsweredLog, code: str, expected: re.Pattern[str], timeout_ms: int
+) -> None:
+    """From JupyterLab's launcher: a new Python notebook runs `code`, showing `expected`."""
+    card = page.locator('.jp-LauncherCard[data-category="Notebook"]').first
+    await card.wait_for()
+    assert "Python 3" in (await card.get_attribute("title") or "")
+    await card.click()
+    # A cell run before the notebook has a kernel is silently not run, and the
+    # toolbar says "idle" before there is a kernel: wait until one answered over
+    # its websocket.
+    try:
+        await asyncio.wait_for(log.kernel_answered.wait(), timeout_ms / 1000)
+    except TimeoutError:
+        raise AssertionError("no kernel answered over a websocket through the relay") from None
+    panel = page.locator(".jp-NotebookPanel").last
+    await expect(panel.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
+        "data-status", "idle", timeout=timeout_ms
+    )
+    editor = panel.locator(".jp-Cell").first.locator(".jp-InputArea-editor .cm-content")
+    await editor.click()
+    await page.keyboard.type(code)
+    await expect(editor).to_have_text(code, timeout=timeout_ms)
+    await page.keyboard.press("Shift+Enter")
+    output = panel.locator(".jp-Cell").first.locator(".jp-OutputArea-output")
+    await expect(output).to_have_text(expected, timeout=timeout_ms)
+
+
+async def save_notebook(page: Page, name: str) -> str:
+    """Save the open notebook (a PUT from the page) as `name`; return the name it got."""
+    await page.keyboard.press("Control+s")
+    dialog = page.locator(".jp-Dialog")
+    try:
+        await dialog.wait_for(timeout=10_000)
+    except PlaywrightTimeoutError:  # "Do not ask for rename on first save" was ticked
+        return page.url.rpartition("/tree/")[2]
+    await dialog.locator("input.jp-mod-styled").first.fill(name)
+    await dialog.locator("button.jp-mod-accept").click()
+    return name
+
+
+async def wait_saved(path: Path, code: str, timeout_ms: int) -> None:
+    """Wait until the notebook at `path` on the server's disk holds a cell with `code`."""
+    sources: list[str] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_ms / 1000
+    while loop.time() < deadline:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            saved = json.loads(await asyncio.to_thread(path.read_text))
+            sources = ["".join(cell["source"]) for cell in saved["cells"]]
+            if code in sources:
+                return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{path} was not saved with the cell; cells on disk: {sources}")

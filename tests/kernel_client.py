@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 import uuid
@@ -122,3 +123,23 @@ async def execute(
         elif kind == "status" and incoming["content"]["execution_state"] == "idle":
             idle = True
     return "".join(out), reply
+
+
+async def start_kernel(session: aiohttp.ClientSession, base: str, name: str = "python3") -> str:
+    """POST /api/kernels at `base`; return the new kernel's id."""
+    async with session.post(base + "api/kernels", json={"name": name}) as resp:
+        text = await resp.text()
+        assert resp.status == 201, (resp.status, text)
+        kernel_id: str = json.loads(text)["id"]
+    return kernel_id
+
+
+async def run_code(session: aiohttp.ClientSession, base: str, kernel_id: str, code: str) -> str:
+    """Execute `code` on the kernel over a new v1 websocket; return what it printed, stripped."""
+    async with asyncio.timeout(60):
+        url = f"{base}api/kernels/{kernel_id}/channels"
+        async with session.ws_connect(url, protocols=(V1,)) as ws:
+            assert ws.protocol == V1
+            out, reply = await execute(ws, code)
+    assert reply["content"]["status"] == "ok", (out, reply)
+    return out.strip()

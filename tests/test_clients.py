@@ -9,7 +9,6 @@ event loop that serves the relay.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -19,12 +18,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Page, WebSocket, expect
-from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+from playwright.async_api import Page
 
 from jupyter_relay.server import RunningRelay
 
-from .browser import PageLog, open_page
+from .browser import (
+    KernelAnsweredLog,
+    open_page,
+    run_cell_in_new_notebook,
+    save_notebook,
+    wait_saved,
+)
 from .conftest import RELAY_TOKEN
 from .kernel_client import V1
 from .needs import JS_DIR, need_chromium, need_node
@@ -95,34 +99,8 @@ async def test_jupyterlab_services_from_npm(
     assert result["kernel_id"] not in await _kernel_ids(client, relay)
 
 
-class BrowserLog(PageLog):
-    """The page's log, and when a kernel first answered it over a websocket."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.kernel_answered = asyncio.Event()
-
-    def on_websocket(self, ws: WebSocket) -> None:
-        if "/channels" in ws.url:
-            ws.on("framereceived", lambda _: self.kernel_answered.set())
-
-
-async def _wait_saved(path: Path) -> None:
-    """Wait until the notebook at `path` on the backend's disk has the cell."""
-    sources: list[str] = []
-    deadline = asyncio.get_running_loop().time() + BROWSER_TIMEOUT_MS / 1000
-    while asyncio.get_running_loop().time() < deadline:
-        with contextlib.suppress(OSError, ValueError):
-            saved = json.loads(await asyncio.to_thread(path.read_text))
-            sources = ["".join(cell["source"]) for cell in saved["cells"]]
-            if CODE in sources:
-                return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{path} was not saved with the cell; cells on disk: {sources}")
-
-
 async def _run_notebook_cell(
-    page: Page, log: BrowserLog, relay: RunningRelay, jupyter: JupyterServer
+    page: Page, log: KernelAnsweredLog, relay: RunningRelay, jupyter: JupyterServer
 ) -> None:
     # `reset`: start from an empty workspace, so the launcher shows no matter what an
     # earlier run left open (JupyterLab keeps the layout in ~/.jupyter/lab/workspaces).
@@ -136,43 +114,11 @@ async def _run_notebook_cell(
     assert "jupyter-config-data" in html, "not JupyterLab's page"
     assert jupyter.token not in html, "the backend's token is in the page the relay served"
 
-    card = page.locator('.jp-LauncherCard[data-category="Notebook"]').first
-    await card.wait_for()
-    assert "Python 3" in (await card.get_attribute("title") or "")
-    await card.click()
-
-    # A cell run before the notebook has a kernel is silently not run, and the
-    # toolbar says "idle" before there is a kernel: wait until one answered over
-    # its websocket through the relay.
-    try:
-        await asyncio.wait_for(log.kernel_answered.wait(), BROWSER_TIMEOUT_MS / 1000)
-    except TimeoutError:
-        raise AssertionError("no kernel answered over a websocket through the relay") from None
-    panel = page.locator(".jp-NotebookPanel").last
-    await expect(panel.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
-        "data-status", "idle", timeout=BROWSER_TIMEOUT_MS
-    )
-    editor = panel.locator(".jp-Cell").first.locator(".jp-InputArea-editor .cm-content")
-    await editor.click()
-    await page.keyboard.type(CODE)
-    await expect(editor).to_have_text(CODE, timeout=BROWSER_TIMEOUT_MS)
-    await page.keyboard.press("Shift+Enter")
-    output = panel.locator(".jp-Cell").first.locator(".jp-OutputArea-output")
-    await expect(output).to_have_text(re.compile(r"^\s*42\s*$"), timeout=BROWSER_TIMEOUT_MS)
-
+    await run_cell_in_new_notebook(page, log, CODE, re.compile(r"^\s*42\s*$"), BROWSER_TIMEOUT_MS)
     # Saving is a PUT with the page's Origin and _xsrf: the relay's Origin check and
     # the backend's XSRF check both have to let it through.
-    name = f"relay-{secrets.token_hex(4)}.ipynb"
-    await page.keyboard.press("Control+s")
-    dialog = page.locator(".jp-Dialog")
-    try:
-        await dialog.wait_for(timeout=10_000)
-    except PlaywrightTimeoutError:  # "Do not ask for rename on first save" was ticked
-        name = page.url.rpartition("/lab/tree/")[2]
-    else:
-        await dialog.locator("input.jp-mod-styled").first.fill(name)
-        await dialog.locator("button.jp-mod-accept").click()
-    await _wait_saved(jupyter.root / name)
+    name = await save_notebook(page, f"relay-{secrets.token_hex(4)}.ipynb")
+    await wait_saved(jupyter.root / name, CODE, BROWSER_TIMEOUT_MS)
 
     assert RELAY_TOKEN not in page.url, f"the relay's token stayed in the address bar: {page.url}"
     assert re.match(rf"{re.escape(relay.base_url)}lab(/|$)", page.url), page.url
@@ -194,7 +140,7 @@ async def test_jupyterlab_in_chromium(
     """JupyterLab loads through the relay, a new notebook runs a cell and shows 42."""
     need_chromium()
     before = {s["id"] for s in await _sessions(client, relay)}
-    log = BrowserLog()
+    log = KernelAnsweredLog()
     try:
         async with open_page(log, BROWSER_TIMEOUT_MS, tmp_path / "jupyterlab-failure.png") as page:
             await _run_notebook_cell(page, log, relay, jupyter)

@@ -28,16 +28,21 @@ import aiohttp
 import pytest
 import trustme
 from aiohttp import web
-from playwright.async_api import Page, WebSocket, expect
-from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+from playwright.async_api import Page
 
 from jupyter_relay.server import RunningRelay, start
 
 from .answers import Answer, assert_error, call
-from .browser import PageLog, open_page
+from .browser import (
+    KernelAnsweredLog,
+    open_page,
+    run_cell_in_new_notebook,
+    save_notebook,
+    wait_saved,
+)
 from .conftest import RELAY_TOKEN, relay_config
 from .hub import TLS_NAME, Hub, start_hub
-from .kernel_client import V1, execute
+from .kernel_client import V1, execute, run_code, start_kernel
 from .needs import missing, need_chromium
 from .servers import free_port, start_relay_process
 
@@ -123,24 +128,6 @@ async def wait_serving(session: aiohttp.ClientSession, base: str, bound: float) 
         await asyncio.sleep(0.2)
 
 
-async def start_kernel(session: aiohttp.ClientSession, base: str) -> str:
-    answer = await call(session, "POST", base + "api/kernels", json_body={"name": "python3"})
-    assert answer.status == 201, answer.text
-    kernel_id: str = answer.body["id"]
-    return kernel_id
-
-
-async def run(session: aiohttp.ClientSession, base: str, kernel_id: str, code: str) -> str:
-    """Execute `code` on the kernel over a new v1 websocket; return what it printed."""
-    async with asyncio.timeout(60):
-        url = f"{base}api/kernels/{kernel_id}/channels"
-        async with session.ws_connect(url, protocols=(V1,)) as ws:
-            assert ws.protocol == V1
-            out, reply = await execute(ws, code)
-    assert reply["content"]["status"] == "ok", (out, reply)
-    return out
-
-
 async def delete_kernel(session: aiohttp.ClientSession, base: str, kernel_id: str) -> None:
     answer = await call(session, "DELETE", f"{base}api/kernels/{kernel_id}")
     assert answer.status == 204, answer.text
@@ -211,7 +198,7 @@ async def test_kernelspecs_and_a_kernel_over_v1_websocket(
                 out, reply = await execute(ws, CODE)
                 assert reply["content"]["status"] == "ok" and out == "42\n", (out, reply)
             # The kernel runs under USER's server behind the Hub, which knows it.
-            where = await run(
+            where = await run_code(
                 client,
                 relay.base,
                 kernel_id,
@@ -233,34 +220,8 @@ async def test_kernelspecs_and_a_kernel_over_v1_websocket(
 # --- 2. JupyterLab in Chromium ------------------------------------------------------------
 
 
-class BrowserLog(PageLog):
-    """The page's log, and when a kernel first answered it over a websocket."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.kernel_answered = asyncio.Event()
-
-    def on_websocket(self, ws: WebSocket) -> None:
-        if "/channels" in ws.url:
-            ws.on("framereceived", lambda _: self.kernel_answered.set())
-
-
-async def wait_saved(path: Path) -> None:
-    """Wait until the notebook at `path` on the singleuser server's disk has the cell."""
-    sources: list[str] = []
-    deadline = time.monotonic() + BROWSER_TIMEOUT_MS / 1000
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError):
-            saved = json.loads(await asyncio.to_thread(path.read_text))
-            sources = ["".join(cell["source"]) for cell in saved["cells"]]
-            if CODE in sources:
-                return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{path} was not saved with the cell; cells on disk: {sources}")
-
-
 async def run_notebook_cell(
-    page: Page, log: BrowserLog, relay: Relay, hub: Hub, token: str
+    page: Page, log: KernelAnsweredLog, relay: Relay, hub: Hub, token: str
 ) -> None:
     response = await page.goto(f"{relay.base}lab?reset&token={RELAY_TOKEN}")
     assert response is not None
@@ -269,37 +230,10 @@ async def run_notebook_cell(
     assert "jupyter-config-data" in html, "not JupyterLab's page"
     assert token not in html, "the Hub token is in the page the relay served"
 
-    card = page.locator('.jp-LauncherCard[data-category="Notebook"]').first
-    await card.wait_for()
-    await card.click()
-    try:
-        await asyncio.wait_for(log.kernel_answered.wait(), BROWSER_TIMEOUT_MS / 1000)
-    except TimeoutError:
-        raise AssertionError("no kernel answered over a websocket through the relay") from None
-    panel = page.locator(".jp-NotebookPanel").last
-    await expect(panel.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
-        "data-status", "idle", timeout=BROWSER_TIMEOUT_MS
-    )
-    editor = panel.locator(".jp-Cell").first.locator(".jp-InputArea-editor .cm-content")
-    await editor.click()
-    await page.keyboard.type(CODE)
-    await expect(editor).to_have_text(CODE, timeout=BROWSER_TIMEOUT_MS)
-    await page.keyboard.press("Shift+Enter")
-    output = panel.locator(".jp-Cell").first.locator(".jp-OutputArea-output")
-    await expect(output).to_have_text(re.compile(r"^\s*42\s*$"), timeout=BROWSER_TIMEOUT_MS)
-
+    await run_cell_in_new_notebook(page, log, CODE, re.compile(r"^\s*42\s*$"), BROWSER_TIMEOUT_MS)
     # Saving is a PUT from the page: it lands in USER's home behind the Hub.
-    name = f"relay-{secrets.token_hex(4)}.ipynb"
-    await page.keyboard.press("Control+s")
-    dialog = page.locator(".jp-Dialog")
-    try:
-        await dialog.wait_for(timeout=10_000)
-    except PlaywrightTimeoutError:  # "Do not ask for rename on first save" was ticked
-        name = page.url.rpartition("/tree/")[2]
-    else:
-        await dialog.locator("input.jp-mod-styled").first.fill(name)
-        await dialog.locator("button.jp-mod-accept").click()
-    await wait_saved(hub.home(USER) / name)
+    name = await save_notebook(page, f"relay-{secrets.token_hex(4)}.ipynb")
+    await wait_saved(hub.home(USER) / name, CODE, BROWSER_TIMEOUT_MS)
 
     # Everything went through the relay: the page, its websockets; no token leaked.
     assert page.url.startswith(relay.base), page.url
@@ -316,7 +250,7 @@ async def test_jupyterlab_in_chromium_runs_a_cell(
 ) -> None:
     need_chromium()
     async with hub_relay(hub.backend_arg(NAME, USER, token_file=token_file)) as relay:
-        log = BrowserLog()
+        log = KernelAnsweredLog()
         try:
             async with open_page(log, BROWSER_TIMEOUT_MS, tmp_path / "hub-lab-failure.png") as page:
                 await run_notebook_cell(page, log, relay, hub, token)
@@ -374,7 +308,7 @@ async def test_named_server_is_started_and_served(
             await assert_serves(client, relay.base)
             kernel_id = await start_kernel(client, relay.base)
             try:
-                where = await run(
+                where = await run_code(
                     client,
                     relay.base,
                     kernel_id,

@@ -34,7 +34,7 @@ from jupyter_relay.server import RunningRelay, start
 
 from .answers import Answer, assert_error, call
 from .conftest import RELAY_TOKEN, relay_config
-from .kernel_client import V1, execute
+from .kernel_client import V1, execute, run_code, start_kernel
 from .servers import JupyterServer, RelayProcess, free_port, start_relay_process
 from .sshd import (
     Sshd,
@@ -111,24 +111,6 @@ async def content_names(session: aiohttp.ClientSession, base: str) -> set[str]:
     answer = await call(session, "GET", base + "api/contents")
     assert answer.status == 200, answer.text
     return {item["name"] for item in answer.body["content"]}
-
-
-async def start_kernel(session: aiohttp.ClientSession, base: str) -> str:
-    answer = await call(session, "POST", base + "api/kernels", json_body={"name": "python3"})
-    assert answer.status == 201, answer.text
-    kernel_id: str = answer.body["id"]
-    return kernel_id
-
-
-async def run(session: aiohttp.ClientSession, base: str, kernel_id: str, code: str) -> str:
-    """Execute `code` on the kernel over a new v1 websocket; return what it printed."""
-    async with asyncio.timeout(60):
-        url = f"{base}api/kernels/{kernel_id}/channels"
-        async with session.ws_connect(url, protocols=(V1,)) as ws:
-            assert ws.protocol == V1
-            out, reply = await execute(ws, code)
-    assert reply["content"]["status"] == "ok", (out, reply)
-    return out.strip()
 
 
 async def wait_for_status(
@@ -282,7 +264,7 @@ async def test_executes_code_over_the_tunnel_with_v1_websocket(
                 # While it is open, what talks to the remote Jupyter is sshd, not the relay.
                 assert clients_of(remote.port) == {"sshd"}, clients_of(remote.port)
             # It runs under the remote Jupyter: the environment sshd's side gave it.
-            where = await run(
+            where = await run_code(
                 client, relay.base, kernel_id, 'import os; print(os.environ["JUPYTER_RUNTIME_DIR"])'
             )
             assert where == str(sshd.runtime_dir)
@@ -502,7 +484,7 @@ async def test_recovers_when_sshd_is_killed_and_restarted(
         kernel_id = await start_kernel(client, base)
         kernel_url = f"{base}api/kernels/{kernel_id}"
         try:
-            assert await run(client, base, kernel_id, "x = 6*7; print(x)") == "42"
+            assert await run_code(client, base, kernel_id, "x = 6*7; print(x)") == "42"
             async with client.ws_connect(kernel_url + "/channels", protocols=(V1,)) as ws:
                 dropped = time.monotonic()
                 await asyncio.to_thread(sshd.stop)  # the relay's loop runs meanwhile
@@ -544,7 +526,7 @@ async def test_recovers_when_sshd_is_killed_and_restarted(
             )
 
             # The same kernel, with its state, answers over a new websocket.
-            assert await run(client, base, kernel_id, "print(x)") == "42"
+            assert await run_code(client, base, kernel_id, "print(x)") == "42"
             listed = await call(client, "GET", base + "api/kernels")
             assert kernel_id in {k["id"] for k in listed.body}, listed.text
             entry = await gpu_status(client, base)
