@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,36 @@ def relay_config(backends: list[str], **flags: Any) -> Any:
 
 async def start_relay(backends: list[str], **flags: Any) -> RunningRelay:
     return await start(relay_config(backends, **flags), lambda message: None)
+
+
+@dataclass
+class WatchedRelay:
+    """An in-process relay and the progress lines it printed while starting."""
+
+    running: RunningRelay
+    progress: list[str] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return self.running.base_url
+
+    @property
+    def said(self) -> str:
+        return "\n".join(self.progress)
+
+
+@contextlib.asynccontextmanager
+async def watched_relay(
+    backends: list[str], *, timeout: float = 90, **flags: Any
+) -> AsyncIterator[WatchedRelay]:
+    """The relay in-process, keeping what it says while its backends start."""
+    progress: list[str] = []
+    async with asyncio.timeout(timeout):
+        running = await start(relay_config(backends, **flags), progress.append)
+    try:
+        yield WatchedRelay(running, progress)
+    finally:
+        await running.stop()
 
 
 @pytest.fixture

@@ -19,8 +19,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,6 @@ import trustme
 from aiohttp import web
 from playwright.async_api import Page
 
-from jupyter_relay.server import RunningRelay, start
-
 from .answers import Answer, assert_error, call
 from .browser import (
     KernelAnsweredLog,
@@ -40,7 +37,7 @@ from .browser import (
     save_notebook,
     wait_saved,
 )
-from .conftest import RELAY_TOKEN, relay_config
+from .conftest import RELAY_TOKEN, WatchedRelay, watched_relay
 from .hub import TLS_NAME, Hub, start_hub
 from .kernel_client import V1, execute, run_code, start_kernel
 from .needs import missing, need_chromium
@@ -64,27 +61,8 @@ CODE = "print(6*7)"
 # --- helpers ------------------------------------------------------------------------------
 
 
-@dataclass
-class Relay:
-    """An in-process relay and the progress lines it printed while starting."""
-
-    running: RunningRelay
-    progress: list[str] = field(default_factory=list)
-
-    @property
-    def base(self) -> str:
-        return self.running.base_url
-
-
-@contextlib.asynccontextmanager
-async def hub_relay(*backends: str, **flags: str) -> AsyncIterator[Relay]:
-    progress: list[str] = []
-    async with asyncio.timeout(START_BOUND):
-        running = await start(relay_config(list(backends), **flags), progress.append)
-    try:
-        yield Relay(running, progress)
-    finally:
-        await running.stop()
+def hub_relay(*backends: str, **flags: str) -> contextlib.AbstractAsyncContextManager[WatchedRelay]:
+    return watched_relay(list(backends), timeout=START_BOUND, **flags)
 
 
 def write_token(path: Path, token: str) -> Path:
@@ -221,7 +199,7 @@ async def test_kernelspecs_and_a_kernel_over_v1_websocket(
 
 
 async def run_notebook_cell(
-    page: Page, log: KernelAnsweredLog, relay: Relay, hub: Hub, token: str
+    page: Page, log: KernelAnsweredLog, relay: WatchedRelay, hub: Hub, token: str
 ) -> None:
     response = await page.goto(f"{relay.base}lab?reset&token={RELAY_TOKEN}")
     assert response is not None

@@ -21,8 +21,7 @@ import re
 import resource
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,8 @@ import aiohttp
 import psutil
 import pytest
 
-from jupyter_relay.server import RunningRelay, start
-
 from .answers import Answer, assert_error, call
-from .conftest import RELAY_TOKEN, relay_config
+from .conftest import RELAY_TOKEN, WatchedRelay, watched_relay
 from .kernel_client import V1, execute, run_code, start_kernel
 from .servers import JupyterServer, RelayProcess, free_port, start_relay_process
 from .sshd import (
@@ -69,32 +66,8 @@ def assert_502(answer: Answer, *patterns: str) -> str:
     return message
 
 
-@dataclass
-class Relay:
-    """An in-process relay and the progress lines it printed while starting."""
-
-    running: RunningRelay
-    progress: list[str] = field(default_factory=list)
-
-    @property
-    def base(self) -> str:
-        return self.running.base_url
-
-    @property
-    def said(self) -> str:
-        return "\n".join(self.progress)
-
-
-@contextlib.asynccontextmanager
-async def ssh_relay(*backends: str) -> AsyncIterator[Relay]:
-    progress: list[str] = []
-    async with asyncio.timeout(START_BOUND):
-        running = await start(relay_config(list(backends)), progress.append)
-    relay = Relay(running, progress)
-    try:
-        yield relay
-    finally:
-        await running.stop()
+def ssh_relay(*backends: str) -> contextlib.AbstractAsyncContextManager[WatchedRelay]:
+    return watched_relay(list(backends), timeout=START_BOUND)
 
 
 async def gpu_status(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
