@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from . import auth, status
+from . import auth, colab, status
 from .backends import Backend, Timeouts, build_backend
 from .backends.base import Progress
 from .config import RelayConfig
@@ -59,6 +59,7 @@ class Relay:
             timeout=config.backend_timeout,
             held_dir=config.state_dir or held.default_dir(),
         )
+        self.bridge = colab.Bridge(self)
         self.started_at = time.monotonic()
         if config.token is not None:
             add_secret(config.token.value)
@@ -96,7 +97,7 @@ class Relay:
         answers. A kernel's websocket goes straight to its owner when known.
         Everything else is the primary's, the backend that holds the files.
         """
-        if path == "/relay" or path.startswith("/relay/"):
+        if path == "/relay" or path.startswith(("/relay/", colab.PREFIX)):
             return None
         if path.startswith(mixer_routes.PREFIXES):
             match = mixer_routes.CHANNELS_RE.fullmatch(path)
@@ -258,6 +259,8 @@ def make_app(relay: Relay) -> web.Application:
     app.router.add_route("*", "/relay/{tail:.*}", relay_not_found)
     for path, handler in mixer_routes.handlers(relay):
         app.router.add_route("*", path, handler)
+    for path, handler in relay.bridge.routes():
+        app.router.add_get(path, handler)
     app.router.add_route("*", "/{tail:.*}", proxy)
 
     async def on_startup(app: web.Application) -> None:
@@ -265,6 +268,7 @@ def make_app(relay: Relay) -> web.Application:
 
     async def on_shutdown(app: web.Application) -> None:
         await relay.forwarder.close_all()
+        await relay.bridge.close()
 
     async def on_cleanup(app: web.Application) -> None:
         task = app.get(HEALTH_TASK_KEY)

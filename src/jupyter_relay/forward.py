@@ -271,7 +271,7 @@ class Forwarder:
             raise
         self.websockets.add(client_ws)
         try:
-            await _splice(client_ws, upstream_ws)
+            await splice(client_ws, upstream_ws)
         finally:
             self.websockets.discard(client_ws)
             if not upstream_ws.closed:
@@ -317,7 +317,7 @@ def _sendable(code: int | None) -> int:
     return code
 
 
-async def _splice(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+async def splice(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
     """Pump both directions; whichever side closes first, close the other alike."""
     to_backend = asyncio.create_task(_pump(client, upstream))
     to_client = asyncio.create_task(_pump(upstream, client))

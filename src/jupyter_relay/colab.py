@@ -1,0 +1,245 @@
+"""The Colab bridge: `/http_over_websocket` and friends, in front of any backend.
+
+Colab's page cannot make HTTP requests to `http://localhost`, but may open a
+websocket to it; so it sends each HTTP request as a JSON message and reads the
+answer back in messages (see `colab_protocol`). The handshake is authenticated
+like every request (the relay's token, an allowed Origin: `--colab`), and the
+inner requests carry exactly that authority, the relay's token, and nothing
+more.
+
+Inner requests are sent to the relay's own listening socket on loopback, so
+they take the same road as any client's: auth, the fast path, the mixer, the
+backends. (The reference extension dials the Host header of the handshake,
+which breaks behind SSH tunnels; the relay dials its own bound address.)
+
+Unlike the reference, the requests of one socket run concurrently (at most
+MAX_IN_FLIGHT; the next message is read only when one finishes, so a client
+that sends faster than the relay answers is slowed, not buffered), binary
+bodies pass byte for byte, and every request gets exactly one final
+`done: true`, errors and timeouts included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from yarl import URL
+
+from . import auth
+from . import colab_protocol as protocol
+from .forward import splice
+from .headers import strip_query_param
+
+if TYPE_CHECKING:
+    from .app import Relay
+
+log = logging.getLogger("jupyter_relay.colab")
+
+PREFIX = "/http_over_websocket"
+MAX_IN_FLIGHT = 32
+MESSAGE_LIMIT = 32 * 1024 * 1024  # a larger request gets the protocol's 400
+FRAME_LIMIT = MESSAGE_LIMIT + 16 * 1024 * 1024  # beyond this aiohttp closes (1009)
+AUTH_URL_PARAM = "jupyter_http_over_ws_auth_url"
+
+
+class Bridge:
+    """The bridge's handlers and its loopback client to the relay itself."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def own_base(self) -> str:
+        host = self.relay.config.ip
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self.relay.port}"
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def credentials(self) -> dict[str, str]:
+        token = self.relay.config.token
+        return {"Authorization": f"token {token.value}"} if token is not None else {}
+
+    # --- /http_over_websocket ------------------------------------------------------------
+
+    async def http_over_websocket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=FRAME_LIMIT, autoping=True)
+        await ws.prepare(request)
+        problem = protocol.version_problem(request.query.get("min_version"))
+        auth_url = request.query.get(AUTH_URL_PARAM)
+        if problem is None and auth_url and not _same_origin(auth_url, request):
+            problem = f"{AUTH_URL_PARAM} must be on this relay's own origin"
+        if problem is not None:
+            await ws.close(code=protocol.CLOSE_CODE, message=problem.encode()[:123])
+            return ws
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        lock = asyncio.Lock()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def send(message: dict[str, Any]) -> None:
+            async with lock:
+                await ws.send_str(json.dumps(message))
+
+        self.relay.forwarder.websockets.add(ws)
+        try:
+            async for msg in ws:
+                if msg.type is not WSMsgType.TEXT:
+                    continue
+                if len(msg.data) > MESSAGE_LIMIT:
+                    await send(
+                        protocol.error(None, 400, f"Message too large (over {MESSAGE_LIMIT} bytes)")
+                    )
+                    continue
+                try:
+                    inner = protocol.parse_request(msg.data)
+                except protocol.BadMessage as bad:
+                    await send(bad.answer)
+                    continue
+                await slots.acquire()  # backpressure: read on only when a slot frees
+                task = asyncio.create_task(self._answer(inner, send))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                task.add_done_callback(lambda _: slots.release())
+        finally:
+            self.relay.forwarder.websockets.discard(ws)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return ws
+
+    async def _answer(self, inner: protocol.Request, send: Any) -> None:
+        """Perform one inner request and send its answer; always one final `done`."""
+        mid = inner.message_id
+        url = URL(self.own_base + inner.path, encoded=True)
+        headers = {**self.credentials(), "Accept-Encoding": "identity"}
+        timeout = self.relay.config.backend_timeout + 5
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                async with self.session().request(
+                    inner.method, url, data=inner.body, headers=headers, allow_redirects=False
+                ) as resp:
+                    deadline.reschedule(None)  # headers came: the body streams at its pace
+                    head = protocol.joined_headers(list(resp.headers.items()))
+                    reason = resp.reason or ""
+                    pending = await _read_chunk(resp)
+                    ahead = await _read_chunk(resp)
+                    await send(protocol.first(mid, resp.status, reason, head, pending, not ahead))
+                    while ahead:
+                        pending, ahead = ahead, await _read_chunk(resp)
+                        await send(protocol.chunk(mid, pending, not ahead))
+        except TimeoutError:
+            await _final_error(send, mid, 504, f"No answer within {timeout:g} s")
+        except (aiohttp.ClientError, OSError) as exc:
+            log.warning("http_over_websocket %s %s: %s", inner.method, inner.path, exc)
+            await _final_error(send, mid, 502, f"The request failed: {exc}")
+
+    # --- /http_over_websocket/diagnose -----------------------------------------------------
+
+    async def diagnose(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=64 * 1024)
+        await ws.prepare(request)
+        has_cookie = (
+            auth.cookie_from_header(request.headers.get("Cookie"), self.relay.cookie_name)
+            is not None
+        )
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                await ws.send_str(json.dumps(protocol.diagnose(msg.data, has_cookie)))
+        return ws
+
+    # --- /http_over_websocket/proxied_ws/<path> ------------------------------------------------
+
+    async def proxied_ws(self, request: web.Request) -> web.StreamResponse:
+        path = request.raw_path.partition("?")[0][len(PREFIX + "/proxied_ws") :]
+        query = strip_query_param(request.raw_path.partition("?")[2], "token")
+        target = URL(self.own_base + path + (f"?{query}" if query else ""), encoded=True)
+        offered = [
+            p.strip()
+            for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+            if p.strip()
+        ]
+        try:
+            upstream = await self.session().ws_connect(
+                target,
+                protocols=offered,
+                headers=self.credentials(),
+                autoping=False,
+                autoclose=False,
+                max_msg_size=0,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise web.HTTPBadGateway(
+                text=json.dumps({"message": f"{path}: {exc.status} {exc.message}", "reason": ""}),
+                content_type="application/json",
+            ) from exc
+        chosen = upstream.protocol
+        client = web.WebSocketResponse(
+            protocols=(chosen,) if chosen else (), autoping=False, autoclose=False, max_msg_size=0
+        )
+        try:
+            await client.prepare(request)
+        except Exception:
+            await upstream.close()
+            raise
+        self.relay.forwarder.websockets.add(client)
+        try:
+            await splice(client, upstream)
+        finally:
+            self.relay.forwarder.websockets.discard(client)
+            if not upstream.closed:
+                await upstream.close()
+        return client
+
+    def routes(self) -> list[tuple[str, Any]]:
+        return [
+            (PREFIX, self.http_over_websocket),
+            (PREFIX + "/diagnose", self.diagnose),
+            (PREFIX + "/proxied_ws/{path:.+}", self.proxied_ws),
+        ]
+
+
+async def _read_chunk(resp: aiohttp.ClientResponse) -> bytes:
+    """Up to CHUNK bytes of the body, as full as the stream allows; b"" at the end."""
+    data = b""
+    while len(data) < protocol.CHUNK:
+        more = await resp.content.read(protocol.CHUNK - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+async def _final_error(send: Any, mid: Any, status: int, text: str) -> None:
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await send(protocol.error(mid, status, text))
+
+
+def _same_origin(url: str, request: web.Request) -> bool:
+    try:
+        target = URL(url)
+    except ValueError:
+        return False
+    return target.host == request.url.host and target.port == request.url.port
