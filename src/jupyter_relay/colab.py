@@ -144,12 +144,21 @@ class Bridge:
                     deadline.reschedule(None)  # headers came: the body streams at its pace
                     head = protocol.joined_headers(list(resp.headers.items()))
                     reason = resp.reason or ""
+                    # One chunk read ahead, to mark the last message `done`; if the body
+                    # breaks off, what was read still goes out before the error.
                     pending = await _read_chunk(resp)
-                    ahead = await _read_chunk(resp)
-                    await send(protocol.first(mid, resp.status, reason, head, pending, not ahead))
+                    ahead: bytes | None = None  # None: the read failed; b"": the end
+                    try:
+                        ahead = await _read_chunk(resp)
+                    finally:
+                        done = ahead == b""
+                        await send(protocol.first(mid, resp.status, reason, head, pending, done))
                     while ahead:
-                        pending, ahead = ahead, await _read_chunk(resp)
-                        await send(protocol.chunk(mid, pending, not ahead))
+                        pending, ahead = ahead, None
+                        try:
+                            ahead = await _read_chunk(resp)
+                        finally:
+                            await send(protocol.chunk(mid, pending, ahead == b""))
         except TimeoutError:
             await _final_error(send, mid, 504, f"No answer within {timeout:g} s")
         except (aiohttp.ClientError, OSError) as exc:
@@ -165,9 +174,11 @@ class Bridge:
             auth.cookie_from_header(request.headers.get("Cookie"), self.relay.cookie_name)
             is not None
         )
+        outdated = protocol.version_problem(request.query.get("min_version")) is not None
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
-                await ws.send_str(json.dumps(protocol.diagnose(msg.data, has_cookie)))
+                answer = protocol.diagnose(msg.data, has_cookie, outdated)
+                await ws.send_str(json.dumps(answer))
         return ws
 
     # --- /http_over_websocket/proxied_ws/<path> ------------------------------------------------

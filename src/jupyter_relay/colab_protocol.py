@@ -140,12 +140,13 @@ def chunk(message_id: Any, data: bytes, done: bool) -> dict[str, Any]:
     return {"message_id": message_id, "data": base64.b64encode(data).decode(), "done": done}
 
 
-def diagnose(text: str, has_cookie: bool) -> dict[str, Any]:
+def diagnose(text: str, has_cookie: bool, outdated: bool = False) -> dict[str, Any]:
+    """The answer to a diagnose message; `outdated` when the client asked for a newer version."""
     return {
         "message_id": text,
         "extension_version": VERSION,
         "has_authentication_cookie": has_cookie,
-        "is_outdated_extension": False,
+        "is_outdated_extension": outdated,
     }
 
 
