@@ -30,6 +30,7 @@ import secrets
 import shlex
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -374,3 +375,14 @@ def kill_remote_processes(sshd: Sshd) -> list[str]:
             proc.kill()
     psutil.wait_procs(victims, timeout=10)
     return killed
+
+
+@contextlib.contextmanager
+def running_sshd(work: Path) -> Iterator[Sshd]:
+    """sshd for a block; afterwards it and every "remote" process it served are gone."""
+    server = start_sshd(work)
+    try:
+        yield server
+    finally:
+        server.stop()
+        kill_remote_processes(server)

@@ -98,7 +98,7 @@ from .conftest import RELAY_TOKEN, start_relay
 from .echo_app import BACKEND_TOKEN, Echo, run_echo
 from .kernel_client import V1
 from .servers import JupyterServer, start_jupyter
-from .sshd import Sshd, kill_remote_processes, start_remote_jupyter, start_sshd
+from .sshd import Sshd, running_sshd, start_remote_jupyter
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -169,12 +169,8 @@ def remote_jupyter(colab_work: Path, big_payload: bytes) -> Iterator[JupyterServ
 
 @pytest.fixture(scope="module")
 def colab_sshd(colab_work: Path) -> Iterator[Sshd]:
-    server = start_sshd(colab_work)
-    try:
+    with running_sshd(colab_work) as server:
         yield server
-    finally:
-        server.stop()
-        kill_remote_processes(server)
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,7 @@ from .sshd import (
     keygen,
     kill_remote_processes,
     public_key,
+    running_sshd,
     runtime_servers,
     start_remote_jupyter,
     start_sshd,
@@ -155,12 +156,8 @@ def ssh_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def sshd(ssh_work: Path) -> Iterator[Sshd]:
     """sshd for the module; tests that stop it start it again."""
-    server = start_sshd(ssh_work)
-    try:
+    with running_sshd(ssh_work) as server:
         yield server
-    finally:
-        server.stop()
-        kill_remote_processes(server)
 
 
 @pytest.fixture(scope="module")
