@@ -29,6 +29,8 @@ import readline from 'node:readline';
 import services from '@jupyterlab/services';
 import WebSocket from 'ws';
 
+import { describe, withTimeout as withTimeoutOf } from './common.mjs';
+
 const { KernelManager, KernelSpecManager, ServerConnection, SessionManager } = services;
 
 // The library logs on the console; keep stdout for the JSON lines.
@@ -54,18 +56,7 @@ if (!baseUrl || !['1', '2'].includes(phase)) {
 }
 
 function withTimeout(promise, what, ms = TIMEOUT_MS) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-function describe(error) {
-  if (error instanceof ServerConnection.ResponseError) {
-    return `${error.message} (HTTP ${error.response.status} ${error.response.url})`;
-  }
-  return error && error.stack ? error.stack : String(error);
+  return withTimeoutOf(promise, what, ms);
 }
 
 // Every session PATCH the library sends, with the model the relay answered.

@@ -11,6 +11,8 @@
 import services from '@jupyterlab/services';
 import WebSocket from 'ws';
 
+import { describe, withTimeout as withTimeoutOf } from './common.mjs';
+
 const { KernelManager, KernelSpecAPI, KernelSpecManager, ServerConnection, SessionManager } = services;
 
 // The library logs on the console (e.g. "Starting WebSocket: ..."); keep stdout for the result.
@@ -53,18 +55,7 @@ class RecordingWebSocket extends WebSocket {
 }
 
 function withTimeout(promise, what, ms = TIMEOUT_MS) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-function describe(error) {
-  if (error instanceof ServerConnection.ResponseError) {
-    return `${error.message} (HTTP ${error.response.status} ${error.response.url})`;
-  }
-  return error && error.stack ? error.stack : String(error);
+  return withTimeoutOf(promise, what, ms);
 }
 
 async function main() {
