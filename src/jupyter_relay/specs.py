@@ -198,45 +198,49 @@ def _parse_url(uri: str, options: dict[str, object], where: str) -> tuple[str, U
             "http(s)://host:port/base/?token=..., gateway+http(s)://host:port/, "
             "hub+https://[user@]host/ or ssh://[user@]host[:port]"
         )
-    try:
-        url = URL(uri)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: malformed URL {_redact(uri)!r}: {exc}") from exc
-    if not url.host:
-        raise ConfigError(f"{where}: backend URL {_redact(uri)!r} has no host")
+    url = _read_url(uri, where, "http(s)://host:port/")
     if url.user or url.password:
         raise ConfigError(
             f"{where}: put credentials in token_file= or token_env=, not in the URL's user part"
         )
-    for key, value in url.query.items():
-        if key not in URL_OPTIONS:
-            raise ConfigError(
-                f"{where}: unknown option {key!r} in backend URL; allowed: {', '.join(URL_OPTIONS)}"
-            )
-        options[key] = value
+    _take_options(url, URL_OPTIONS, options, where, "backend URL")
     path = url.path if url.path.endswith("/") else url.path + "/"
     clean = url.with_query(None).with_fragment(None).with_path(path)
     return kind, clean
 
 
-def _parse_hub(uri: str, options: dict[str, object], where: str) -> tuple[URL, HubTarget]:
-    """`hub+https://[user@]host[:port][/prefix/][?server=NAME&...]`."""
+def _read_url(uri: str, where: str, form: str) -> URL:
+    """A backend URL with a host, or one line saying what is wrong and the form expected."""
     try:
-        url = URL(uri.partition("+")[2])
+        url = URL(uri)
     except ValueError as exc:
         raise ConfigError(f"{where}: malformed URL {_redact(uri)!r}: {exc}") from exc
     if not url.host:
-        raise ConfigError(f"{where}: {_redact(uri)!r} has no host; use hub+https://[user@]host/")
+        raise ConfigError(f"{where}: {_redact(uri)!r} has no host; use {form}")
+    return url
+
+
+def _take_options(
+    url: URL, allowed: tuple[str, ...], options: dict[str, object], where: str, what: str
+) -> None:
+    """Move the URL's query into `options`, refusing any key not `allowed`."""
+    for key, value in url.query.items():
+        if key not in allowed:
+            raise ConfigError(
+                f"{where}: unknown option {key!r} in {what}; allowed: {', '.join(allowed)}"
+            )
+        options[key] = value
+
+
+def _parse_hub(uri: str, options: dict[str, object], where: str) -> tuple[URL, HubTarget]:
+    """`hub+https://[user@]host[:port][/prefix/][?server=NAME&...]`."""
+    url = _read_url(uri.partition("+")[2], where, "hub+https://[user@]host/")
     if url.password:
         raise ConfigError(
             f"{where}: no password in the hub URL; the relay uses a hub API token "
             f"(${HUB_TOKEN_ENV}, or token_file=)"
         )
-    for key, value in url.query.items():
-        if key not in (*URL_OPTIONS, *HUB_OPTIONS):
-            allowed = ", ".join((*HUB_OPTIONS, *URL_OPTIONS))
-            raise ConfigError(f"{where}: unknown option {key!r} in hub URL; allowed: {allowed}")
-        options[key] = value
+    _take_options(url, (*HUB_OPTIONS, *URL_OPTIONS), options, where, "hub URL")
     server = str(options.get("server") or "")
     if server and not re.fullmatch(r"[A-Za-z0-9._~-]+", server):
         raise ConfigError(f"{where}: server={server!r} is not a server name")
@@ -247,12 +251,7 @@ def _parse_hub(uri: str, options: dict[str, object], where: str) -> tuple[URL, H
 
 def _parse_ssh(uri: str, options: dict[str, object], where: str) -> SshTarget:
     """`ssh://[user@]host[:port][?options]`: the host may be an alias of ~/.ssh/config."""
-    try:
-        url = URL(uri)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: malformed URL {_redact(uri)!r}: {exc}") from exc
-    if not url.host:
-        raise ConfigError(f"{where}: {_redact(uri)!r} has no host; use ssh://[user@]host[:port]")
+    url = _read_url(uri, where, "ssh://[user@]host[:port]")
     if url.password:
         raise ConfigError(
             f"{where}: no passwords in ssh:// URLs; the relay asks for one on the terminal, "
@@ -262,11 +261,7 @@ def _parse_ssh(uri: str, options: dict[str, object], where: str) -> SshTarget:
         raise ConfigError(
             f"{where}: an ssh:// URL has no path; use ?jupyter_port=N to pick a server"
         )
-    for key, value in url.query.items():
-        if key not in (*TOKEN_OPTIONS, *TLS_OPTIONS, *SSH_OPTIONS):
-            allowed = ", ".join((*SSH_OPTIONS, *TOKEN_OPTIONS))
-            raise ConfigError(f"{where}: unknown option {key!r} in ssh URL; allowed: {allowed}")
-        options[key] = value
+    _take_options(url, (*SSH_OPTIONS, *URL_OPTIONS), options, where, "ssh URL")
     jupyter_port = options.get("jupyter_port")
     if jupyter_port not in (None, ""):
         try:
@@ -282,7 +277,7 @@ def _parse_ssh(uri: str, options: dict[str, object], where: str) -> SshTarget:
         raise ConfigError(f"{where}: start={start} must be true or false")
     jupyter = str(options.get("jupyter") or "jupyter")
     return SshTarget(
-        host=url.host,
+        host=url.host or "",  # _read_url refused a URL without one
         user=url.user or None,
         port=url.explicit_port,
         ssh_config=_path(options, "ssh_config", where),
