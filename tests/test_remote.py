@@ -71,7 +71,10 @@ def test_commands_quote_the_jupyter_path() -> None:
 def test_start_command_runs_detached_and_prints_its_pid(tmp_path: Path) -> None:
     """Run the real command with a stand-in `jupyter` that records its arguments."""
     fake = tmp_path / "jupyter"
-    fake.write_text('#!/bin/sh\necho "$@" > "$HOME/args"\nsleep 30\n')
+    # Written aside and renamed, so the test never reads a file the shell has only created.
+    fake.write_text(
+        '#!/bin/sh\necho "$@" > "$HOME/args.part"\nmv "$HOME/args.part" "$HOME/args"\nsleep 30\n'
+    )
     fake.chmod(0o755)
     env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
