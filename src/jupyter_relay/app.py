@@ -17,7 +17,7 @@ from aiohttp import web
 
 from . import auth, colab, status
 from .backends import Backend, Timeouts, build_backend
-from .backends.base import Progress
+from .backends.base import Progress, Target
 from .config import RelayConfig
 from .errors import BackendError, RelayError
 from .forward import Forwarder, ForwardSettings
@@ -25,6 +25,10 @@ from .headers import strip_query_param
 from .logs import add_secret
 from .mixer import Mixer, held
 from .mixer import routes as mixer_routes
+from .proxy import routes as proxy_routes
+from .proxy.apps import Apps
+from .proxy.core import PortProxy
+from .proxy.paths import APPS, PROXY
 from .responses import error_response, relay_error_response
 
 log = logging.getLogger("jupyter_relay")
@@ -60,6 +64,10 @@ class Relay:
             held_dir=config.state_dir or held.default_dir(),
         )
         self.bridge = colab.Bridge(self)
+        self.port_proxy = PortProxy(
+            config.proxy_allow, config.proxy_deny_ports, self.backends, config.connect_timeout
+        )
+        self.apps = Apps(config.apps, config.connect_timeout)
         self.started_at = time.monotonic()
         if config.token is not None:
             add_secret(config.token.value)
@@ -89,7 +97,7 @@ class Relay:
     async def stop_backends(self) -> None:
         await asyncio.gather(*(b.stop() for b in self.backends.values()), return_exceptions=True)
 
-    def route(self, path: str) -> Backend | None:
+    def route(self, path: str) -> Target | None:
         """The backend that serves `path` as it is; None when the relay must answer.
 
         The fast path asks this of every request and hands those with None to
@@ -98,6 +106,12 @@ class Relay:
         Everything else is the primary's, the backend that holds the files.
         """
         if path == "/relay" or path.startswith(("/relay/", colab.PREFIX)):
+            return None
+        if path.startswith(PROXY):
+            return self.port_proxy.fast_target(path)
+        if path.startswith(APPS):
+            return self.apps.fast_target(path)
+        if path in ("/proxy", "/apps"):
             return None
         if path.startswith(mixer_routes.PREFIXES):
             match = mixer_routes.CHANNELS_RE.fullmatch(path)
@@ -261,6 +275,8 @@ def make_app(relay: Relay) -> web.Application:
         app.router.add_route("*", path, handler)
     for path, handler in relay.bridge.routes():
         app.router.add_get(path, handler)
+    for path, handler in proxy_routes.handlers(relay):
+        app.router.add_route("*", path, handler)
     app.router.add_route("*", "/{tail:.*}", proxy)
 
     async def on_startup(app: web.Application) -> None:
@@ -276,6 +292,7 @@ def make_app(relay: Relay) -> web.Application:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+        await asyncio.gather(relay.apps.stop(), relay.port_proxy.close())
         await relay.stop_backends()
 
     app.on_startup.append(on_startup)

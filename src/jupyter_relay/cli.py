@@ -72,6 +72,10 @@ GROUPS = {
         "shutdown_timeout",
         "log_level",
     ),
+    "port proxy (/proxy/<port>/, /proxy/<host>:<port>/, /apps/<name>/)": (
+        "proxy_allow",
+        "proxy_deny_port",
+    ),
     "performance": ("no_fast_path",),
 }
 
@@ -100,9 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
             )
         for key in keys:
             setting = by_key[key]
-            default = (
-                "" if setting.default in (None, (), False) else (f" (default: {setting.default})")
+            shown = (
+                " ".join(setting.default) if isinstance(setting.default, tuple) else setting.default
             )
+            default = "" if setting.default in (None, (), False) else f" (default: {shown})"
             help_text = setting.help + default
             if setting.is_flag:
                 group.add_argument(

@@ -13,7 +13,7 @@ import ipaddress
 import secrets
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from yarl import URL
 
 from .credentials import Secret
 from .errors import ConfigError
+from .proxy.allow import Allowlist, parse_port_ranges
+from .proxy.appspec import AppSpec, parse_apps
 from .specs import BackendSpec, TlsSettings, parse_backend
 
 ENV_PREFIX = "JUPYTER_RELAY_"
@@ -74,6 +76,16 @@ def _origin(text: str) -> str:
     if url.query_string or url.fragment or url.user:
         raise ValueError(f"{text!r} is not an origin like https://example.org[:port]")
     return str(url.origin()).lower()
+
+
+def _proxy_entry(text: str) -> str:
+    Allowlist.parse([text])
+    return text.strip()
+
+
+def _port_range(text: str) -> str:
+    parse_port_ranges([text])
+    return text.strip()
 
 
 @dataclass(frozen=True)
@@ -169,6 +181,23 @@ SETTINGS: tuple[Setting, ...] = (
         "(default: Jupyter's runtime directory)",
         "DIR",
     ),
+    Setting(
+        "proxy_allow",
+        _proxy_entry,
+        ("loopback",),
+        "a host the port proxy may reach: a name, a *.domain glob, an address or CIDR "
+        "range, or 'loopback' (repeatable; entries given replace the default)",
+        "ENTRY",
+        is_list=True,
+    ),
+    Setting(
+        "proxy_deny_port",
+        _port_range,
+        (),
+        "a port or range (6000-6010) the port proxy never reaches (repeatable)",
+        "PORT",
+        is_list=True,
+    ),
     Setting("log_level", _log_level, "info", "debug, info, warning or error", "LEVEL"),
     Setting(
         "no_fast_path",
@@ -180,7 +209,11 @@ SETTINGS: tuple[Setting, ...] = (
 )
 SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}
 # TOML spells list settings in the plural, as users expect.
-FILE_KEYS = {"allow_origins": "allow_origin", **{s.key: s.key for s in SETTINGS}}
+FILE_KEYS = {
+    "allow_origins": "allow_origin",
+    "proxy_deny_ports": "proxy_deny_port",
+    **{s.key: s.key for s in SETTINGS},
+}
 EXTRA_ENV = {ENV_PREFIX + "BACKENDS", ENV_PREFIX + "CONFIG"}
 
 
@@ -203,6 +236,9 @@ class RelayConfig:
     shutdown_timeout: float
     log_level: str
     fast_path: bool = True
+    proxy_allow: Allowlist = field(default_factory=lambda: Allowlist.parse(["loopback"]))
+    proxy_deny_ports: tuple[tuple[int, int], ...] = ()
+    apps: tuple[AppSpec, ...] = ()
 
 
 def default_config_path(env: Mapping[str, str]) -> Path:
@@ -232,7 +268,7 @@ def load_config(
 
     explicit = config_path or env.get(ENV_PREFIX + "CONFIG")
     path = Path(explicit).expanduser() if explicit else default_config_path(env)
-    file_values, file_backends = _read_file(path, required=bool(explicit))
+    file_values, file_backends, file_apps = _read_file(path, required=bool(explicit))
 
     values: dict[str, Any] = {s.key: s.default for s in SETTINGS}
     for key, raw in file_values.items():
@@ -295,6 +331,9 @@ def load_config(
         shutdown_timeout=values["shutdown_timeout"],
         log_level=values["log_level"],
         fast_path=not values["no_fast_path"],
+        proxy_allow=Allowlist.parse(values["proxy_allow"]),
+        proxy_deny_ports=parse_port_ranges(values["proxy_deny_port"]),
+        apps=parse_apps(file_apps, str(path)),
     )
 
 
@@ -332,27 +371,31 @@ def _parse_value(setting: Setting, raw: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-def _read_file(path: Path, *, required: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def _read_file(
+    path: Path, *, required: bool
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(settings, [backends.*] tables, [apps.*] tables) of a config file."""
     if not path.is_file():
         if required:
             raise ConfigError(f"config file {path} does not exist")
-        return {}, {}
+        return {}, {}, {}
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    apps = data.pop("apps", {})
     backends = data.pop("backends", {})
     if not isinstance(backends, dict) or not all(isinstance(v, dict) for v in backends.values()):
         raise ConfigError(f"{path}: 'backends' must hold tables like [backends.NAME]")
     values = {}
     for key, raw in data.items():
         if key not in FILE_KEYS:
-            allowed = ", ".join(sorted([*FILE_KEYS, "backends"]))
+            allowed = ", ".join(sorted([*FILE_KEYS, "backends", "apps"]))
             raise ConfigError(f"{path}: unknown key {key!r}; allowed: {allowed}")
         values[FILE_KEYS[key]] = raw
-    return values, backends
+    return values, backends, apps
 
 
 def _backends(

@@ -8,6 +8,7 @@ what went wrong and what to do.
     RelayError
     ├── ConfigError            bad flag, variable or file; refused at start
     ├── NotFound               404: no such kernel, session, kernelspec or backend
+    ├── Forbidden              403: a host or port the port proxy may not reach
     └── BackendError           something about one named backend
         ├── BackendUnreachable     502: connection refused, DNS, reset
         ├── BackendTLSError        502: certificate verification failed
@@ -45,15 +46,24 @@ class NotFound(RelayError):
     reason = "Not Found"
 
 
+class Forbidden(RelayError):
+    """The request is understood but not allowed; the message says how to allow it."""
+
+    status = 403
+    reason = "Forbidden"
+
+
 class BackendError(RelayError):
     """A failure that concerns one backend, named in the message."""
 
     status = 502
     reason = "Bad Gateway"
 
-    def __init__(self, backend: str, message: str) -> None:
+    def __init__(self, backend: str, message: str, detail: str = "") -> None:
         super().__init__(message)
         self.backend = backend
+        # The cause alone ("Connection refused"), for callers that word the message their way.
+        self.detail = detail or message
 
 
 class BackendUnreachable(BackendError):

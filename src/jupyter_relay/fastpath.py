@@ -29,16 +29,16 @@ from typing import TYPE_CHECKING, Any, cast
 import httptools
 
 from . import auth
-from .backends.base import Backend, Upstream
+from .backends.base import Target, Upstream
 from .backends.tcp import QUICKACK
 from .errors import BackendError
-from .forward import SCRUB_LIMIT, translate_client_error
+from .forward import SCRUB_LIMIT, ClosedEarly, translate_client_error
 from .headers import (
     page_to_scrub,
     request_headers,
     response_headers,
     strip_query_param,
-    upstream_path,
+    upstream_target,
 )
 from .responses import render_error
 
@@ -392,7 +392,8 @@ def upstream_head(
 ) -> bytes:
     """The request head for the backend: path mapped, relay token and credentials swapped."""
     query = strip_query_param(query, "token")
-    target = upstream_path(path, up.base_url.raw_path) + ("?" + query if query else "")
+    target = upstream_target(path, up.base_url.raw_path, up.strip_prefix)
+    target += "?" + query if query else ""
     transport = client.transport
     peer = transport.get_extra_info("peername") if transport is not None else None
     headers = request_headers(
@@ -419,7 +420,7 @@ class Forwarding:
     def __init__(
         self,
         client: ClientConnection,
-        backend: Backend,
+        backend: Target,
         up: Upstream,
         head: Head,
         path: str,
@@ -429,6 +430,10 @@ class Forwarding:
         self.up = up
         self.head = head
         self.path = path
+
+    def failure(self, exc: BaseException, address: str | None = None) -> BackendError:
+        """The relay's error for a failure on the way to the backend, in its own words."""
+        return self.backend.explain(translate_client_error(self.backend.name, exc, address))
 
     def error_answer(self, error: BackendError) -> bytes:
         """The relay's error answer (JSON or an escaped page), closing the connection."""
@@ -456,7 +461,7 @@ class Exchange(Forwarding):
     def __init__(
         self,
         client: ClientConnection,
-        backend: Backend,
+        backend: Target,
         up: Upstream,
         head: Head,
         path: str,
@@ -493,7 +498,7 @@ class Exchange(Forwarding):
         except (OSError, TimeoutError) as exc:
             if not self.done:
                 address = self.up.host_header
-                self.fail(translate_client_error(self.backend.name, exc, address))
+                self.fail(self.failure(exc, address))
             return
         conn = cast(UpstreamConnection, protocol)
         conn.pool = pool
@@ -552,7 +557,7 @@ class Exchange(Forwarding):
     def _timed_out(self) -> None:
         self.timer = None
         if self.status == 0:
-            self.fail(translate_client_error(self.backend.name, TimeoutError()))
+            self.fail(self.failure(TimeoutError()))
 
     def got_head(self) -> None:
         if self.timer is not None:
@@ -668,7 +673,12 @@ class UpstreamConnection(asyncio.Protocol):
             return
         ex.status = status
         ex.got_head()
-        out = response_headers(self.headers, backend_origins=ex.up.origins, relay_is_https=False)
+        out = response_headers(
+            self.headers,
+            backend_origins=ex.up.origins,
+            relay_is_https=False,
+            location_prefix=ex.up.location_prefix if 300 <= status < 400 else "",
+        )
         lower = {k.lower(): v for k, v in self.headers}
         self.chunked = "chunked" in lower.get("transfer-encoding", "").lower()
         no_body = status in (204, 304)
@@ -772,7 +782,7 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.close()
             error = ConnectionError(f"backend '{ex.backend.name}' sent a malformed answer ({exc})")
-            ex.fail(translate_client_error(ex.backend.name, error))
+            ex.fail(ex.failure(error))
             return
         if self.message_done:
             self.message_done = False
@@ -791,8 +801,7 @@ class UpstreamConnection(asyncio.Protocol):
         if not self.head_sent and self.scrub is None and self.reused and ex.can_retry():
             ex.retry()  # a kept-alive connection the backend had just closed: try a fresh one
         elif not self.head_sent and self.scrub is None:
-            error = ConnectionResetError(f"backend '{ex.backend.name}' closed the connection")
-            ex.fail(translate_client_error(ex.backend.name, error))
+            ex.fail(ex.failure(ClosedEarly()))
         elif self.close_delimited and self.scrub is None:
             ex.complete(upstream_reusable=False, client_keep_alive=False)
         else:
@@ -870,7 +879,7 @@ class Tunnel(Forwarding):
     def __init__(
         self,
         client: ClientConnection,
-        backend: Backend,
+        backend: Target,
         up: Upstream,
         head: Head,
         path: str,
@@ -890,7 +899,7 @@ class Tunnel(Forwarding):
         try:
             _, protocol = await self.up.open_raw(lambda: TunnelUpstream(self))
         except (OSError, TimeoutError) as exc:
-            error = translate_client_error(self.backend.name, exc, self.up.host_header)
+            error = self.failure(exc, self.up.host_header)
             self.client.write(self.error_answer(error))
             self.close()
             return
@@ -1051,9 +1060,6 @@ class TunnelUpstream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         if not self.upgraded and not self.refused and not self.tunnel.closed:
-            error = translate_client_error(
-                self.tunnel.backend.name,
-                ConnectionResetError(f"backend '{self.tunnel.backend.name}' closed the connection"),
-            )
-            log.warning("GET %s: %s", self.tunnel.path, error.message)
+            # Closed before answering the handshake: the client has had nothing yet.
+            self.tunnel.client.write(self.tunnel.error_answer(self.tunnel.failure(ClosedEarly())))
         self.tunnel.close()

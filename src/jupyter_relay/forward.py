@@ -25,7 +25,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from .backends.base import Backend, Upstream
+from .backends.base import Target, Upstream
 from .errors import (
     BackendError,
     BackendTimeout,
@@ -37,7 +37,7 @@ from .headers import (
     request_headers,
     response_headers,
     strip_query_param,
-    upstream_path,
+    upstream_target,
 )
 from .responses import error_response
 
@@ -58,6 +58,10 @@ class ForwardSettings:
     relay_is_https: bool = False
 
 
+class ClosedEarly(ConnectionResetError):
+    """The backend closed the connection before its answer was complete."""
+
+
 def translate_client_error(
     backend: str, exc: BaseException, address: str | None = None
 ) -> BackendError:
@@ -76,7 +80,9 @@ def translate_client_error(
         return BackendTLSError(backend, f"TLS handshake with backend '{backend}' failed: {exc}")
     if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
         return BackendTimeout(
-            backend, f"backend '{backend}' did not answer in time; it may be overloaded or hung"
+            backend,
+            f"backend '{backend}' did not answer in time; it may be overloaded or hung",
+            "did not answer in time",
         )
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return _dns_error(backend, exc.host)
@@ -84,11 +90,13 @@ def translate_client_error(
         return _dns_error(backend, (address or "").rpartition(":")[0])
     if isinstance(exc, aiohttp.ClientConnectorError):
         return _unreachable(backend, f"{exc.host}:{exc.port}", exc.os_error)
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return BackendUnreachable(backend, f"backend '{backend}' closed the connection")
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, ClosedEarly)):
+        return BackendUnreachable(
+            backend, f"backend '{backend}' closed the connection", "closed the connection"
+        )
     if isinstance(exc, OSError) and exc.errno and address:
         return _unreachable(backend, address, exc)
-    return BackendUnreachable(backend, f"backend '{backend}' failed: {exc}")
+    return BackendUnreachable(backend, f"backend '{backend}' failed: {exc}", str(exc))
 
 
 def _tls_error(backend: str, cert_err: BaseException, host: str) -> BackendTLSError:
@@ -106,14 +114,16 @@ def _tls_error(backend: str, cert_err: BaseException, host: str) -> BackendTLSEr
 
 def _dns_error(backend: str, host: str) -> BackendUnreachable:
     return BackendUnreachable(
-        backend, f"backend '{backend}': cannot resolve host {host!r}; check its URL"
+        backend,
+        f"backend '{backend}': cannot resolve host {host!r}; check its URL",
+        f"cannot resolve host {host!r}",
     )
 
 
 def _unreachable(backend: str, address: str, os_error: OSError) -> BackendUnreachable:
     why = os.strerror(os_error.errno) if os_error.errno else str(os_error)
     return BackendUnreachable(
-        backend, f"backend '{backend}' at {address} is unreachable ({why}); is it running?"
+        backend, f"backend '{backend}' at {address} is unreachable ({why}); is it running?", why
     )
 
 
@@ -126,7 +136,7 @@ def upstream_url(up: Upstream, request: web.BaseRequest, path: str | None = None
     own_path, _, query = raw.partition("?")
     path = own_path if path is None else path
     query = strip_query_param(query, "token")
-    target = upstream_path(path, up.base_url.raw_path)
+    target = upstream_target(path, up.base_url.raw_path, up.strip_prefix)
     if query:
         target += "?" + query
     return URL(up.origin + target, encoded=True)
@@ -154,7 +164,7 @@ class Forwarder:
         )
 
     async def http(
-        self, request: web.Request, backend: Backend, path: str | None = None
+        self, request: web.Request, backend: Target, path: str | None = None
     ) -> web.StreamResponse:
         up = backend.upstream()
         url = upstream_url(up, request, path)
@@ -176,7 +186,7 @@ class Forwarder:
                     skip_auto_headers=SKIP_AUTO_HEADERS,
                 )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise backend.with_tls_detail(translate_client_error(backend.name, exc)) from exc
+            raise backend.explain(translate_client_error(backend.name, exc)) from exc
         try:
             instead = await backend.answered(resp.status, resp.headers.get("Location"))
             if instead is not None:
@@ -192,6 +202,7 @@ class Forwarder:
             resp.headers.items(),
             backend_origins=up.origins,
             relay_is_https=self.settings.relay_is_https,
+            location_prefix=up.location_prefix if 300 <= resp.status < 400 else "",
         )
         if up.secrets and _is_scrubbable(resp):
             body = await resp.content.read(SCRUB_LIMIT + 1)
@@ -219,7 +230,7 @@ class Forwarder:
             log.debug("%s %s: client left mid-response: %s", request.method, request.path, exc)
         return response
 
-    async def websocket(self, request: web.Request, backend: Backend) -> web.StreamResponse:
+    async def websocket(self, request: web.Request, backend: Target) -> web.StreamResponse:
         up = backend.upstream()
         url = upstream_url(up, request)
         offered = [
@@ -254,7 +265,7 @@ class Forwarder:
                 "Websocket Refused",
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise backend.with_tls_detail(translate_client_error(backend.name, exc)) from exc
+            raise backend.explain(translate_client_error(backend.name, exc)) from exc
 
         chosen = upstream_ws.protocol
         client_ws = web.WebSocketResponse(

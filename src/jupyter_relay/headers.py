@@ -50,6 +50,13 @@ def upstream_path(raw_path: str, base_path: str) -> str:
     return base_path[:-1] + raw_path
 
 
+def upstream_target(raw_path: str, base_path: str, strip_prefix: str = "") -> str:
+    """The path to send upstream: `strip_prefix` taken off (port proxy), else the base mapped."""
+    if strip_prefix:
+        return raw_path[len(strip_prefix) :] or "/"
+    return upstream_path(raw_path, base_path)
+
+
 def strip_query_param(raw_query: str, name: str) -> str:
     """Drop every `name=` item from a raw query string, leaving the rest byte for byte."""
     if not raw_query or name not in raw_query:
@@ -155,11 +162,13 @@ def response_headers(
     *,
     backend_origins: frozenset[str],
     relay_is_https: bool,
+    location_prefix: str = "",
 ) -> CIMultiDict[str]:
     """Headers to send to the client for a backend's response.
 
     Removes hop-by-hop fields, turns absolute `Location`s that point at the
-    backend into paths on the relay, and makes cookies fit the relay: no
+    backend into paths on the relay (under `location_prefix`, given for the
+    redirects of an app whose prefix the relay strips), and makes cookies fit the relay: no
     `Domain` (the browser talks to the relay's host), `Path=/` where the
     backend used its base path, and no `Secure` when the relay is plain HTTP
     on loopback (a browser would drop the cookie).
@@ -174,6 +183,8 @@ def response_headers(
             continue
         if lower == "location":
             value = rewrite_location(value, backend_origins)
+            if location_prefix and value.startswith("/") and not value.startswith("//"):
+                value = location_prefix + value
         elif lower == "set-cookie":
             value = rewrite_set_cookie(value, relay_is_https=relay_is_https)
         out.add(key, value)

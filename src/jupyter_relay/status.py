@@ -65,6 +65,8 @@ def status_handler(relay: Relay) -> Handler:
                 {**b.describe(), "kernels_error": relay.mixer.problem(b.name)}
                 for b in relay.backends.values()
             ],
+            "apps": relay.apps.describe(),
+            "port_proxy": relay.port_proxy.describe(),
         }
         return web.json_response(body, headers=NO_STORE)
 

@@ -50,6 +50,10 @@ class Upstream:
     # For the fast path: open a raw connection to the backend, or None to use aiohttp.
     open_raw: RawOpener | None = None
     host_header: str = ""
+    # The port proxy's relative mode: the relay path's prefix, taken off on the way
+    # up and put back in front of the redirects that come down.
+    strip_prefix: str = ""
+    location_prefix: str = ""
 
     @property
     def origin(self) -> str:
@@ -64,7 +68,20 @@ class HealthResult:
     error: str | None = None
 
 
-class Backend(Protocol):
+class Target(Protocol):
+    """What the forwarder needs of where a request goes: a backend, or a port-proxy target."""
+
+    @property
+    def name(self) -> str: ...
+
+    def upstream(self) -> Upstream: ...
+
+    def explain(self, error: BackendError) -> BackendError: ...
+
+    async def answered(self, status: int, location: str | None) -> BackendError | None: ...
+
+
+class Backend(Target, Protocol):
     spec: BackendSpec
     last_health: HealthResult | None
 
@@ -81,7 +98,7 @@ class Backend(Protocol):
 
     def describe(self) -> dict[str, Any]: ...
 
-    def with_tls_detail(self, error: BackendError) -> BackendError: ...
+    def explain(self, error: BackendError) -> BackendError: ...
 
     async def answered(self, status: int, location: str | None) -> BackendError | None: ...
 
@@ -244,7 +261,7 @@ class HttpBackend:
     def public_url(self) -> str:
         return self.spec.public_url()
 
-    def with_tls_detail(self, error: BackendError) -> BackendError:
+    def explain(self, error: BackendError) -> BackendError:
         """Add to a TLS failure which name was verified against which CA."""
         if not isinstance(error, BackendTLSError) or self._upstream is None:
             return error

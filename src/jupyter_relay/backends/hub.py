@@ -127,7 +127,7 @@ class HubBackend(HttpBackend):
                     raw = await resp.read()
                     status = resp.status
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise self.with_tls_detail(translate_client_error(self.name, exc)) from exc
+            raise self.explain(translate_client_error(self.name, exc)) from exc
         try:
             data = json.loads(raw) if raw.strip() else None
         except ValueError:

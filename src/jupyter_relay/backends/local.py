@@ -11,14 +11,11 @@ terminate if the relay dies (`PR_SET_PDEATHSIG`), so it never outlives us.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import importlib.util
 import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,20 +25,12 @@ from typing import Any
 
 from yarl import URL
 
+from ..children import die_with_parent, log_tail, stop_process
 from ..credentials import Secret
 from ..errors import BackendStartError
 from .base import HttpBackend, Progress
 
-PR_SET_PDEATHSIG = 1
 STOP_GRACE = 10.0
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def _child_env(token: str, runtime_dir: Path) -> dict[str, str]:
@@ -100,7 +89,7 @@ class LocalBackend(HttpBackend):
                 stderr=subprocess.STDOUT,
                 env=_child_env(self._token, runtime),
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         info = await self._wait_for_runtime_file(runtime, started)
         base = URL(f"http://127.0.0.1:{int(info['port'])}").with_path(
@@ -151,24 +140,12 @@ class LocalBackend(HttpBackend):
         )
 
     def _log_tail(self, lines: int = 8) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        if self._token:
-            text = text.replace(self._token, "***")
-        return "\n".join("    " + line for line in text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines, hide=(self._token,))
 
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_GRACE)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        if proc is not None:
+            await stop_process(proc, STOP_GRACE)
         await super().stop()
         if self._workdir is not None:
             # After a failed start the log is named in the error: keep it.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import getpass
 import logging
 import os
@@ -29,7 +30,7 @@ import random
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from yarl import URL
 from ..credentials import Secret
 from ..errors import BackendError, BackendTimeout, BackendUnreachable
 from ..specs import SshTarget
-from . import remote
+from . import channel, remote
 from .base import HealthResult, HttpBackend, Progress, Upstream
 
 log = logging.getLogger("jupyter_relay.ssh")
@@ -391,11 +392,17 @@ class SshBackend(HttpBackend):
             return result
         return await super().check()
 
-    async def open_remote(self, host: str, port: int) -> tuple[Any, Any]:
-        """A stream to `host:port` as seen from the remote machine (for the port proxy)."""
-        if self._conn is None:
-            raise BackendUnreachable(self.name, f"backend '{self.name}': {self._down}")
-        return await self._conn.open_connection(host, port)
+    async def open_channel(
+        self, host: str, port: int, factory: Callable[[], asyncio.Protocol]
+    ) -> tuple[asyncio.Transport, asyncio.Protocol]:
+        """Connect `factory()`'s protocol to `host:port` as the remote machine sees it.
+
+        For the port proxy: a direct-tcpip channel of this backend's connection.
+        """
+        conn = self._conn
+        if conn is None or self._down is not None:
+            raise ConnectionResetError(errno.ECONNRESET, self._down or "not connected")
+        return await channel.open_channel(conn, host, port, factory)
 
 
 def _known_hosts_of(target: SshTarget) -> tuple[str, int, list[str]]:

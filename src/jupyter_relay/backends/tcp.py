@@ -63,3 +63,27 @@ class QuickAckConnector(aiohttp.TCPConnector):
             "functools.partial[ResponseHandler]",
             functools.partial(QuickAckHandler, loop=self._loop),
         )
+
+
+class OpenerConnector(aiohttp.BaseConnector):
+    """A connector whose connections come from an opener: TCP to checked addresses, SSH channels.
+
+    The URL's host is never resolved: the opener alone decides what is dialled.
+    """
+
+    def __init__(self, opener: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._opener = opener
+        self._factory = cast(
+            "functools.partial[ResponseHandler]",
+            functools.partial(QuickAckHandler, loop=self._loop),
+        )
+
+    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> ResponseHandler:
+        try:
+            _, protocol = await self._opener(self._factory)
+        except OSError as exc:
+            if isinstance(exc, TimeoutError):
+                raise
+            raise aiohttp.ClientConnectorError(req.connection_key, exc) from exc
+        return cast(ResponseHandler, protocol)

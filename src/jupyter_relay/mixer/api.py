@@ -78,7 +78,7 @@ async def call(
                 raw = await resp.content.read(ANSWER_LIMIT + 1)
                 status, location = resp.status, resp.headers.get("Location")
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise backend.with_tls_detail(translate_client_error(backend.name, exc)) from exc
+        raise backend.explain(translate_client_error(backend.name, exc)) from exc
     instead = await backend.answered(status, location)
     if instead is not None:  # e.g. a hub saying the user's server is gone
         raise instead

@@ -1,0 +1,224 @@
+"""The port proxy: from a `/proxy/...` path to a checked target, or a refusal.
+
+Every refusal happens before anything is dialled: a path that is not one of
+the forms is 404, a host or port the allowlist does not permit is 403. What
+needs no DNS (a port on this machine, an IP literal, an ssh backend's
+machine) is decided synchronously, so the fast path can take it; a name is
+resolved once, on the aiohttp path, and only its checked addresses are
+dialled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from collections.abc import Mapping
+
+from ..backends.base import Backend, RawOpener
+from ..backends.ssh import SshBackend
+from ..errors import BackendUnreachable, Forbidden, NotFound
+from .allow import Allowlist, port_denied
+from .paths import ProxyPath, ip_literal, parse_proxy
+from .target import ProxyTarget, ssh_opener, tcp_opener
+
+log = logging.getLogger("jupyter_relay.proxy")
+
+LOOPBACK_ADDRESSES = ("127.0.0.1", "::1")
+FORMS = (
+    "/proxy/<port>/..., /proxy/<host>:<port>/..., /proxy/absolute/<port>/... or "
+    "/proxy/absolute/<host>:<port>/... (host: letters, digits, '.' and '-', or [IPv6]; "
+    "port: 1-65535; what follows the port starts with '/')"
+)
+
+
+class _Pin:
+    """The checked addresses a name-addressed target dials; replaced at each request."""
+
+    def __init__(self) -> None:
+        self.addresses: list[str] = []
+
+
+class PortProxy:
+    def __init__(
+        self,
+        allow: Allowlist,
+        deny_ports: tuple[tuple[int, int], ...],
+        backends: Mapping[str, Backend],
+        connect_timeout: float,
+    ) -> None:
+        self.allow = allow
+        self.deny_ports = deny_ports
+        self.backends = backends
+        self.backend_names = frozenset(backends)
+        self.connect_timeout = connect_timeout
+        self.targets: dict[str, ProxyTarget] = {}
+        self.pins: dict[str, _Pin] = {}
+        loopback = [a for a in LOOPBACK_ADDRESSES if allow.in_ranges(ipaddress.ip_address(a))]
+        self.loopback = tuple(loopback)
+
+    # --- the fast path's question -----------------------------------------------------
+
+    def fast_target(self, raw_path: str) -> ProxyTarget | None:
+        """The target when it is allowed and needs no DNS; None leaves it to `target`."""
+        parsed = parse_proxy(raw_path, self.backend_names)
+        if (
+            parsed is None
+            or port_denied(parsed.port, self.deny_ports)
+            or parsed.prefix in self.pins
+        ):
+            return None  # refusals, and names (resolved per request), go the aiohttp path
+        try:
+            return self._static(parsed)
+        except (Forbidden, BackendUnreachable):
+            return None
+
+    # --- every request the fast path did not take -----------------------------------
+
+    async def target(self, raw_path: str) -> ProxyTarget:
+        parsed = parse_proxy(raw_path, self.backend_names)
+        if parsed is None:
+            raise NotFound(f"{raw_path} is not a port-proxy address; use {FORMS}")
+        if port_denied(parsed.port, self.deny_ports):
+            raise Forbidden(
+                f"the port proxy does not reach port {parsed.port}: it is in --proxy-deny-port"
+            )
+        static = self._static(parsed)
+        if static is not None:
+            return static
+        assert parsed.host is not None
+        host = parsed.host
+        backend = self.backends.get(host)
+        name = backend.spec.url.host if backend is not None and backend.spec.url else host
+        assert name is not None
+        addresses = await self._resolve(name, parsed.port)
+        pin = self.pins.setdefault(parsed.prefix, _Pin())
+        pin.addresses = addresses
+        label = f"{name}:{parsed.port}"
+        if backend is not None:
+            label = f"port {parsed.port} of backend '{host}' ({name})"
+        return self._make(parsed, label, f"{name}:{parsed.port}", pin=pin)
+
+    def _static(self, parsed: ProxyPath) -> ProxyTarget | None:
+        """A target decided without DNS, or None when the host is a name to resolve."""
+        target = self.targets.get(parsed.prefix)
+        if target is not None and parsed.prefix not in self.pins:
+            return target
+        host, port = parsed.host, parsed.port
+        backend = self.backends.get(host) if host is not None else None
+        if backend is not None and isinstance(backend, SshBackend):
+            return self._make(
+                parsed,
+                f"port {port} of backend '{host}' (its localhost, over SSH)",
+                f"localhost:{port}",
+                opener=ssh_opener(backend.open_channel, port),
+                via=backend,
+            )
+        if host is None or (backend is not None and backend.spec.kind == "local"):
+            if not self.loopback:
+                raise Forbidden(
+                    f"the port proxy may not reach this machine's ports: the allowlist "
+                    f"({self._shown()}) holds no loopback range; add --proxy-allow loopback"
+                )
+            where = f"localhost:{port}" if host is None else f"port {port} of backend '{host}'"
+            return self._make(parsed, where, f"localhost:{port}", addresses=self.loopback)
+        literal = host if backend is None else (backend.spec.url.host if backend.spec.url else "")
+        address = ip_literal(literal or "")
+        if address is None:
+            return None
+        if not self.allow.in_ranges(address):
+            raise Forbidden(
+                f"the port proxy may not reach {literal}: it is not in the allowlist "
+                f"({self._shown()}). To allow it, start jupyter-relay with "
+                f"--proxy-allow {address} (or a range holding it)"
+            )
+        shown = f"[{address}]" if address.version == 6 else str(address)
+        label = f"{shown}:{port}"
+        if backend is not None:
+            label = f"port {port} of backend '{host}' ({shown})"
+        return self._make(parsed, label, f"{shown}:{port}", addresses=(str(address),))
+
+    async def _resolve(self, name: str, port: int) -> list[str]:
+        """Resolve once; keep the addresses the allowlist permits, or refuse."""
+        listed = self.allow.name_listed(name)
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            if not listed and not self._ranges_beyond_loopback():
+                raise self._not_listed(name) from exc
+            raise BackendUnreachable(
+                name, f"cannot resolve host {name!r} ({exc.strerror}); check its name", "DNS"
+            ) from exc
+        found = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        allowed = [
+            a
+            for a in found
+            if self.allow.address_allowed(ipaddress.ip_address(a), name_listed=listed)
+        ]
+        if allowed:
+            return allowed
+        if not listed:
+            raise self._not_listed(name)
+        raise Forbidden(
+            f"the port proxy may not reach {name}: it resolves to {', '.join(found)}, which the "
+            f"allowlist ({self._shown()}) does not hold. A listed name may not stand for a "
+            "loopback, link-local or other special address (DNS rebinding); if that is "
+            f"intended, add the address too: --proxy-allow {found[0]}"
+        )
+
+    def _not_listed(self, name: str) -> Forbidden:
+        return Forbidden(
+            f"the port proxy may not reach {name}: it is not in the allowlist ({self._shown()}). "
+            f"To allow it, start jupyter-relay with --proxy-allow {name} "
+            "(or a glob like *.example.org, or a range like 10.0.0.0/8)"
+        )
+
+    def _ranges_beyond_loopback(self) -> bool:
+        return any(not network.is_loopback for network in self.allow.ranges)
+
+    def _shown(self) -> str:
+        return " ".join(self.allow.entries) or "empty"
+
+    def _make(
+        self,
+        parsed: ProxyPath,
+        label: str,
+        host_header: str,
+        *,
+        addresses: tuple[str, ...] = (),
+        pin: _Pin | None = None,
+        opener: RawOpener | None = None,
+        via: Backend | None = None,
+    ) -> ProxyTarget:
+        target = self.targets.get(parsed.prefix)
+        if target is not None:
+            return target
+        if opener is None:
+            fixed = list(addresses)
+            source = (lambda: pin.addresses) if pin is not None else (lambda: fixed)
+            opener = tcp_opener(source, parsed.port, self.connect_timeout)
+        origins = {f"http://{a}:{parsed.port}" for a in ("localhost", "127.0.0.1", "[::1]")}
+        target = ProxyTarget(
+            parsed.prefix,
+            label,
+            opener=opener,
+            host_header=host_header,
+            prefix=parsed.prefix,
+            relative=not parsed.absolute,
+            origins=sorted(origins) if host_header.startswith("localhost:") else (),
+            via=via,
+        )
+        self.targets[parsed.prefix] = target
+        return target
+
+    async def close(self) -> None:
+        targets, self.targets = list(self.targets.values()), {}
+        await asyncio.gather(*(t.close() for t in targets), return_exceptions=True)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "allow": list(self.allow.entries),
+            "deny_ports": [f"{a}-{b}" if a != b else str(a) for a, b in self.deny_ports],
+        }

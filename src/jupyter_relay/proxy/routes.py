@@ -1,0 +1,49 @@
+"""The port proxy's aiohttp handlers: `/proxy/...` and `/apps/...`.
+
+The fast path forwards what it can decide alone (allowed, no DNS, app
+running); these handlers serve the rest: refusals with their messages, names
+to resolve, apps to start, and websockets the fast path hands over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from .target import ProxyTarget
+
+if TYPE_CHECKING:
+    from ..app import Relay
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def handlers(relay: Relay) -> list[tuple[str, Handler]]:
+    from ..app import is_upgrade  # the app module imports this one
+
+    async def forward(request: web.Request, target: ProxyTarget) -> web.StreamResponse:
+        if is_upgrade(request):
+            return await relay.forwarder.websocket(request, target)
+        return await relay.forwarder.http(request, target)
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        raw_path = request.raw_path.partition("?")[0]
+        return await forward(request, await relay.port_proxy.target(raw_path))
+
+    async def apps(request: web.Request) -> web.StreamResponse:
+        raw_path, _, query = request.raw_path.partition("?")
+        target, location = await relay.apps.target(raw_path)
+        if target is None:
+            return web.Response(
+                status=301, headers={"Location": location + ("?" + query if query else "")}
+            )
+        return await forward(request, target)
+
+    return [
+        ("/proxy", proxy),
+        ("/proxy/{tail:.*}", proxy),
+        ("/apps", apps),
+        ("/apps/{tail:.*}", apps),
+    ]
