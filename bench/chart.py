@@ -23,18 +23,18 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.ticker import StrMethodFormatter
 
-from .paths import CHP, DIRECT, JSP, NGINX, RELAY
-from .report import number, ratio
+from .paths import CHP, DIRECT, JSP, NGINX, PORTPROXY, RELAY
+from .report import SHORT, number, ratio
 from .targets import TARGETS
 
 COLOURS = {
     DIRECT: "#9e9e9e",
     RELAY: "#e4572e",
+    PORTPROXY: "#f4a261",
     CHP: "#4c78a8",
     JSP: "#54a24b",
     NGINX: "#8e6bb8",
 }
-SHORT = {DIRECT: "direct", RELAY: "relay", CHP: "chp", JSP: "jsp", NGINX: "nginx"}
 VERDICT_COLOURS = {True: "#2e7d32", False: "#c62828", None: "#9e9e9e"}
 COLUMNS = 3
 

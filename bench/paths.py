@@ -7,6 +7,7 @@ that backend (whose memory the scenarios measure):
 - `relay`: the `jupyter-relay` command as a user runs it, one per backend
   (today a relay sends every path to its primary backend);
 - `chp`: configurable-http-proxy from npm, one per backend (`--default-target`);
+- `portproxy`: the same relays' port proxy, `/proxy/<port>/` (the relay's answer to jsp);
 - `jsp`: jupyter-server-proxy from PyPI, `/proxy/127.0.0.1:<port>/` of a Jupyter server;
 - `nginx`: Debian's nginx, one process with a server block per backend.
 
@@ -26,10 +27,12 @@ from .backends import BACKENDS, JUPYTER, NODE_MODULES, Backends
 from .procs import Child, Processes, free_port
 
 DIRECT, RELAY, CHP, JSP, NGINX = "direct", "relay", "chp", "jsp", "nginx"
-ALL_PATHS = (DIRECT, RELAY, CHP, JSP, NGINX)
+PORTPROXY = "portproxy"
+ALL_PATHS = (DIRECT, RELAY, PORTPROXY, CHP, JSP, NGINX)
 LABELS = {
     DIRECT: "direct",
     RELAY: "jupyter-relay",
+    PORTPROXY: "jupyter-relay /proxy/<port>/",
     CHP: "configurable-http-proxy",
     JSP: "jupyter-server-proxy",
     NGINX: "nginx",
@@ -113,6 +116,13 @@ def start_paths(procs: Processes, backends: Backends) -> dict[str, ProxyPath]:
     paths = [
         ProxyPath(DIRECT, {b: backends.base(b) for b in BACKENDS}),
         ProxyPath(RELAY, relay_bases, relays),
+        # Its backend's token is dropped on the way (the relay's credentials never reach an
+        # app), so only the scenarios of token-less backends (web, node) take this path.
+        ProxyPath(
+            PORTPROXY,
+            {b: f"{relay_bases[b]}proxy/{backends.ports[b]}/" for b in BACKENDS},
+            relays,
+        ),
         ProxyPath(
             CHP,
             {b: f"http://127.0.0.1:{port}/" for b, (_, port) in chps.items()},

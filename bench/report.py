@@ -9,7 +9,14 @@ from typing import Any
 
 from .paths import ALL_PATHS, CHP, DIRECT, LABELS
 
-SHORT = {"direct": "direct", "relay": "relay", "chp": "chp", "jsp": "jsp", "nginx": "nginx"}
+SHORT = {
+    "direct": "direct",
+    "relay": "relay",
+    "portproxy": "r/proxy",
+    "chp": "chp",
+    "jsp": "jsp",
+    "nginx": "nginx",
+}
 RATIO_COLUMNS = (DIRECT, CHP)
 
 

@@ -16,10 +16,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED_PATHS = {
-    "small_http": {"direct", "relay", "chp", "jsp", "nginx"},
-    "websocket": {"direct", "relay", "chp", "jsp", "nginx"},
+    "small_http": {"direct", "relay", "portproxy", "chp", "jsp", "nginx"},
+    "websocket": {"direct", "relay", "portproxy", "chp", "jsp", "nginx"},
     "kernel_execute": {"direct", "relay"},
-    "large_transfer": {"direct", "relay", "chp", "jsp", "nginx"},
+    "large_transfer": {"direct", "relay", "portproxy", "chp", "jsp", "nginx"},
     "idle_websockets": {"relay", "chp", "jsp", "nginx"},
     "page_load": {"direct", "relay"},
 }
