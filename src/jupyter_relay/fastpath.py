@@ -53,6 +53,7 @@ PIPELINE_LIMIT = 256 * 1024
 PENDING_BODY_LIMIT = 1024 * 1024
 KEEPALIVE_TIMEOUT = 75.0
 POOL_SIZE = 64
+MAX_POOLS = 1024
 POOL_IDLE = 30.0
 # Write buffer high-water mark: with asyncio's 64 KiB, a 1 GiB download paused and
 # resumed the backend thousands of times a second (0.74 GB/s here); 1 MiB: 1.4 GB/s.
@@ -166,6 +167,7 @@ class Pool:
 
     def __init__(self) -> None:
         self.idle: deque[tuple[UpstreamConnection, float]] = deque()
+        self.retired = False  # dropped from the server's pools: keep nothing
 
     def take(self) -> UpstreamConnection | None:
         now = asyncio.get_running_loop().time()
@@ -181,7 +183,7 @@ class Pool:
         return None
 
     def give(self, conn: UpstreamConnection) -> None:
-        if len(self.idle) < POOL_SIZE and not conn.closed:
+        if len(self.idle) < POOL_SIZE and not conn.closed and not self.retired:
             self.idle.append((conn, asyncio.get_running_loop().time()))
         else:
             conn.close()
@@ -207,8 +209,17 @@ class FastServer:
     def pool(self, backend: str) -> Pool:
         pool = self.pools.get(backend)
         if pool is None:
+            if len(self.pools) >= MAX_POOLS:
+                self._retire_idle_pools()
             pool = self.pools[backend] = Pool()
         return pool
+
+    def _retire_idle_pools(self) -> None:
+        """Bound the pools (one per port-proxy prefix, too): drop those holding nothing."""
+        for name, pool in list(self.pools.items()):
+            if not pool.idle:
+                pool.retired = True
+                del self.pools[name]
 
     async def shutdown(self, timeout: float) -> None:
         """Stop accepting, close idle connections, let exchanges finish within `timeout`."""
@@ -313,8 +324,12 @@ class ClientConnection(asyncio.Protocol):
             return
         path, _, query = head.target.partition("?")
         relay = self.server.relay
+        # Authentication first: routing may make a port-proxy target, never for a stranger.
+        if not admissible(relay, head, path, query):
+            self._handoff()
+            return
         backend = relay.route(path)
-        if backend is None or not admissible(relay, head, path, query):
+        if backend is None:
             self._handoff()
             return
         try:

@@ -239,6 +239,9 @@ class Forwarder:
             if p.strip()
         ]
         headers = self._headers(request, up, websocket=True)
+        # Compression, like the subprotocol, is asked of the backend first; the client gets it
+        # only if the backend agreed. (The fast path passes both handshakes' fields untouched.)
+        deflate = "permessage-deflate" in request.headers.get("Sec-WebSocket-Extensions", "")
         try:
             async with asyncio.timeout(self.settings.response_timeout):
                 upstream_ws = await up.session.ws_connect(
@@ -248,7 +251,7 @@ class Forwarder:
                     autoping=False,
                     autoclose=False,
                     max_msg_size=0,
-                    compress=0,
+                    compress=15 if deflate else 0,
                     server_hostname=up.server_hostname,
                 )
         except aiohttp.WSServerHandshakeError as exc:
@@ -273,7 +276,7 @@ class Forwarder:
             autoping=False,
             autoclose=False,
             max_msg_size=0,
-            compress=False,
+            compress=bool(upstream_ws.compress),
         )
         try:
             await client_ws.prepare(request)

@@ -26,6 +26,7 @@ from .target import ProxyTarget, ssh_opener, tcp_opener
 log = logging.getLogger("jupyter_relay.proxy")
 
 LOOPBACK_ADDRESSES = ("127.0.0.1", "::1")
+MAX_TARGETS = 256
 FORMS = (
     "/proxy/<port>/..., /proxy/<host>:<port>/..., /proxy/absolute/<port>/... or "
     "/proxy/absolute/<host>:<port>/... (host: letters, digits, '.' and '-', or [IPv6]; "
@@ -195,6 +196,11 @@ class PortProxy:
         target = self.targets.get(parsed.prefix)
         if target is not None:
             return target
+        if len(self.targets) >= MAX_TARGETS:
+            # Bounded: each target has a connection pool. The oldest go first.
+            for old in list(self.targets)[: MAX_TARGETS // 4]:
+                self.targets.pop(old).retire()
+                self.pins.pop(old, None)
         if opener is None:
             fixed = list(addresses)
             source = (lambda: pin.addresses) if pin is not None else (lambda: fixed)

@@ -24,9 +24,10 @@ def handlers(relay: Relay) -> list[tuple[str, Handler]]:
     from ..app import is_upgrade  # the app module imports this one
 
     async def forward(request: web.Request, target: ProxyTarget) -> web.StreamResponse:
-        if is_upgrade(request):
-            return await relay.forwarder.websocket(request, target)
-        return await relay.forwarder.http(request, target)
+        async with target.held():
+            if is_upgrade(request):
+                return await relay.forwarder.websocket(request, target)
+            return await relay.forwarder.http(request, target)
 
     async def proxy(request: web.Request) -> web.StreamResponse:
         raw_path = request.raw_path.partition("?")[0]

@@ -11,8 +11,9 @@ websockets spliced with the app's own handshake answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import aiohttp
 from yarl import URL
@@ -43,6 +44,9 @@ class ProxyTarget:
         self._name = name
         self.label = label  # "localhost:8050", "port 6006 of backend 'gpu'", "app 'tb'"
         self.via = via
+        self.active = 0
+        self.retired = False
+        self._closing: asyncio.Future[None] | None = None
         connector = OpenerConnector(opener, limit=0, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(
             connector=connector,
@@ -57,7 +61,9 @@ class ProxyTarget:
             credentials=context_headers(prefix) if relative else (),
             server_hostname=None,
             secrets=(),
-            origins=frozenset({f"http://{host_header}".lower(), *origins}),
+            origins=frozenset(
+                str(URL(o).origin()).lower() for o in (f"http://{host_header}", *origins)
+            ),
             open_raw=opener,
             host_header=host_header,
             strip_prefix=prefix if relative else "",
@@ -67,6 +73,23 @@ class ProxyTarget:
     @property
     def name(self) -> str:
         return self._name
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[ProxyTarget]:
+        """Use the target's session; a target retired meanwhile closes it when the last leaves."""
+        self.active += 1
+        try:
+            yield self
+        finally:
+            self.active -= 1
+            if self.retired and self.active == 0:
+                await self.close()
+
+    def retire(self) -> None:
+        """Dropped from the cache: close now if unused, else when the last user leaves."""
+        self.retired = True
+        if self.active == 0:
+            self._closing = asyncio.ensure_future(self.close())
 
     def upstream(self) -> Upstream:
         if self.via is not None:
