@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shlex
-import subprocess
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from jupyter_relay.config import load_config
 from jupyter_relay.server import start
 
 from .conftest import RELAY_TOKEN, STATE_DIR, WatchedRelay
-from .servers import BIN, URL_RE, RelayProcess, _child_env
+from .servers import BIN, RelayProcess, start_relay_process
 
 WEBAPPS = Path(__file__).resolve().parent / "webapps.py"
 PREFIX_HEADERS = ("X-Forwarded-Prefix", "X-Forwarded-Context", "X-ProxyContextPath")
@@ -85,30 +84,21 @@ def proxy_command(
     timeout: float = 60,
 ) -> RelayProcess:
     """`jupyter-relay --port 0 --token ... ARGS`; with `hosts`, that file is its /etc/hosts."""
-    command = [str(BIN / "jupyter-relay"), "--port", "0", "--token", RELAY_TOKEN, *args]
+    wrap = None
     if hosts is not None:
-        # unshare without --fork execs: the pid is the relay's own once sh execs it.
-        script = f"mount --bind {shlex.quote(str(hosts))} /etc/hosts && exec {shlex.join(command)}"
-        command = ["unshare", "-m", "sh", "-c", script]
-    tag = f"{time.monotonic_ns()}"
-    stdout = workdir / f"relay-{tag}.out"
-    stderr = workdir / f"relay-{tag}.err"
-    child_env = _child_env({"JUPYTER_CONFIG_DIR": "/nonexistent", **(env or {})})
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        proc = subprocess.Popen(
-            command, stdout=out, stderr=err, env=child_env, stdin=subprocess.DEVNULL
-        )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        match = URL_RE.search(stdout.read_text())
-        if match:
-            return RelayProcess(proc, match.group(1), stdout, stderr)
-        if proc.poll() is not None:
-            raise RuntimeError(f"jupyter-relay exited {proc.returncode}: {stderr.read_text()}")
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    raise RuntimeError(f"jupyter-relay printed no URL: {stderr.read_text()}")
+
+        def wrap(command: list[str]) -> list[str]:
+            # unshare without --fork execs: the pid is the relay's own once sh execs it.
+            mount = f"mount --bind {shlex.quote(str(hosts))} /etc/hosts"
+            return ["unshare", "-m", "sh", "-c", f"{mount} && exec {shlex.join(command)}"]
+
+    return start_relay_process(
+        ["--port", "0", "--token", RELAY_TOKEN, *args],
+        workdir,
+        env={"JUPYTER_CONFIG_DIR": "/nonexistent", **(env or {})},
+        timeout=timeout,
+        wrap=wrap,
+    )
 
 
 def webapp_command(port: str = "{port}") -> list[str]:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -275,13 +276,16 @@ def start_relay_process(
     env: dict[str, str] | None = None,
     timeout: float = 90,
     cwd: Path | None = None,
+    wrap: Callable[[list[str]], list[str]] | None = None,
 ) -> RelayProcess:
+    """The command with `args`; `wrap` may put it inside another (e.g. `unshare`)."""
     tag = secrets.token_hex(4)
     stdout = workdir / f"relay-{tag}.out"
     stderr = workdir / f"relay-{tag}.err"
+    command = [str(BIN / "jupyter-relay"), *args]
     with stdout.open("wb") as out, stderr.open("wb") as err:
         proc = subprocess.Popen(
-            [str(BIN / "jupyter-relay"), *args],
+            wrap(command) if wrap else command,
             stdout=out,
             stderr=err,
             env=_child_env(env),
