@@ -102,8 +102,10 @@ class Relay:
 
         The fast path asks this of every request and hands those with None to
         aiohttp: the relay's own endpoints, and the mixer's, which rewrite
-        answers. A kernel's websocket goes straight to its owner when known.
-        Everything else is the primary's, the backend that holds the files.
+        answers. A kernel's websocket goes straight to its owner when known; a
+        port-proxy path to its target when that is allowed without DNS (and an
+        app once it runs). Everything else is the primary's, the backend that
+        holds the files.
         """
         if path == "/relay" or path.startswith(("/relay/", colab.PREFIX)):
             return None
