@@ -116,6 +116,18 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
+async def bulk_client() -> AsyncIterator[aiohttp.ClientSession]:
+    """With the relay's token, for transfers of a GiB: a long timeout, large reads."""
+    async with aiohttp.ClientSession(
+        headers={"Authorization": f"token {RELAY_TOKEN}"},
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=120),
+        read_bufsize=256 * 1024,
+    ) as session:
+        yield session
+
+
+@pytest.fixture
 async def anon() -> AsyncIterator[aiohttp.ClientSession]:
     """A client without the relay's token; like a browser, it keeps cookies of IP hosts."""
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:

@@ -12,13 +12,13 @@ import asyncio
 import hashlib
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from .proxying import AUTH, proxy_command, url, webapp_command
+from .proxying import proxy_command, url, webapp_command
 from .servers import RelayProcess, free_port, stop_process, wait_http
 from .test_streaming import RSS_BOUND, MiB, RssSampler
 from .webapps import pattern_sha256
@@ -53,24 +53,13 @@ def relay(webapp_port: int, tmp_path: Path) -> Iterator[RelayProcess]:
         assert proc.stop() == 0, proc.logs()
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(
-        headers=AUTH,
-        auto_decompress=False,
-        timeout=aiohttp.ClientTimeout(total=120),
-        read_bufsize=256 * 1024,
-    ) as http:
-        yield http
-
-
 async def test_1_gib_download_streams_through_the_port_proxy(
-    relay: RelayProcess, webapp_port: int, session: aiohttp.ClientSession
+    relay: RelayProcess, webapp_port: int, bulk_client: aiohttp.ClientSession
 ) -> None:
     expected = asyncio.create_task(asyncio.to_thread(pattern_sha256, SIZE))
     prefix = f"/proxy/{webapp_port}"
     # Warm up: pools and buffers exist before the baseline.
-    async with session.get(url(relay.base, f"{prefix}/_download?size={MiB}")) as resp:
+    async with bulk_client.get(url(relay.base, f"{prefix}/_download?size={MiB}")) as resp:
         assert resp.status == 200, await resp.text()
         assert len(await resp.read()) == MiB
 
@@ -78,7 +67,7 @@ async def test_1_gib_download_streams_through_the_port_proxy(
     received = 0
     with RssSampler(relay.proc.pid) as rss:
         started = time.monotonic()
-        async with session.get(url(relay.base, f"{prefix}/_download?size={SIZE}")) as resp:
+        async with bulk_client.get(url(relay.base, f"{prefix}/_download?size={SIZE}")) as resp:
             assert resp.status == 200, await resp.text()
             assert resp.headers.get("Content-Length") == str(SIZE)
             async for chunk in resp.content.iter_any():

@@ -19,7 +19,6 @@ from types import TracebackType
 
 import aiohttp
 import psutil
-import pytest
 
 from .conftest import RELAY_TOKEN
 from .servers import JupyterServer, RelayProcess
@@ -88,17 +87,6 @@ def report(what: str, size: int, seconds: float, rss: RssSampler, wire: int = 0)
     )
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(
-        headers=AUTH,
-        auto_decompress=False,
-        timeout=aiohttp.ClientTimeout(total=120),
-        read_bufsize=256 * 1024,
-    ) as http:
-        yield http
-
-
 async def warm_up(http: aiohttp.ClientSession, relay: RelayProcess) -> None:
     """One small request first, so pools and buffers exist before the baseline."""
     async with http.get(relay.base + "api/contents") as resp:
@@ -107,7 +95,7 @@ async def warm_up(http: aiohttp.ClientSession, relay: RelayProcess) -> None:
 
 
 async def test_download_1gib_streams(
-    relay_proc: RelayProcess, jupyter: JupyterServer, session: aiohttp.ClientSession
+    relay_proc: RelayProcess, jupyter: JupyterServer, bulk_client: aiohttp.ClientSession
 ) -> None:
     name = f"stream-down-{os.getpid()}.bin"
     path = jupyter.root / name
@@ -119,13 +107,13 @@ async def test_download_1gib_streams(
                 chunk = pattern(index, block)
                 expected.update(chunk)
                 out.write(chunk)
-        await warm_up(session, relay_proc)
+        await warm_up(bulk_client, relay_proc)
 
         got = hashlib.sha256()
         received = 0
         with RssSampler(relay_proc.proc.pid) as rss:
             started = time.monotonic()
-            async with session.get(relay_proc.base + f"files/{name}") as resp:
+            async with bulk_client.get(relay_proc.base + f"files/{name}") as resp:
                 assert resp.status == 200, await resp.text()
                 assert resp.headers.get("Content-Length") == str(DOWNLOAD_SIZE)
                 async for chunk in resp.content.iter_any():
@@ -141,7 +129,7 @@ async def test_download_1gib_streams(
 
 
 async def test_upload_200mib_streams(
-    relay_proc: RelayProcess, jupyter: JupyterServer, session: aiohttp.ClientSession
+    relay_proc: RelayProcess, jupyter: JupyterServer, bulk_client: aiohttp.ClientSession
 ) -> None:
     name = f"stream-up-{os.getpid()}.bin"
     path = jupyter.root / name
@@ -168,10 +156,10 @@ async def test_upload_200mib_streams(
         yield b'"}'
 
     try:
-        await warm_up(session, relay_proc)
+        await warm_up(bulk_client, relay_proc)
         with RssSampler(relay_proc.proc.pid) as rss:
             started = time.monotonic()
-            async with session.put(
+            async with bulk_client.put(
                 relay_proc.base + f"api/contents/{name}",
                 data=body(),
                 headers={"Content-Type": "application/json"},
