@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -52,6 +54,9 @@ SLOW = "xslow"
 JUNK = "xjunk"
 SPY = "xspy"
 NOLIST = "xnolist"
+ODD = "xodd"
+# A kernelspec field far larger than one read of a socket returns.
+BIG_FIELD = 300_000
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -197,6 +202,26 @@ def nolist_gateway(own_work: Path) -> Iterator[KernelGateway]:
         gateway.stop()
 
 
+@pytest.fixture(scope="module")
+def odd_server(own_work: Path) -> Iterator[JupyterServer]:
+    """A Jupyter server with a kernelspec of a large field, and one named `eg--python3`."""
+    data = own_work / "odd-data"
+    for name, extra in (("big", {"blob": "x" * BIG_FIELD}), ("eg--python3", {})):
+        spec = data / "kernels" / name
+        spec.mkdir(parents=True)
+        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        model = {"argv": argv, "display_name": f"Odd {name}", "language": "python"}
+        (spec / "kernel.json").write_text(json.dumps({**model, "metadata": extra}))
+    root = own_work / f"root-{ODD}"
+    root.mkdir()
+    env = {"RELAY_TEST_BACKEND": ODD, "JUPYTER_PATH": str(data)}
+    server = start_jupyter(root, own_work, env_extra=env)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 # --- fake backends: only what real ones cannot do -----------------------------------------
 
 
@@ -206,6 +231,7 @@ class FakeBackend:
 
     url: str = ""
     seen: list[str] = field(default_factory=list)
+    body: bytes = b"not json{"  # what a garbage answer says
 
 
 async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
@@ -237,7 +263,7 @@ async def junk_backend() -> AsyncIterator[FakeBackend]:
 
     async def garbage(request: web.Request) -> web.Response:
         fake.seen.append(f"{request.method} {request.path}")
-        return web.Response(status=200, body=b"not json{", content_type="application/json")
+        return web.Response(status=200, body=fake.body, content_type="application/json")
 
     async def status(request: web.Request) -> web.Response:
         fake.seen.append(f"{request.method} {request.path}")
@@ -751,3 +777,62 @@ async def test_gateway_without_listing_still_lists_the_relays_kernels(
         finally:
             if kernel_id:
                 await delete_direct(nolist_gateway, kernel_id)
+
+
+# --- 8. large answers and bodies, deep JSON, names that look prefixed -------------------------
+
+
+async def test_large_answers_and_bodies_are_read_whole(
+    mixed: Mixed, odd_server: JupyterServer, api: aiohttp.ClientSession
+) -> None:
+    async with relay_over([f"{ODD}={odd_server.backend_arg}", f"eg={mixed.eg.backend_arg}"]) as r:
+        answer = await call(api, "GET", r.base_url + "api/kernelspecs")
+        assert answer.status == 200, answer.text[:500]
+        assert len(answer.body["kernelspecs"]["big"]["spec"]["metadata"]["blob"]) == BIG_FIELD
+        answer = await call(api, "GET", r.base_url + "api/kernelspecs/big")
+        assert answer.status == 200, answer.text[:500]
+        assert len(answer.body["spec"]["metadata"]["blob"]) == BIG_FIELD
+        # A client body of many chunks is read whole too, and one past the limit is
+        # refused in Jupyter's JSON shape.
+        kernel_id = await start_kernel(api, r.base_url, "python3")
+        try:
+            url = f"{r.base_url}api/kernels/{kernel_id}/interrupt"
+            answer = await call(api, "POST", url, json_body={"pad": "y" * 500_000})
+            assert answer.status == 204, answer.text
+            answer = await call(api, "POST", url, json_body={"pad": "y" * (1024 * 1024)})
+            assert_error(answer, 413, "larger than")
+        finally:
+            await delete_direct(odd_server, kernel_id)
+
+
+async def test_primary_spec_named_like_another_backends_stays_on_the_primary(
+    mixed: Mixed, odd_server: JupyterServer, api: aiohttp.ClientSession
+) -> None:
+    # The primary's own `eg--python3` wins the merge over eg's python3, so it is the
+    # one listed, described and started under that name, before and after a listing.
+    async with relay_over([f"{ODD}={odd_server.backend_arg}", f"eg={mixed.eg.backend_arg}"]) as r:
+        answer = await call(api, "GET", r.base_url + "api/kernelspecs/eg--python3")
+        assert answer.status == 200, answer.text
+        assert answer.body["spec"]["display_name"] == "Odd eg--python3"
+        kernel_id = await start_kernel(api, r.base_url, "eg--python3")
+        try:
+            assert await where_it_runs(api, r.base_url, kernel_id) == ODD
+            assert kernel_id in await backend_kernel_ids(odd_server)
+            answer = await call(api, "GET", r.base_url + "api/kernelspecs")
+            listed = answer.body["kernelspecs"]["eg--python3"]
+            assert listed["spec"]["display_name"] == "Odd eg--python3"
+        finally:
+            await delete_direct(odd_server, kernel_id)
+
+
+async def test_deeply_nested_json_leaves_that_backend_out(
+    mixed: Mixed, junk_backend: FakeBackend, api: aiohttp.ClientSession
+) -> None:
+    junk_backend.body = b"[" * 200_000 + b"]" * 200_000
+    async with relay_over([f"a={mixed.a.backend_arg}", f"{JUNK}={junk_backend.url}"]) as r:
+        for path in ("api/kernels", "api/sessions", "api/kernelspecs"):
+            answer = await call(api, "GET", r.base_url + path)
+            assert answer.status == 200, answer.text
+        status = await status_of(api, r.base_url)
+        assert "nested too deeply" in (status[JUNK]["kernels_error"] or ""), status[JUNK]
+        assert status["a"]["kernels_error"] is None, status["a"]

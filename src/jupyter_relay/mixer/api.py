@@ -75,7 +75,7 @@ async def call(
                 allow_redirects=False,
                 server_hostname=up.server_hostname,
             ) as resp:
-                raw = await resp.content.read(ANSWER_LIMIT + 1)
+                raw = await read_bounded(resp.content, ANSWER_LIMIT)
                 status, location = resp.status, resp.headers.get("Location")
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise backend.explain(translate_client_error(backend.name, exc)) from exc
@@ -89,12 +89,34 @@ async def call(
     if raw.strip():
         try:
             parsed = json.loads(raw)
+        except RecursionError as exc:  # a JSON parser's stack is no backend's to exhaust
+            if 200 <= status < 300:
+                raise BackendBadAnswer(
+                    backend.name, f"{where} with JSON nested too deeply to read"
+                ) from exc
         except ValueError as exc:
             if 200 <= status < 300:
                 raise BackendBadAnswer(
                     backend.name, f"{where} with invalid JSON ({exc}); is it a Jupyter server?"
                 ) from exc
     return Answer(status, parsed, location)
+
+
+async def read_bounded(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body, or its first `limit + 1` bytes if longer (the caller refuses those).
+
+    One `read(n)` returns what has arrived so far, which for a large answer is
+    only its first chunk.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await stream.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def error_body(backend: str, answer: Answer) -> dict[str, Any]:

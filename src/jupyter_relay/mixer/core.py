@@ -14,6 +14,7 @@ one, and the caches are plain dicts changed between awaits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -82,6 +83,8 @@ class Mixer:
         self.list_timeout = list_timeout
         self.timeout = timeout
         self.kernel_owner: dict[str, str] = {}
+        # Mixed kernelspec name -> (backend, its own name), from the latest merged lists.
+        self.spec_owners: dict[str, tuple[str, str]] = {}
         self.sessions: dict[str, tuple[str, str]] = {}  # client id -> (backend, own id)
         # Kernels started through this relay on gateways, for one that refuses to list.
         self.started_kernels: dict[str, set[str]] = {name: set() for name in backends}
@@ -107,7 +110,15 @@ class Mixer:
             "api/kernelspecs", lambda b: self._get_list(b, "api/kernelspecs", dict)
         )
         found = [(b, data) for b, data in answers.items() if isinstance(data, dict)]
-        return Result(200, names.merge_specs(found, self.naming))
+        owners: dict[str, tuple[str, str]] = {}
+        merged = names.merge_specs(found, self.naming, owners)
+        listed = set(answers)
+        # Backends left out this time keep their names until they answer again.
+        self.spec_owners = {
+            n: o for n, o in self.spec_owners.items() if o[0] not in listed and n not in owners
+        }
+        self.spec_owners.update(owners)
+        return Result(200, merged)
 
     async def get_spec(self, mixed: str) -> Result:
         backend, own = await self._spec_owner(mixed)
@@ -121,7 +132,16 @@ class Mixer:
         return self.backends[backend], own
 
     async def _spec_owner(self, mixed: str) -> tuple[str, str]:
-        """The backend and its own name for a mixed kernelspec name; NotFound if none."""
+        """The backend and its own name for a mixed kernelspec name; NotFound if none.
+
+        The merged list decides (a primary spec named like `gpu--x` is the
+        primary's); a name it has not listed yet is looked up by listing again.
+        """
+        if mixed not in self.spec_owners:
+            with contextlib.suppress(BackendError):
+                await self.list_specs()
+        if mixed in self.spec_owners:
+            return self.spec_owners[mixed]
         unknown = self.naming.unknown_prefix(mixed)
         parsed = self.naming.parse(mixed)
         if parsed is None or (unknown and not await self._primary_has(mixed)):

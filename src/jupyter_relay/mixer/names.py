@@ -90,11 +90,17 @@ def _resource_url(value: Any, name: str, mixed: str) -> Any:
     return f"/kernelspecs/{mixed}/{value[at + len(marker) :]}"
 
 
-def merge_specs(answers: Sequence[tuple[str, Mapping[str, Any]]], naming: Naming) -> Model:
+def merge_specs(
+    answers: Sequence[tuple[str, Mapping[str, Any]]],
+    naming: Naming,
+    owners: dict[str, tuple[str, str]] | None = None,
+) -> Model:
     """The merged `/api/kernelspecs` answer from each backend's own.
 
     `default` is the primary's default; with no primary, the first backend's.
     A primary spec whose own name equals a mixed name wins over the other.
+    `owners`, if given, is filled with (backend, its own name) for each listed
+    name: the table routing must use, so a name goes where the list says.
     """
     specs: Model = {}
     default: str | None = None
@@ -107,7 +113,10 @@ def merge_specs(answers: Sequence[tuple[str, Mapping[str, Any]]], naming: Naming
             if not isinstance(model, Mapping):
                 continue
             mixed = spec_model(model, backend, naming)
-            specs.setdefault(mixed["name"], mixed)
+            if mixed["name"] not in specs:
+                specs[mixed["name"]] = mixed
+                if owners is not None:
+                    owners[mixed["name"]] = (backend, str(model.get("name", "")))
         own_default = body.get("default")
         if default is None and isinstance(own_default, str) and own_default:
             default = naming.mixed(backend, own_default)

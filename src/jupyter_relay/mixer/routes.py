@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..responses import error_response
+from .api import read_bounded
 from .core import Passed, Result
 from .names import ID_RE
 
@@ -56,19 +57,27 @@ def bad_id(request: web.Request, what: str, value: str) -> web.Response:
 
 async def read_json(request: web.Request) -> Any:
     """The request's JSON body (None if empty); 400 if too large or not JSON."""
-    raw = await request.content.read(BODY_LIMIT + 1)
+    raw = await read_bounded(request.content, BODY_LIMIT)
     if len(raw) > BODY_LIMIT:
-        raise web.HTTPRequestEntityTooLarge(max_size=BODY_LIMIT, actual_size=len(raw))
+        raise BadBody(
+            f"the request body is larger than {BODY_LIMIT} bytes, more than a Jupyter "
+            "kernel or session request needs; send a smaller one",
+            413,
+        )
     if not raw.strip():
         return None
     try:
         return json.loads(raw)
+    except RecursionError as exc:
+        raise BadBody("the request body is JSON nested too deeply to read") from exc
     except ValueError as exc:
         raise BadBody(f"the request body is not JSON: {exc}") from exc
 
 
 class BadBody(Exception):
-    pass
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def handlers(relay: Relay) -> list[tuple[str, Handler]]:
@@ -82,7 +91,8 @@ def handlers(relay: Relay) -> list[tuple[str, Handler]]:
             except Passed as passed:
                 return answer(passed.result)
             except BadBody as exc:
-                return error_response(request, 400, str(exc), "Bad Request")
+                reason = "Request Entity Too Large" if exc.status == 413 else "Bad Request"
+                return error_response(request, exc.status, str(exc), reason)
 
         return run
 
