@@ -768,6 +768,12 @@ async def test_gateway_without_listing_still_lists_the_relays_kernels(
             status = await status_of(api, base)
             assert "KG_LIST_KERNELS" in (status[NOLIST]["kernels_error"] or ""), status[NOLIST]
             assert status[NOLIST]["reachable"] is True, status[NOLIST]
+            # Lists of other kinds, which the gateway answers, say nothing about its kernels.
+            for path in ("api/kernelspecs", "api/sessions"):
+                assert (await call(api, "GET", base + path)).status == 200
+                status = await status_of(api, base)
+                error = status[NOLIST]["kernels_error"] or ""
+                assert "KG_LIST_KERNELS" in error, (path, status[NOLIST])
 
             answer = await call(api, "DELETE", f"{base}api/kernels/{kernel_id}")
             assert answer.status == 204, answer.text

@@ -90,18 +90,21 @@ class Mixer:
         self.started_kernels: dict[str, set[str]] = {name: set() for name in backends}
         # Why a backend was left out of the last list of each kind (None: it was not).
         self.problems: dict[str, dict[str, str | None]] = {name: {} for name in backends}
-        # ...and the most recent of those, whatever the kind: what the status page shows.
-        self.latest: dict[str, str | None] = {name: None for name in backends}
+        # Why a fetch still under way is partial, noted in `problems` when it ends.
+        self.partial: dict[tuple[str, str], str] = {}
 
     # --- status -----------------------------------------------------------------------
 
     def problem(self, backend: str) -> str | None:
-        """Why the backend was left out of (or is partial in) the latest list, if it was."""
-        return self.latest[backend]
+        """Why the backend's kernels were left out of (or partial in) the latest kernel list.
+
+        Only a kernel list sets or clears it, so a list of another kind (which a
+        gateway may answer while refusing to list kernels) never flaps it.
+        """
+        return self.problems[backend].get("api/kernels")
 
     def _note(self, backend: str, key: str, problem: str | None) -> None:
         self.problems[backend][key] = problem
-        self.latest[backend] = problem
 
     # --- kernelspecs ------------------------------------------------------------------
 
@@ -175,7 +178,7 @@ class Mixer:
         try:
             data = await self._get_list(backend, "api/kernels", list)
         except ListingRefused as refused:
-            self._note(backend, "api/kernels", refused.message)
+            self.partial[(backend, "api/kernels")] = refused.message
             data = await self._probe(backend, "api/kernels", self.started_kernels[backend])
         return [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
@@ -557,7 +560,7 @@ class Mixer:
         """
 
         async def one(name: str) -> Any:
-            self._note(name, key, None)
+            # Noted when the fetch ends, so the status never shows a fetch half done.
             async with asyncio.timeout(self.list_timeout):
                 return await fetch(name)
 
@@ -571,12 +574,14 @@ class Mixer:
                     name, f"backend '{name}' did not answer within {self.list_timeout:g} s"
                 )
             if isinstance(result, BackendError):
+                self.partial.pop((name, key), None)
                 self._note(name, key, result.message)
                 failures.append(result)
                 log.warning("left %s out of /%s: %s", name, key, result.message)
             elif isinstance(result, BaseException):
                 raise result
             else:
+                self._note(name, key, self.partial.pop((name, key), None))
                 out[name] = result
         if failures and not out:
             # Nothing to list: an empty list would tell clients every kernel is gone.
