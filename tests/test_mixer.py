@@ -276,3 +276,62 @@ async def test_status_names_each_backend_kind_and_list_problems(
         "eg": ("gateway", True, None),
     }
     assert status["primary"] == "a"
+
+
+async def kernel_ids(client: aiohttp.ClientSession, relay: RunningRelay) -> set[str]:
+    return {k["id"] for k in await get_json(client, relay.base_url + "api/kernels")}
+
+
+async def test_rename_racing_a_delete_is_404_json_not_500(
+    relay: RunningRelay, client: aiohttp.ClientSession
+) -> None:
+    before = await kernel_ids(client, relay)
+    for round_ in range(3):
+        path = f"race-{round_}.ipynb"
+        body = {"path": path, "type": "notebook", "kernel": {"name": "eg--python3"}}
+        session = await send_json(client, "POST", relay.base_url + "api/sessions", body, 201)
+        url = f"{relay.base_url}api/sessions/{session['id']}"
+        rename = {"path": f"renamed-{round_}.ipynb"}
+        if round_ == 2:  # a kernel change takes a kernel start's time: the widest race
+            rename = {"kernel": {"name": "eg--python3"}}
+        async with asyncio.TaskGroup() as group:
+            patched = group.create_task(client.patch(url, json=rename))
+            deleted = group.create_task(client.delete(url))
+        async with patched.result() as resp:
+            assert resp.status in (200, 404), await resp.text()
+            if resp.status == 404:
+                assert "does not exist" in (await resp.json())["message"]
+        async with deleted.result() as resp:
+            assert resp.status == 204, await resp.text()
+        async with client.get(url) as resp:
+            assert resp.status == 404
+    assert await kernel_ids(client, relay) == before  # no kernel left behind
+
+
+async def test_concurrent_moves_of_one_session_leave_one_kernel(
+    relay: RunningRelay, client: aiohttp.ClientSession
+) -> None:
+    before = await kernel_ids(client, relay)
+    body = {"path": "crowd.ipynb", "type": "notebook", "kernel": {"name": "python3"}}
+    session = await send_json(client, "POST", relay.base_url + "api/sessions", body, 201)
+    url = f"{relay.base_url}api/sessions/{session['id']}"
+    try:
+        targets = ("b--python3", "eg--python3", "python3", "eg--python3", "b--python3")
+        moves = [send_json(client, "PATCH", url, {"kernel": {"name": n}}) for n in targets]
+        answers = await asyncio.gather(*moves)
+        assert {a["id"] for a in answers} == {session["id"]}
+        final = await get_json(client, url)
+        # Whichever move ran last holds, with the kernel it answered.
+        last = next(a for a in answers if a["kernel"]["id"] == final["kernel"]["id"])
+        assert final["kernel"]["name"] == last["kernel"]["name"]
+        where = (
+            final["kernel"]["name"].partition("--")[0] if "--" in last["kernel"]["name"] else "a"
+        )
+        listed = await get_json(client, relay.base_url + "api/sessions")
+        assert [s["id"] for s in listed].count(session["id"]) == 1
+        assert await kernel_ids(client, relay) - before == {final["kernel"]["id"]}
+        assert await run_on(client, relay, final["kernel"]["id"]) == where
+    finally:
+        async with client.delete(url) as resp:
+            assert resp.status == 204
+    assert await kernel_ids(client, relay) == before

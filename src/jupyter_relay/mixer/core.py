@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,8 @@ class Mixer:
         # Mixed kernelspec name -> (backend, its own name), from the latest merged lists.
         self.spec_owners: dict[str, tuple[str, str]] = {}
         self.sessions: dict[str, tuple[str, str]] = {}  # client id -> (backend, own id)
+        # Client session id -> its lock and how many hold or wait for it.
+        self.session_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         # Kernels started through this relay on gateways, for one that refuses to list.
         self.started_kernels: dict[str, set[str]] = {name: set() for name in backends}
         # Why a backend was left out of the last list of each kind (None: it was not).
@@ -438,9 +440,31 @@ class Mixer:
         self._started(backend, str(model.get("id")))
         return model
 
+    @contextlib.asynccontextmanager
+    async def _session_turn(self, session_id: str) -> AsyncIterator[None]:
+        """One change of one session at a time (PATCHes and DELETEs of it queue up).
+
+        The lock is the session's own: changes of other sessions, and every read,
+        go on meanwhile. It is forgotten when nobody waits for it.
+        """
+        entry = self.session_locks.setdefault(session_id, (asyncio.Lock(), [0]))
+        lock, waiting = entry
+        waiting[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            waiting[0] -= 1
+            if not waiting[0]:
+                self.session_locks.pop(session_id, None)
+
     async def patch_session(self, session_id: str, body: Any) -> Result:
         if not isinstance(body, dict):
             return Result(400, {"message": "No JSON data provided", "reason": "Bad Request"})
+        async with self._session_turn(session_id):
+            return await self._patch_session(session_id, body)
+
+    async def _patch_session(self, session_id: str, body: dict[str, Any]) -> Result:
         here = await self.find_session(session_id)
         target, kernel = here.backend, None
         if isinstance(body.get("kernel"), dict):
@@ -465,7 +489,11 @@ class Mixer:
     async def _update_held(
         self, here: Located, changes: Mapping[str, Any], kernel: dict[str, Any] | None
     ) -> dict[str, Any]:
-        record = dict(self.held.get(here.own_id) or {})
+        gone = NotFound(f"session {here.own_id} does not exist any more (it was deleted)")
+        stored = self.held.get(here.own_id)
+        if stored is None:  # e.g. deleted through another relay sharing the state
+            raise gone
+        record = dict(stored)
         for key in ("path", "name", "type"):
             if key in changes:
                 record[key] = changes[key]
@@ -473,6 +501,9 @@ class Mixer:
         if kernel is not None:
             model = await self._gateway_kernel(here.backend, kernel, record.get("path"))
             record["kernel_id"] = model["id"]
+            if self.held.get(here.own_id) is None:  # deleted while the kernel started
+                await self._end_kernel(here.backend, str(model["id"]))
+                raise gone
         self.held.put(record)
         if old_kernel and old_kernel != record["kernel_id"]:  # as Jupyter does
             await self._end_kernel(here.backend, str(old_kernel))
@@ -506,10 +537,11 @@ class Mixer:
         return Result(200, dict(located.model, id=session_id))
 
     async def delete_session(self, session_id: str) -> Result:
-        here = await self.find_session(session_id)
-        result = await self._end_session(here.backend, here.own_id)
-        if result.status < 300 or result.status == 404:
-            self.sessions.pop(session_id, None)
+        async with self._session_turn(session_id):
+            here = await self.find_session(session_id)
+            result = await self._end_session(here.backend, here.own_id)
+            if result.status < 300 or result.status == 404:
+                self.sessions.pop(session_id, None)
         return result
 
     async def _end_session(self, backend: str, own_id: str) -> Result:
