@@ -291,7 +291,7 @@ async def test_rename_racing_a_delete_is_404_json_not_500(
         body = {"path": path, "type": "notebook", "kernel": {"name": "eg--python3"}}
         session = await send_json(client, "POST", relay.base_url + "api/sessions", body, 201)
         url = f"{relay.base_url}api/sessions/{session['id']}"
-        rename = {"path": f"renamed-{round_}.ipynb"}
+        rename: dict[str, Any] = {"path": f"renamed-{round_}.ipynb"}
         if round_ == 2:  # a kernel change takes a kernel start's time: the widest race
             rename = {"kernel": {"name": "eg--python3"}}
         async with asyncio.TaskGroup() as group:
