@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from jupyter_relay.mixer import held
 from jupyter_relay.server import RunningRelay
 
 from .conftest import RELAY_TOKEN, Mixed, start_relay
@@ -335,3 +338,52 @@ async def test_concurrent_moves_of_one_session_leave_one_kernel(
         async with client.delete(url) as resp:
             assert resp.status == 204
     assert await kernel_ids(client, relay) == before
+
+
+def test_corrupt_sessions_file_is_moved_aside_and_start_is_empty(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for n, junk in enumerate((b"{not json", b'{"sessions": 5}', b"[" * 100_000, b"\xff\xfe")):
+        state = tmp_path / f"state-{n}"
+        state.mkdir()
+        (state / held.FILE_NAME).write_bytes(junk)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="jupyter_relay.mixer"):
+            sessions = held.HeldSessions(state)
+        assert sessions.records == {}
+        assert str(state / held.FILE_NAME) in caplog.text, caplog.text
+        assert (state / f"{held.FILE_NAME}.corrupt").read_bytes() == junk
+        assert not (state / held.FILE_NAME).exists()
+        sessions.put({"id": "x", "backend": "eg", "url": "u", "kernel_id": "k"})
+        assert set(held.HeldSessions(state).records) == {"x"}
+
+
+async def test_relays_sharing_a_state_dir_keep_each_others_gateway_sessions(
+    mixed: Mixed, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    relays = [await start_relay(mixed.backend_args, state_dir=str(tmp_path)) for _ in "ab"]
+    made: list[str] = []
+    try:
+        for n, relay in enumerate(relays):
+            body = {
+                "path": f"shared-{n}.ipynb",
+                "type": "notebook",
+                "kernel": {"name": NAMES["eg"]},
+            }
+            made.append(
+                (await send_json(client, "POST", relay.base_url + "api/sessions", body, 201))["id"]
+            )
+        for relay in relays:  # each sees the other's at once
+            listed = await get_json(client, relay.base_url + "api/sessions")
+            assert set(made) <= {s["id"] for s in listed}
+        for relay in relays:
+            await relay.stop()
+        relays = [await start_relay(mixed.backend_args, state_dir=str(tmp_path))]
+        listed = await get_json(client, relays[0].base_url + "api/sessions")
+        assert set(made) <= {s["id"] for s in listed}  # and both outlive a restart
+        for session_id in made:
+            async with client.delete(f"{relays[0].base_url}api/sessions/{session_id}") as resp:
+                assert resp.status == 204
+    finally:
+        for relay in relays:
+            await relay.stop()
