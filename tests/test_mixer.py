@@ -387,3 +387,20 @@ async def test_relays_sharing_a_state_dir_keep_each_others_gateway_sessions(
     finally:
         for relay in relays:
             await relay.stop()
+
+
+async def test_session_map_forgets_sessions_ended_behind_the_relays_back(
+    relay: RunningRelay, client: aiohttp.ClientSession, mixed: Mixed
+) -> None:
+    body = {"path": "forgotten.ipynb", "type": "notebook", "kernel": {"name": "b--python3"}}
+    session = await send_json(client, "POST", relay.base_url + "api/sessions", body, 201)
+    assert session["id"] in relay.relay.mixer.sessions
+    headers = {"Authorization": f"token {mixed.b.token}"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as direct,
+        direct.delete(f"{mixed.b.base}api/sessions/{session['id']}") as resp,
+    ):
+        assert resp.status == 204
+    listed = await get_json(client, relay.base_url + "api/sessions")
+    assert session["id"] not in {s["id"] for s in listed}
+    assert session["id"] not in relay.relay.mixer.sessions

@@ -288,6 +288,13 @@ class Mixer:
         located = []
         for backend, _own_id, raw in names.merge_sessions(per_backend):
             located.append(self._learn_session(backend, raw))
+        # Forget sessions that the backends which answered no longer have (a
+        # backend left out keeps its entries). This is a cache: a session it
+        # misses is found by asking the backends.
+        listed, answered = {s.model["id"] for s in located}, set(answers)
+        for session_id, (backend, _) in list(self.sessions.items()):
+            if backend in answered and session_id not in listed:
+                del self.sessions[session_id]
         return located
 
     async def _sessions_of(self, backend: str) -> list[dict[str, Any]]:
