@@ -214,8 +214,8 @@ class ColabSocket:
         self._count += 1
         return f"{self._count}-{uuid.uuid4().hex[:8]}"
 
-    async def send(self, payload: Mapping[str, Any] | str) -> None:
-        """Send a request message as is (a mapping is JSON-encoded)."""
+    async def send(self, payload: Mapping[str, Any] | str, *, binary: bool = False) -> None:
+        """Send a request message as is (a mapping is JSON-encoded), as text or binary."""
         if not isinstance(payload, str):
             message_id = payload.get("message_id")
             if isinstance(message_id, str) and message_id not in self.replies:
@@ -224,7 +224,10 @@ class ColabSocket:
                 if self._closed.is_set():  # no answer can come any more
                     self._done[message_id].set()
             payload = json.dumps(payload)
-        await self.ws.send_str(payload)
+        if binary:
+            await self.ws.send_bytes(payload.encode())
+        else:
+            await self.ws.send_str(payload)
 
     async def submit(
         self,

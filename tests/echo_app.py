@@ -104,6 +104,7 @@ def make_echo_app(echo: Echo) -> web.Application:
         return ws
 
     async def slow(request: web.Request) -> web.StreamResponse:
+        (await record(request))["arrived"] = asyncio.get_running_loop().time()
         await asyncio.sleep(float(request.query.get("s", "1")))
         return web.Response(text="finally")
 
@@ -134,7 +135,7 @@ def make_echo_app(echo: Echo) -> web.Application:
     app = web.Application(client_max_size=0)
     app.router.add_get("/sink", sink)
     app.router.add_get("/flood", flood)
-    app.router.add_get("/slow", slow)
+    app.router.add_route("*", "/slow", slow)
     app.router.add_route("*", "/echo/{tail:.*}", echo_handler)
     app.router.add_get("/gzip", gzip_handler)
     app.router.add_get("/redirect", redirect)

@@ -16,6 +16,7 @@ from jupyter_relay.auth import (
     needs_origin_check,
     origin_allowed,
     parse_authorization,
+    token_from_auth_url,
 )
 
 TOKEN = "s3cret-token"
@@ -165,3 +166,24 @@ def test_is_navigation(
     method: str, websocket: bool, mode: str | None, accept: str | None, expected: bool
 ) -> None:
     assert is_navigation(method, websocket, mode, accept) is expected
+
+
+@pytest.mark.parametrize(
+    ("auth_url", "token"),
+    [
+        ("http://127.0.0.1:8888/?token=abc", "abc"),
+        ("http://127.0.0.1:8888/tree?x=1&token=a%2Bb", "a+b"),
+        ("http://127.0.0.1:8888/", None),
+        ("http://localhost:8888/?token=abc", None),  # the same machine, another origin
+        ("https://127.0.0.1:8888/?token=abc", None),
+        ("http://127.0.0.1:8889/?token=abc", None),
+        ("http://127.0.0.1/?token=abc", None),
+        ("/?token=abc", None),
+        ("http://[::1/?token=abc", None),
+        (None, None),
+    ],
+)
+def test_token_from_auth_url_only_on_the_own_origin(
+    auth_url: str | None, token: str | None
+) -> None:
+    assert token_from_auth_url(auth_url, "http", "127.0.0.1:8888") == token

@@ -12,7 +12,8 @@ checked as they arrive) runs against
 - `relay-jupyter`: the relay with a remote Jupyter (a `jupyter` backend URL) as primary;
 - `relay-ssh`: the relay with an `ssh://` backend (tests/sshd.py) as primary;
 
-with `?token=RELAY_TOKEN` on the relay's websocket URLs. For the same requests the same
+with the relay's token only inside `jupyter_http_over_ws_auth_url` (the URL the user pasted),
+on every websocket URL, as Colab's page connects. For the same requests the same
 message shapes are asserted (keys of the first message, of the later ones, of errors),
 except where the reference is broken:
 
@@ -33,11 +34,13 @@ Where the reference is broken (each confirmed by a test here), and what the rela
 - a kernel's channels offering the v1 subprotocol: Notebook 6 has none (legacy JSON
   frames); through the relay the backend chooses v1 and the binary frames stay binary.
 - a message over the size limit: tornado's 10 MiB limit closes the reference's socket
-  (1009); the relay answers 400 with a statusText and the socket stays usable.
+  (1009); the relay answers 400 with the message's `message_id` and a statusText, and the
+  socket stays usable.
 - `jupyter_http_over_ws_auth_url`: with tornado >= 6.5 (what pip installs today) the
   reference builds a Cookie header with a leading space, which tornado refuses: no answer,
   the socket closes. So the client sends Notebook's cookies on the handshake instead (as a
-  browser that opened the URL does); the relay accepts the parameter on its own origin.
+  browser that opened the URL does). The relay never fetches the URL: it takes the token
+  from it when it names the relay's own origin.
 - GET /files/ under cookie authentication: Notebook 6 refuses it without a same-origin
   Referer (403 "Blocking request with no referer"), and the reference forwards the
   handshake's headers only; the client's handshakes to the reference carry one. The relay
@@ -48,18 +51,18 @@ missing-fields error ("...the following keys: {...}. Got: ..." in the reference,
 following fields: ..." in the relay) and `has_authentication_cookie` (the reference means
 Notebook's `_xsrf` cookie, the relay its own cookie).
 
-On the relay alone: bad Origin (403, no upgrade), no token (401), a wrong token (403),
-the token as header or cookie, `jupyter_http_over_ws_auth_url` never fetched from another
-origin, the backend stopped (504) and killed (502) under a live request and mid-body, 100
+On the relay alone: bad Origin (403, no upgrade), no token (401), a wrong token (403), in
+the query or in the auth URL, the token as query, header or cookie, an auth URL on another
+origin, host name or scheme (its token does not count; the URL is never fetched; with the
+token given otherwise the socket closes with 4000), `proxied_ws` forwarding neither the
+token nor the auth URL and keeping a refusal's 404, binary frames read as JSON, inner paths
+that would split the request line (400) or hold non-ASCII (percent-encoded), no guessed
+Content-Type, request bodies in flight bounded at 64 MiB a socket, the backend stopped
+(504) and killed (502) under a live request and mid-body, a body that stalls (504), 100
 concurrent slow requests (bounded at 32 in flight, still far faster than sequential), an
-oversized message, `proxied_ws` keeping frame types and close codes both ways, and inner
-requests that reach the backend with the path as sent, no `_xsrf` added, the backend's
+oversized message, and `proxied_ws` keeping frame types and close codes both ways; inner
+requests reach the backend with the path as sent, no `_xsrf` added, the backend's
 credentials and never the relay's token.
-
-Deliberately asserted as the reference does it, and failing on the relay as written: a
-`diagnose` socket with `min_version` above 0.0.7 gets `is_outdated_extension: true` from
-the reference (Colab's page uses it to ask the user to upgrade); the relay always says
-false.
 """
 
 from __future__ import annotations
@@ -76,10 +79,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 import pytest
 import pytest_asyncio
+from yarl import URL
 
 from jupyter_relay import colab
 from jupyter_relay.server import RunningRelay
@@ -242,7 +247,10 @@ async def colab_page(endpoint: Endpoint) -> AsyncIterator[Target]:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         ref = endpoint.reference
         if ref is None:
-            yield Target(endpoint.kind, endpoint.base, session, query={"token": RELAY_TOKEN})
+            # As Colab's page connects: the URL the user pasted, token and all, rides in
+            # `jupyter_http_over_ws_auth_url` on every websocket; no cookie, no header.
+            pasted = {colab.AUTH_URL_PARAM: f"{endpoint.base}?token={RELAY_TOKEN}"}
+            yield Target(endpoint.kind, endpoint.base, session, query=pasted)
             return
         # The user opened the URL with the token: the browser holds Notebook's cookies.
         async with session.get(ref.auth_url) as resp:
@@ -535,7 +543,7 @@ async def test_oversized_message(target: Target) -> None:
             assert sock.close_code == 1009, (sock.close_code, sock.close_reason)
             return
         await sock.send(big)
-        answer = await sock.next_untagged(FAIL_BOUND)
+        answer = (await sock.reply("big", FAIL_BOUND)).final
         assert answer["status"] == 400 and answer["done"] is True, answer
         assert "large" in answer["statusText"].lower(), answer
         reply = await sock.request("GET", "/api/kernelspecs")
@@ -550,16 +558,28 @@ ENDPOINTS = ("http_over_websocket", "http_over_websocket/diagnose")
 
 async def test_relay_refuses_handshakes_without_its_token(relay_target: Target) -> None:
     kernel_channels = "http_over_websocket/proxied_ws/api/kernels/x/channels"
+    base = relay_target.base
+    bare = Target("no-token", base, relay_target.session)
     for endpoint in (*ENDPOINTS, kernel_channels):
-        for query, status in (({}, 401), ({"token": "wrong"}, 403)):
-            target = Target("no-token", relay_target.base, relay_target.session, query=query)
+        refusals: tuple[tuple[dict[str, str], int], ...] = (
+            ({}, 401),
+            ({"token": "wrong"}, 403),
+            ({colab.AUTH_URL_PARAM: f"{base}?token=wrong"}, 403),
+            ({colab.AUTH_URL_PARAM: base}, 401),
+        )
+        for query, status in refusals:
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-                await target.ws_connect(endpoint)
+                await bare.ws_connect(endpoint, query=query)
             assert refused.value.status == status, (endpoint, query)
         # The right token with a foreign Origin: refused too, before any upgrade.
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await relay_target.ws_connect(endpoint, origin="https://evil.example")
         assert refused.value.status == 403, endpoint
+    # The token in the query, as the relay's other clients send it, is good too.
+    async with Target(
+        "query", base, relay_target.session, query={"token": RELAY_TOKEN}
+    ).bridge() as sock:
+        assert (await sock.request("GET", "/api/kernelspecs")).status == 200
 
 
 async def test_relay_takes_its_token_from_header_or_cookie(relay_target: Target) -> None:
@@ -585,23 +605,148 @@ async def test_relay_takes_its_token_from_header_or_cookie(relay_target: Target)
 async def test_relay_auth_url_only_from_its_own_origin(
     relay_target: Target, echo_relay: tuple[Echo, RunningRelay]
 ) -> None:
-    """Colab's `jupyter_http_over_ws_auth_url` is accepted; one elsewhere is never fetched."""
-    own = f"{relay_target.base}?token={RELAY_TOKEN}"
-    async with relay_target.bridge(jupyter_http_over_ws_auth_url=own) as sock:
-        assert (await sock.request("GET", "/api/kernelspecs")).status == 200
+    """The token counts in `jupyter_http_over_ws_auth_url` only on the relay's own origin,
+    and the relay fetches no such URL, its own or another."""
     echo, _ = echo_relay
-    foreign = f"http://127.0.0.1:{echo.port}/echo/auth-url"
-    async with relay_target.bridge(jupyter_http_over_ws_auth_url=foreign) as sock:
-        # Refused (closed with 4000), or served without the foreign fetch.
-        with contextlib.suppress(ConnectionError):
-            await sock.send({"message_id": "after", "method": "GET", "path": "/api/kernelspecs"})
-        await sock.settled("after")
-        if not sock.replies["after"]:
-            assert sock.close_code == 4000, (sock.close_code, sock.close_reason)
-            assert "jupyter_http_over_ws_auth_url" in (sock.close_reason or "")
-        else:
-            assert (await sock.reply("after")).status == 200
+    base = relay_target.base
+    port = URL(base).port
+    bare = Target("bare", base, relay_target.session)
+    foreign = f"http://127.0.0.1:{echo.port}/echo/auth-url?token={RELAY_TOKEN}"
+    other_names = (
+        foreign,
+        f"http://localhost:{port}/?token={RELAY_TOKEN}",  # the same relay, another name
+        f"https://127.0.0.1:{port}/?token={RELAY_TOKEN}",  # another scheme
+        f"/?token={RELAY_TOKEN}",  # not absolute
+    )
+    for auth_url in other_names:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await bare.ws_connect("http_over_websocket", query={colab.AUTH_URL_PARAM: auth_url})
+        assert refused.value.status == 401, auth_url
+    # With the token given otherwise, a foreign auth URL still closes the socket, unfetched.
+    query = {"token": RELAY_TOKEN}
+    async with Target("query", base, relay_target.session, query=query).bridge(
+        jupyter_http_over_ws_auth_url=foreign
+    ) as sock:
+        await sock.wait_closed()
+    assert sock.close_code == 4000, (sock.close_code, sock.close_reason)
+    assert sock.close_reason == f"{colab.AUTH_URL_PARAM} must be on this relay's own origin"
     assert not [r for r in echo.requests if "auth-url" in str(r["raw_path"])], echo.requests
+
+
+async def test_relay_binary_frames_are_requests_too(
+    echo_relay: tuple[Echo, RunningRelay],
+) -> None:
+    """The reference json.loads whatever frame comes; so does the relay, and a binary frame
+    that is no UTF-8 JSON gets the protocol's 400, not silence."""
+    _, relay = echo_relay
+    where = Endpoint("relay-echo", relay.base_url, Path())
+    async with colab_page(where) as page, page.bridge() as sock:
+        request = {"message_id": "bin", "method": "GET", "path": "/echo/binary"}
+        await sock.send(request, binary=True)
+        assert (await sock.reply("bin")).status == 200
+        await sock.ws.send_bytes(b"\xff\xfe not json")
+        answer = await sock.next_untagged()
+        assert answer == {"status": 400, "statusText": "JSON input is required.", "done": True}
+
+
+async def test_relay_inner_paths_are_checked(echo_relay: tuple[Echo, RunningRelay]) -> None:
+    """A path that would split the request line is refused; non-ASCII is percent-encoded."""
+    echo, relay = echo_relay
+    where = Endpoint("relay-echo", relay.base_url, Path())
+    async with colab_page(where) as page, page.bridge() as sock:
+        for path in ("/echo/x HTTP/1.1\r\nX-Evil: 1", "/echo/a b", "/echo/\x00"):
+            reply = await sock.request("GET", path)
+            assert reply.status == 400, reply.describe()
+            assert "percent-encode" in reply.status_text, reply.describe()
+        reply = await sock.request("GET", "/echo/caf\u00e9?q=\u00fc")
+        assert reply.status == 200, reply.describe()
+        assert reply.json()["raw_path"] == "/echo/caf%C3%A9?q=%C3%BC"
+        # The protocol carries no headers: the body goes without a guessed Content-Type.
+        reply = await sock.request("POST", "/echo/typed", body_base64=b"\x00\x01")
+        headers = dict(reply.json()["headers"])
+        assert "Content-Type" not in headers, headers
+    assert not [r for r in echo.requests if "X-Evil" in json.dumps(r)]
+
+
+async def test_relay_bodies_in_flight_are_bounded(echo_relay: tuple[Echo, RunningRelay]) -> None:
+    """Four 20 MiB uploads to a backend that holds each for 2 s: three fit the socket's
+    64 MiB budget, the fourth is not even read until one of them has finished."""
+    echo, relay = echo_relay
+    body = os.urandom(20 << 20)
+    where = Endpoint("relay-echo", relay.base_url, Path())
+    async with colab_page(where) as page, page.bridge() as sock:
+        before = len(echo.requests)
+        ids = [await sock.submit("PUT", f"/slow?s=2&n={n}", body_base64=body) for n in range(4)]
+        replies = [await sock.reply(message_id, 60) for message_id in ids]
+    assert [r.status for r in replies] == [200] * 4, [r.describe() for r in replies]
+    arrived = sorted(
+        float(cast(float, r["arrived"])) for r in echo.requests[before:] if "arrived" in r
+    )
+    assert len(arrived) == 4, echo.requests[before:]
+    assert arrived[2] - arrived[0] < 1.5, arrived  # the first three together
+    assert arrived[3] - arrived[0] >= 1.9, arrived  # the fourth after one of them ended
+
+
+async def test_relay_backend_stalls_mid_body() -> None:
+    """A body that stops coming (the connection stays open): the request ends with 504
+    after the backend timeout, its first part delivered, the socket still usable."""
+    stall = asyncio.Event()  # never set while the request runs
+    async with cutting_server(stall) as port:
+        running = await start_relay(
+            [f"stall=http://127.0.0.1:{port}/"], colab=True, backend_timeout="0.5"
+        )
+        try:
+            where = Endpoint("relay-stall", running.base_url, Path())
+            async with colab_page(where) as page, page.bridge() as sock:
+                message_id = await sock.submit("GET", "/cut")
+                reply = await sock.reply(message_id, FAIL_BOUND)
+                assert (await sock.request("GET", "/other")).status == 200
+        finally:
+            await running.stop()
+    assert reply.status == 200 and 0 < len(reply.body) <= 256 << 10
+    final = reply.final
+    assert final["done"] is True and final.get("status") == 504, final
+    assert final["statusText"] == "The body stalled: no more of it within 5.5 s", final
+
+
+async def test_relay_proxied_ws_forwards_neither_token_nor_auth_url(
+    echo_relay: tuple[Echo, RunningRelay],
+) -> None:
+    """The backend's websocket sees its own query only: the relay's token stays behind."""
+    echo, relay = echo_relay
+    async with colab_page(Endpoint("relay-echo", relay.base_url, Path())) as page:
+        query = {"session_id": "s1", "token": RELAY_TOKEN}
+        async with page.proxied("ws", query=query) as ws:
+            await ws.send_str("ping")
+            assert (await ws.receive(timeout=10)).data == "ping"
+    [seen] = [r for r in echo.requests if str(r["raw_path"]).startswith("/ws")][-1:]
+    assert str(seen["raw_path"]).startswith("/ws?"), seen["raw_path"]
+    assert "session_id=s1" in str(seen["raw_path"])
+    assert RELAY_TOKEN not in json.dumps(seen), seen
+    assert colab.AUTH_URL_PARAM not in str(seen["raw_path"]), seen["raw_path"]
+    headers = dict(cast(list[tuple[str, str]], seen["headers"]))
+    assert headers.get("Authorization") == f"token {BACKEND_TOKEN}", headers
+
+
+async def test_relay_proxied_ws_refusal_keeps_its_status(relay_target: Target) -> None:
+    """A kernel that does not exist: 404 JSON naming the websocket, not a bare 500/502."""
+    path = "api/kernels/00000000-0000-0000-0000-000000000000/channels"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await relay_target.ws_connect(f"http_over_websocket/proxied_ws/{path}")
+    assert refused.value.status == 404, refused.value
+    handshake = {
+        "Accept": "application/json",
+        "Origin": COLAB_ORIGIN,
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    url = relay_target.url(f"http_over_websocket/proxied_ws/{path}")
+    async with relay_target.session.get(url, headers=handshake) as resp:
+        assert resp.status == 404, await resp.text()
+        body = await resp.json()
+    assert body["message"] == f"The backend refused the websocket /{path} with 404", body
 
 
 async def test_relay_backend_stopped_then_killed_under_live_requests(colab_work: Path) -> None:

@@ -16,14 +16,46 @@ from jupyter_relay import colab_protocol as protocol
         ("0.0.1a3", "0.0.1"),
         ("0.0.1", "0.0.7"),
         ("0.0.7", "0.0.8a1"),
-        ("0.0.7rc1", "0.0.7"),
-        ("0.0.7b2", "0.0.7rc1"),
+        ("0.0.7a9", "0.0.7b1"),
+        ("0.0.7b2", "0.0.7"),
         ("0.1", "1.0"),
     ],
 )
 def test_versions_order(older: str, newer: str) -> None:
     assert protocol.parse_version(older) < protocol.parse_version(newer)
-    assert protocol.parse_version("0.0.7") == protocol.parse_version("0.0.7.0")
+    assert protocol.parse_version("0.0.7") > protocol.parse_version("0.0.7b1")
+    assert protocol.parse_version("1.0") == protocol.parse_version("1.0.0")
+
+
+# StrictVersion's own examples of versions it takes and refuses: the reference parses
+# `min_version` with it, so the relay refuses what the reference refuses.
+@pytest.mark.parametrize("text", ["0.4", "0.4.0", "0.5a1", "0.5b3", "0.9.6", "1.0.4a3"])
+def test_versions_strictversion_takes(text: str) -> None:
+    protocol.parse_version(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["1", "2.7.2.2", "1.3.a4", "1.3pl1", "1.3c4", "0.0.7rc1", "v0.0.7", ""]
+)
+def test_versions_strictversion_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        protocol.parse_version(text)
+    assert protocol.version_problem(text) == f'Invalid "min_version" provided: {text}'
+    assert protocol.is_outdated(text) is False
+
+
+def test_versions_are_named_as_strictversion_prints_them() -> None:
+    assert protocol.version_problem("1.0.0") == (
+        "Requested version (1.0) > Current version (0.0.7). Please upgrade this package."
+    )
+    assert protocol.is_outdated("0.0.8a1") and not protocol.is_outdated("0.0.7")
+    assert protocol.version_problem(" 0.0.7\t") is None  # tornado strips the argument
+
+
+def test_close_reason_is_cut_between_characters() -> None:
+    reason = protocol.close_reason("é" * 100)  # 200 bytes in UTF-8
+    assert len(reason) <= 123
+    assert reason.decode() == "é" * 61
 
 
 def test_version_problems_use_the_references_words() -> None:
@@ -35,7 +67,7 @@ def test_version_problems_use_the_references_words() -> None:
     )
     assert protocol.version_problem("x.y") == 'Invalid "min_version" provided: x.y'
     long = protocol.version_problem("9" * 500)
-    assert long is not None and len(long.encode()) <= 123  # fits a close frame's reason
+    assert long is not None and len(protocol.close_reason(long)) <= 123
 
 
 def test_parse_request_and_bodies() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -166,6 +167,11 @@ def make_auth_middleware(relay: Relay) -> Callable[..., Awaitable[web.StreamResp
             relay.cookie_name,
             headers.get("token"),
         )
+        if creds.query is None and request.path.startswith(colab.PREFIX):
+            offered = auth.token_from_auth_url(
+                request.query.get(colab.AUTH_URL_PARAM), request.scheme, request.host
+            )
+            creds = dataclasses.replace(creds, query=offered)
         if token is not None:
             verdict = auth.check(token.value, creds)
             if verdict is not auth.Verdict.OK:

@@ -91,6 +91,29 @@ def gather(
     )
 
 
+def same_origin_url(url: str, scheme: str, host: str | None) -> bool:
+    """True when `url` names the origin a request came to (scheme, host and port as sent)."""
+    if host is None:
+        return False
+    try:
+        parsed = URL(url)
+    except ValueError:
+        return False
+    return parsed.is_absolute() and parsed.scheme == scheme and _authority(parsed) == host.lower()
+
+
+def token_from_auth_url(auth_url: str | None, scheme: str, host: str | None) -> str | None:
+    """The `?token=` of Colab's `jupyter_http_over_ws_auth_url`, if that URL is this relay's.
+
+    Colab's page cannot send the relay's cookie or headers on its websockets; the
+    URL the user pasted (with `?token=`) rides in that parameter instead. It counts
+    only when it names the origin the websocket came to, and it is never fetched.
+    """
+    if not auth_url or not same_origin_url(auth_url, scheme, host):
+        return None
+    return query_param(URL(auth_url).raw_query_string, "token")
+
+
 def is_navigation(
     method: str, websocket: bool, sec_fetch_mode: str | None, accept: str | None
 ) -> bool:

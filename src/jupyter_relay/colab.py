@@ -3,9 +3,10 @@
 Colab's page cannot make HTTP requests to `http://localhost`, but may open a
 websocket to it; so it sends each HTTP request as a JSON message and reads the
 answer back in messages (see `colab_protocol`). The handshake is authenticated
-like every request (the relay's token, an allowed Origin: `--colab`), and the
-inner requests carry exactly that authority, the relay's token, and nothing
-more.
+like every request (the relay's token, an allowed Origin: `--colab`); Colab's
+page brings the token inside `jupyter_http_over_ws_auth_url`, which the auth
+middleware reads on the relay's own origin and nobody fetches. The inner
+requests carry exactly that authority, the relay's token, and nothing more.
 
 Inner requests are sent to the relay's own listening socket on loopback, so
 they take the same road as any client's: auth, the fast path, the mixer, the
@@ -13,16 +14,17 @@ backends. (The reference extension dials the Host header of the handshake,
 which breaks behind SSH tunnels; the relay dials its own bound address.)
 
 Unlike the reference, the requests of one socket run concurrently (at most
-MAX_IN_FLIGHT; the next message is read only when one finishes, so a client
-that sends faster than the relay answers is slowed, not buffered), binary
-bodies pass byte for byte, and every request gets exactly one final
-`done: true`, errors and timeouts included.
+MAX_IN_FLIGHT, their bodies at most BODY_BUDGET; the next message is read only
+when both have room, so a client that sends faster than the relay answers is
+slowed, not buffered), binary bodies pass byte for byte, and every request gets
+exactly one final `done: true`, errors, timeouts and stalled bodies included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,7 @@ from . import auth
 from . import colab_protocol as protocol
 from .forward import splice
 from .headers import strip_query_param
+from .responses import error_response
 
 if TYPE_CHECKING:
     from .app import Relay
@@ -45,6 +48,8 @@ PREFIX = "/http_over_websocket"
 MAX_IN_FLIGHT = 32
 MESSAGE_LIMIT = 32 * 1024 * 1024  # a larger request gets the protocol's 400
 FRAME_LIMIT = MESSAGE_LIMIT + 16 * 1024 * 1024  # beyond this aiohttp closes (1009)
+BODY_BUDGET = 64 * 1024 * 1024  # request bodies in flight on one socket, at most
+HEARTBEAT = 30.0  # a ping every so often: a vanished page is noticed, its requests end
 AUTH_URL_PARAM = "jupyter_http_over_ws_auth_url"
 
 
@@ -86,16 +91,17 @@ class Bridge:
     # --- /http_over_websocket ------------------------------------------------------------
 
     async def http_over_websocket(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=FRAME_LIMIT, autoping=True)
+        ws = web.WebSocketResponse(max_msg_size=FRAME_LIMIT, autoping=True, heartbeat=HEARTBEAT)
         await ws.prepare(request)
         problem = protocol.version_problem(request.query.get("min_version"))
         auth_url = request.query.get(AUTH_URL_PARAM)
-        if problem is None and auth_url and not _same_origin(auth_url, request):
+        if problem is None and auth_url and not _own_origin(auth_url, request):
             problem = f"{AUTH_URL_PARAM} must be on this relay's own origin"
         if problem is not None:
-            await ws.close(code=protocol.CLOSE_CODE, message=problem.encode()[:123])
+            await ws.close(code=protocol.CLOSE_CODE, message=protocol.close_reason(problem))
             return ws
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        budget = Budget(BODY_BUDGET)
         lock = asyncio.Lock()
         tasks: set[asyncio.Task[None]] = set()
 
@@ -106,23 +112,26 @@ class Bridge:
         self.relay.forwarder.websockets.add(ws)
         try:
             async for msg in ws:
-                if msg.type is not WSMsgType.TEXT:
+                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     continue
                 if len(msg.data) > MESSAGE_LIMIT:
-                    await send(
-                        protocol.error(None, 400, f"Message too large (over {MESSAGE_LIMIT} bytes)")
-                    )
+                    mid = protocol.message_id_of(msg.data)
+                    text = f"Message too large (over {MESSAGE_LIMIT} bytes)"
+                    await send(protocol.error(mid, 400, text))
                     continue
                 try:
                     inner = protocol.parse_request(msg.data)
                 except protocol.BadMessage as bad:
                     await send(bad.answer)
                     continue
-                await slots.acquire()  # backpressure: read on only when a slot frees
+                # Backpressure: read on only when a slot and room for the body are free.
+                size = len(inner.body or b"")
+                await slots.acquire()
+                await budget.take(size)
                 task = asyncio.create_task(self._answer(inner, send))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-                task.add_done_callback(lambda _: slots.release())
+                task.add_done_callback(functools.partial(_free, slots, budget, size))
         finally:
             self.relay.forwarder.websockets.discard(ws)
             for task in tasks:
@@ -131,36 +140,47 @@ class Bridge:
         return ws
 
     async def _answer(self, inner: protocol.Request, send: Any) -> None:
-        """Perform one inner request and send its answer; always one final `done`."""
+        """Perform one inner request and send its answer; always one final `done`.
+
+        The backend has `timeout` to start answering, and again for every piece of
+        its body (a body may stream at its own pace, not stall); a client that reads
+        slowly is backpressure, not a stall.
+        """
         mid = inner.message_id
         url = URL(self.own_base + inner.path, encoded=True)
         headers = {**self.credentials(), "Accept-Encoding": "identity"}
         timeout = self.relay.config.backend_timeout + 5
+        stage = "No answer"
         try:
-            async with asyncio.timeout(timeout) as deadline:
-                async with self.session().request(
-                    inner.method, url, data=inner.body, headers=headers, allow_redirects=False
-                ) as resp:
-                    deadline.reschedule(None)  # headers came: the body streams at its pace
-                    head = protocol.joined_headers(list(resp.headers.items()))
-                    reason = resp.reason or ""
-                    # One chunk read ahead, to mark the last message `done`; if the body
-                    # breaks off, what was read still goes out before the error.
-                    pending = await _read_chunk(resp)
-                    ahead: bytes | None = None  # None: the read failed; b"": the end
+            async with self.session().request(
+                inner.method,
+                url,
+                data=inner.body,
+                headers=headers,
+                allow_redirects=False,
+                skip_auto_headers=("Content-Type",),  # the protocol has no headers to send
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout),
+            ) as resp:
+                stage = "The body stalled: no more of it"
+                head = protocol.joined_headers(list(resp.headers.items()))
+                reason = resp.reason or ""
+                # One chunk read ahead, to mark the last message `done`; if the body
+                # breaks off, what was read still goes out before the error.
+                pending = await _read_chunk(resp)
+                ahead: bytes | None = None  # None: the read failed; b"": the end
+                try:
+                    ahead = await _read_chunk(resp)
+                finally:
+                    done = ahead == b""
+                    await send(protocol.first(mid, resp.status, reason, head, pending, done))
+                while ahead:
+                    pending, ahead = ahead, None
                     try:
                         ahead = await _read_chunk(resp)
                     finally:
-                        done = ahead == b""
-                        await send(protocol.first(mid, resp.status, reason, head, pending, done))
-                    while ahead:
-                        pending, ahead = ahead, None
-                        try:
-                            ahead = await _read_chunk(resp)
-                        finally:
-                            await send(protocol.chunk(mid, pending, ahead == b""))
+                        await send(protocol.chunk(mid, pending, ahead == b""))
         except TimeoutError:
-            await _final_error(send, mid, 504, f"No answer within {timeout:g} s")
+            await _final_error(send, mid, 504, f"{stage} within {timeout:g} s")
         except (aiohttp.ClientError, OSError) as exc:
             log.warning("http_over_websocket %s %s: %s", inner.method, inner.path, exc)
             await _final_error(send, mid, 502, f"The request failed: {exc}")
@@ -174,7 +194,7 @@ class Bridge:
             auth.cookie_from_header(request.headers.get("Cookie"), self.relay.cookie_name)
             is not None
         )
-        outdated = protocol.version_problem(request.query.get("min_version")) is not None
+        outdated = protocol.is_outdated(request.query.get("min_version"))
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
                 answer = protocol.diagnose(msg.data, has_cookie, outdated)
@@ -185,7 +205,9 @@ class Bridge:
 
     async def proxied_ws(self, request: web.Request) -> web.StreamResponse:
         path = request.raw_path.partition("?")[0][len(PREFIX + "/proxied_ws") :]
-        query = strip_query_param(request.raw_path.partition("?")[2], "token")
+        query = request.raw_path.partition("?")[2]
+        for secret in ("token", AUTH_URL_PARAM):  # the relay's token stays with the relay
+            query = strip_query_param(query, secret)
         target = URL(self.own_base + path + (f"?{query}" if query else ""), encoded=True)
         offered = [
             p.strip()
@@ -202,10 +224,18 @@ class Bridge:
                 max_msg_size=0,
             )
         except aiohttp.WSServerHandshakeError as exc:
-            raise web.HTTPBadGateway(
-                text=json.dumps({"message": f"{path}: {exc.status} {exc.message}", "reason": ""}),
-                content_type="application/json",
-            ) from exc
+            # The refusal keeps its status (a kernel that is gone stays a 404).
+            status = exc.status if 400 <= exc.status < 600 else 502
+            return error_response(
+                request,
+                status,
+                f"The backend refused the websocket {path} with {exc.status}",
+                "Websocket Refused",
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            return error_response(
+                request, 502, f"The websocket {path} could not be opened: {exc}", "Bad Gateway"
+            )
         chosen = upstream.protocol
         client = web.WebSocketResponse(
             protocols=(chosen,) if chosen else (), autoping=False, autoclose=False, max_msg_size=0
@@ -248,9 +278,33 @@ async def _final_error(send: Any, mid: Any, status: int, text: str) -> None:
         await send(protocol.error(mid, status, text))
 
 
-def _same_origin(url: str, request: web.Request) -> bool:
-    try:
-        target = URL(url)
-    except ValueError:
-        return False
-    return target.host == request.url.host and target.port == request.url.port
+def _free(slots: asyncio.Semaphore, budget: Budget, size: int, _: object) -> None:
+    slots.release()
+    budget.give(size)
+
+
+def _own_origin(url: str, request: web.Request) -> bool:
+    return auth.same_origin_url(url, request.scheme, request.host)
+
+
+class Budget:
+    """Bytes of request bodies in flight on one socket; `take` waits until they fit.
+
+    One reader takes (the socket's read loop), the requests' ends give back.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    async def take(self, size: int) -> None:
+        # A body larger than the whole budget still goes, alone.
+        while self.used and self.used + size > self.limit:
+            self._freed.clear()
+            await self._freed.wait()
+        self.used += size
+
+    def give(self, size: int) -> None:
+        self.used -= size
+        self._freed.set()

@@ -14,42 +14,73 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 VERSION = "0.0.7"
 CHUNK = 64 * 1024
 REQUIRED = ("message_id", "method", "path")
 CLOSE_CODE = 4000  # an application close code: the reference's 400 is not a valid one
-_VERSION_RE = re.compile(r"v?(\d+(?:\.\d+)*)(?:[-_.]?(a|alpha|b|beta|rc|c)[-_.]?(\d*))?")
-_PRE_RANK = {"a": 0, "alpha": 0, "b": 1, "beta": 1, "rc": 2, "c": 2}
+# The grammar of distutils' StrictVersion, which the reference parses `min_version` with:
+# "1.2", "1.2.3", "0.0.1a3", "1.0b2"; anything else is unparseable there and here.
+_UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")
+_PRINTABLE = "".join(chr(c) for c in range(0x21, 0x7F))
+_VERSION_RE = re.compile(r"([0-9]+)\.([0-9]+)(?:\.([0-9]+))?(?:([ab])([0-9]+))?")
+Version = tuple[tuple[int, int, int], tuple[str, int]]
 
 
-def parse_version(text: str) -> tuple[tuple[int, ...], tuple[int, int]]:
-    """A comparable form of `0.0.7`, `0.0.1a3`, `1.0rc1`; ValueError if it is none of those."""
-    match = _VERSION_RE.fullmatch(text.strip().lower())
+def parse_version(text: str) -> Version:
+    """A comparable form of `0.0.7`, `0.0.1a3`; ValueError if StrictVersion would refuse it."""
+    match = _VERSION_RE.fullmatch(text)
     if not match:
         raise ValueError(text)
-    release = tuple(int(part) for part in match.group(1).split("."))
-    release = release + (0,) * (3 - len(release)) if len(release) < 3 else release
-    while len(release) > 3 and release[-1] == 0:
-        release = release[:-1]
-    pre = (_PRE_RANK[match.group(2)], int(match.group(3) or 0)) if match.group(2) else (3, 0)
+    major, minor, patch, letter, number = match.groups()
+    release = (int(major), int(minor), int(patch or 0))
+    # A release sorts after its pre-releases ("~" > "a", "b").
+    pre = (letter, int(number)) if letter else ("~", 0)
     return release, pre
 
 
+def show_version(version: Version) -> str:
+    """A version as StrictVersion prints it (no `.0` patch: 1.0.0 is "1.0")."""
+    (major, minor, patch), (letter, number) = version
+    text = f"{major}.{minor}" + (f".{patch}" if patch else "")
+    return text + (f"{letter}{number}" if letter != "~" else "")
+
+
 def version_problem(min_version: str | None) -> str | None:
-    """The reason to refuse a socket whose client asks for `min_version`, if any."""
+    """The reason to refuse a socket whose client asks for `min_version`, if any.
+
+    The words are the reference's; the version it names is cut so that the reason
+    fits a close frame (123 bytes).
+    """
     if min_version is None:
         return None
+    min_version = min_version.strip()  # as tornado's get_argument gives it the reference
     try:
         wanted = parse_version(min_version)
     except ValueError:
         return f'Invalid "min_version" provided: {min_version[:60]}'
     if wanted > parse_version(VERSION):
         return (
-            f"Requested version ({min_version[:30]}) > Current version ({VERSION}). "
+            f"Requested version ({show_version(wanted)[:30]}) > Current version ({VERSION}). "
             "Please upgrade this package."
         )
     return None
+
+
+def is_outdated(min_version: str | None) -> bool:
+    """True when the client wants a newer protocol than this one (not when it is garbled)."""
+    if min_version is None:
+        return False
+    try:
+        return parse_version(min_version.strip()) > parse_version(VERSION)
+    except ValueError:
+        return False
+
+
+def close_reason(text: str) -> bytes:
+    """`text` as a close frame's reason: at most 123 bytes, cut between characters."""
+    return text.encode()[:123].decode(errors="ignore").encode()
 
 
 @dataclass(frozen=True)
@@ -68,11 +99,14 @@ class BadMessage(Exception):
         self.answer = answer
 
 
-def parse_request(text: str) -> Request:
-    """A request message, or BadMessage with the reference's error answer."""
+def parse_request(text: str | bytes) -> Request:
+    """A request message, or BadMessage with the reference's error answer.
+
+    A binary frame counts as its UTF-8 text, as in the reference (json.loads of bytes).
+    """
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadMessage(error(None, 400, "JSON input is required.")) from None
     if not isinstance(data, dict):
         raise BadMessage(error(None, 400, "JSON input is required."))
@@ -94,6 +128,15 @@ def parse_request(text: str) -> Request:
         raise BadMessage(
             error(message_id, 400, "Invalid request. The path must be absolute (start with /)")
         )
+    if _UNSENDABLE.search(path):
+        raise BadMessage(
+            error(
+                message_id,
+                400,
+                "Invalid request. The path has a space or control character: percent-encode it",
+            )
+        )
+    path = quote(path, safe=_PRINTABLE)  # non-ASCII as UTF-8 percent-escapes, the rest as sent
     body: bytes | None = None
     if data.get("body_base64") is not None:
         try:
@@ -105,6 +148,15 @@ def parse_request(text: str) -> Request:
     elif data.get("body") is not None:
         body = str(data["body"]).encode()
     return Request(message_id, method.upper(), path, body)
+
+
+def message_id_of(text: str | bytes) -> Any:
+    """The `message_id` of a message refused before parsing (too large), if it has one."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return data.get("message_id") if isinstance(data, dict) else None
 
 
 def error(message_id: Any, status: int, status_text: str) -> dict[str, Any]:
