@@ -23,7 +23,8 @@ from jupyter_relay.mixer import held
 from jupyter_relay.server import RunningRelay
 
 from .conftest import RELAY_TOKEN, Mixed, start_relay
-from .kernel_client import V1, execute
+from .kernel_client import V1, execute, run_code
+from .servers import start_relay_process
 
 WHERE = 'import os; print(os.environ["RELAY_TEST_BACKEND"])'
 NAMES = {"a": "python3", "b": "b--python3", "eg": "eg--python3"}
@@ -404,3 +405,56 @@ async def test_session_map_forgets_sessions_ended_behind_the_relays_back(
     listed = await get_json(client, relay.base_url + "api/sessions")
     assert session["id"] not in {s["id"] for s in listed}
     assert session["id"] not in relay.relay.mixer.sessions
+
+
+async def test_the_issues_command_local_gpu_and_gateway(
+    mixed: Mixed, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """`jupyter-relay --backend local --backend gpu=http://...?token=... --backend
+    eg=gateway+http://...`, the real command: the local Jupyter's specs unprefixed, the
+    others "(gpu)" and "(eg)"; kernels on each run code, interrupt, restart and shut down;
+    a notebook's session moves local -> gpu -> eg keeping its id."""
+    args = ["--port", "0", "--token", RELAY_TOKEN, "--backend", "local"]
+    args += ["--backend", f"gpu={mixed.b.backend_arg}", "--backend", f"eg={mixed.eg.backend_arg}"]
+    proc = start_relay_process(args, tmp_path, env={"RELAY_TEST_BACKEND": "local"}, cwd=tmp_path)
+    base = proc.base
+    names = {"local": "python3", "b": "gpu--python3", "eg": "eg--python3"}
+    started: dict[str, str] = {}
+    try:
+        specs = (await get_json(client, base + "api/kernelspecs"))["kernelspecs"]
+        assert set(names.values()) <= set(specs), sorted(specs)
+        assert specs["python3"]["spec"]["display_name"] == "Python 3 (ipykernel)"  # as it is
+        assert specs["gpu--python3"]["spec"]["display_name"].endswith(" (gpu)")
+        assert specs["eg--python3"]["spec"]["display_name"].endswith(" (eg)")
+        for where, name in names.items():
+            kernel = await send_json(client, "POST", base + "api/kernels", {"name": name}, 201)
+            started[where] = kernel["id"]
+            assert await run_code(client, base, kernel["id"], WHERE) == where
+            async with client.post(f"{base}api/kernels/{kernel['id']}/interrupt") as resp:
+                assert resp.status == 204, await resp.text()
+            again = await send_json(client, "POST", f"{base}api/kernels/{kernel['id']}/restart", {})
+            assert again["id"] == kernel["id"] and again["name"] == name
+            assert await run_code(client, base, kernel["id"], WHERE) == where
+        listed = [k["id"] for k in await get_json(client, base + "api/kernels")]
+        assert sorted(set(listed) & set(started.values())) == sorted(started.values())
+        assert len(listed) == len(set(listed))
+        for kernel_id in started.values():
+            async with client.delete(f"{base}api/kernels/{kernel_id}") as resp:
+                assert resp.status == 204, await resp.text()
+        started.clear()
+        # A notebook switching its kernel between the three, as JupyterLab does it.
+        note = {"path": "switch.ipynb", "type": "notebook", "kernel": {"name": "python3"}}
+        session = await send_json(client, "POST", base + "api/sessions", note, 201)
+        sid = session["id"]
+        for where, name in (("b", "gpu--python3"), ("eg", "eg--python3"), ("local", "python3")):
+            url = f"{base}api/sessions/{sid}"
+            moved = await send_json(client, "PATCH", url, {"kernel": {"name": name}})
+            assert moved["id"] == sid and moved["kernel"]["name"] == name, moved
+            assert await run_code(client, base, moved["kernel"]["id"], WHERE) == where
+        async with client.delete(f"{base}api/sessions/{sid}") as resp:
+            assert resp.status == 204, await resp.text()
+    finally:
+        for kernel_id in started.values():
+            async with client.delete(f"{base}api/kernels/{kernel_id}"):
+                pass
+        assert proc.stop() == 0, proc.logs()
