@@ -377,11 +377,20 @@ async def test_relays_sharing_a_state_dir_keep_each_others_gateway_sessions(
         for relay in relays:  # each sees the other's at once
             listed = await get_json(client, relay.base_url + "api/sessions")
             assert set(made) <= {s["id"] for s in listed}
+        # One relay ends a session: the other, asked for it by id, no longer has it.
+        extra = {"path": "ended.ipynb", "type": "notebook", "kernel": {"name": NAMES["eg"]}}
+        ended = await send_json(client, "POST", relays[0].base_url + "api/sessions", extra, 201)
+        await get_json(client, f"{relays[1].base_url}api/sessions/{ended['id']}")
+        async with client.delete(f"{relays[0].base_url}api/sessions/{ended['id']}") as resp:
+            assert resp.status == 204
+        async with client.get(f"{relays[1].base_url}api/sessions/{ended['id']}") as resp:
+            assert resp.status == 404, await resp.text()
         for relay in relays:
             await relay.stop()
         relays = [await start_relay(mixed.backend_args, state_dir=str(tmp_path))]
         listed = await get_json(client, relays[0].base_url + "api/sessions")
         assert set(made) <= {s["id"] for s in listed}  # and both outlive a restart
+        assert ended["id"] not in {s["id"] for s in listed}
         for session_id in made:
             async with client.delete(f"{relays[0].base_url}api/sessions/{session_id}") as resp:
                 assert resp.status == 204
