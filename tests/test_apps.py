@@ -245,3 +245,50 @@ async def test_the_command_stops_its_apps_when_it_stops(
         code = await asyncio.to_thread(proc.stop)
     assert code == 0, proc.logs()
     assert not await wait_until_gone(pids), f"{pids} outlived the relay: {proc.logs()}"
+
+
+async def test_a_dead_leaders_group_is_stopped_on_restart_and_with_the_relay(
+    backend: Echo, tmp_path: Path, client: aiohttp.ClientSession
+) -> None:
+    """The app's leader dies, its background child lives on: both stops must end that child.
+
+    The shell starts a `sleep` in the background and execs the web app, so the app is the
+    group's leader and the sleep a member; killing the leader leaves the member behind.
+    """
+    pids = tmp_path / "pids"
+    script = f"sleep 1000 & echo $! >> {pids}; exec {shlex.join(webapp_command())}"
+    toml = relay_toml(echo={"command": ["sh", "-c", script], "timeout": 20})
+    async with proxy_relay(lab(backend), toml=toml, workdir=tmp_path) as relay:
+
+        async def leader_dies() -> int:
+            leader = seen(await fetch(client, "GET", url(relay.base, "/apps/echo/x"))).raw["pid"]
+            os.kill(leader, signal.SIGKILL)
+            async with asyncio.timeout(10):
+                while (await app_status(client, relay.base, "echo"))["state"] == "running":
+                    await asyncio.sleep(0.05)
+            return int(pids_in(pids)[-1])
+
+        first = await leader_dies()
+        assert not gone(first), "the background child should still run before any stop"
+        # The next request starts the app again, ending what was left of the first run.
+        await leader_dies()
+        assert not await wait_until_gone([first], 3), f"sleep {first} survived the restart"
+        second = pids_in(pids)[-1]
+        assert not gone(second)
+    assert not await wait_until_gone([second], 3), f"sleep {second} outlived the relay"
+
+
+async def test_stopping_an_app_twice_is_harmless(tmp_path: Path) -> None:
+    from jupyter_relay.errors import BackendStartError
+    from jupyter_relay.proxy.apps import App
+    from jupyter_relay.proxy.appspec import AppSpec
+
+    app = App(AppSpec("echo", tuple(webapp_command())), connect_timeout=5)
+    await app.ensure()
+    assert app.proc is not None
+    pid = app.proc.pid
+    await asyncio.gather(app.stop(), app.stop())
+    await app.stop()
+    assert gone(pid) and app.state == "stopped"
+    with pytest.raises(BackendStartError, match="shutting down"):
+        await app.ensure()

@@ -15,6 +15,7 @@ import signal
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
+GROUP_POLL = 0.05  # s between looks at whether a stopped group is empty
 
 
 def die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -28,26 +29,51 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child
 async def stop_process(
     proc: asyncio.subprocess.Process, grace: float, *, group: bool = False
 ) -> None:
-    """SIGTERM (to its whole process group if `group`), then SIGKILL after `grace` seconds."""
-    if proc.returncode is not None:
+    """SIGTERM (to its whole process group if `group`), then SIGKILL after `grace` seconds.
+
+    With `group`, the group is signalled even when its leader has exited already: a
+    shell's background children (or a server a wrapper forked) live on in it, and
+    nothing else would stop them.
+    """
+    if not group:
+        if proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGKILL)
+            await proc.wait()
         return
+    # The leader's pid is the group's id (start_new_session); while a member lives,
+    # the kernel does not hand that pid to another process.
+    if not _signal_group(proc.pid, signal.SIGTERM) and proc.returncode is not None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while loop.time() < deadline:
+        if proc.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), min(GROUP_POLL, deadline - loop.time()))
+            continue
+        if not _signal_group(proc.pid, 0):
+            return
+        await asyncio.sleep(GROUP_POLL)
+    _signal_group(proc.pid, signal.SIGKILL)
+    await proc.wait()
 
-    def send(sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if group:
-                os.killpg(proc.pid, sig)
-            else:
-                proc.send_signal(sig)
 
-    send(signal.SIGTERM)
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to the group; False when no process of it is left."""
     try:
-        await asyncio.wait_for(proc.wait(), grace)
-    except TimeoutError:
-        send(signal.SIGKILL)
-        await proc.wait()
-    if group:  # what the leader left behind in its group
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member changed its credentials: not ours to signal
+        return True
+    return True
 
 
 def log_tail(path: Path | None, lines: int = 8, hide: tuple[str, ...] = ()) -> str:

@@ -56,6 +56,7 @@ class App:
         self.log_path: Path | None = None
         self._starting: asyncio.Task[ProxyTarget] | None = None
         self._workdir: Path | None = None
+        self._closed = False  # stopped with the relay: never started again
 
     @property
     def name(self) -> str:
@@ -69,6 +70,10 @@ class App:
 
     async def ensure(self) -> ProxyTarget:
         """Start the app unless it runs; every waiting request shares one start."""
+        if self._closed:
+            raise BackendStartError(
+                self.name, f"app '{self.name}' is not started: the relay is shutting down"
+            )
         target = self.ready()
         if target is not None:
             return target
@@ -171,6 +176,10 @@ class App:
             self._workdir = None
 
     async def stop(self) -> None:
+        """Stop its whole process group; a second call (or a call racing one) does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         if self._starting is not None and not self._starting.done():
             self._starting.cancel()
             with contextlib.suppress(BaseException):
@@ -178,8 +187,8 @@ class App:
         if self.proc is not None:
             await stop_process(self.proc, STOP_GRACE, group=True)
         if self.target is not None:
-            await self.target.close()
-            self.target = None
+            target, self.target = self.target, None
+            await target.close()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
