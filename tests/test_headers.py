@@ -123,6 +123,22 @@ def test_request_headers_forwarded_trio_and_origin() -> None:
     assert out["Referer"] == "http://127.0.0.1:9999/lab/tree?x=1"
 
 
+@pytest.mark.parametrize(
+    ("referer", "expected"),
+    [
+        ("http://127.0.0.1:8765/lab?token=relay-secret", "http://127.0.0.1:9999/lab"),
+        (
+            "http://127.0.0.1:8765/lab?a=1&token=relay-secret&b=2",
+            "http://127.0.0.1:9999/lab?a=1&b=2",
+        ),
+        ("http://127.0.0.1:8765/lab?tokens=1#x", "http://127.0.0.1:9999/lab?tokens=1#x"),
+        ("/lab?token=relay-secret", "/lab"),
+    ],
+)
+def test_request_headers_referer_loses_the_relay_token(referer: str, expected: str) -> None:
+    assert forward({"Referer": referer})["Referer"] == expected
+
+
 def test_request_headers_websocket_handshake_left_to_client() -> None:
     out = forward(
         {

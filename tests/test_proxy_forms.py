@@ -181,6 +181,13 @@ async def test_the_relays_token_never_reaches_the_app(
     cookie = f"app_session=abc; {cookie_name(relay.running.port)}={cookie_value(RELAY_TOKEN)}"
     got = seen(await fetch(anon, "GET", url(base, f"/proxy/{port}/c"), headers={"Cookie": cookie}))
     assert got.all("Cookie") == ["app_session=abc"], got.raw
+    # In the Referer of a page first opened with `?token=`: taken out there too.
+    for query, kept in ((f"?tab=2&token={RELAY_TOKEN}", "?tab=2"), (f"?token={RELAY_TOKEN}", "")):
+        referer = f"{base.rstrip('/')}/proxy/{port}/page{query}"
+        got = seen(
+            await fetch(client, "GET", url(base, f"/proxy/{port}/r"), headers={"Referer": referer})
+        )
+        assert got.header("Referer") == f"http://localhost:{port}/proxy/{port}/page{kept}"
     for item in app.requests:
         assert RELAY_TOKEN not in json.dumps(item), item
         assert cookie_value(RELAY_TOKEN) not in json.dumps(item), item

@@ -151,10 +151,19 @@ def request_headers(
 
 
 def _rebase_referer(referer: str, backend_origin: str) -> str:
+    """The backend's origin in place of the relay's, and the relay's `?token=` taken out.
+
+    A page first opened as `/proxy/8050/?token=...` sends that address as the Referer
+    of everything it loads; the token is the relay's, never the backend's.
+    """
     match = re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*", referer)
-    if not match:
-        return referer
-    return backend_origin + referer[match.end() :]
+    rest = referer[match.end() :] if match else referer
+    path, mark, query = rest.partition("?")
+    if mark:
+        query, hash_mark, fragment = query.partition("#")
+        query = strip_query_param(query, "token")
+        rest = path + ("?" + query if query else "") + hash_mark + fragment
+    return backend_origin + rest if match else rest
 
 
 def response_headers(
