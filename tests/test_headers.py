@@ -189,6 +189,43 @@ def test_rewrite_set_cookie(cookie: str, https: bool, expected: str) -> None:
     assert rewrite_set_cookie(cookie, relay_is_https=https) == expected
 
 
+@pytest.mark.parametrize(
+    ("cookie", "relative", "expected"),
+    [
+        # A relative app's paths are under its prefix on the relay.
+        ("s=1; Path=/", True, "s=1; Path=/proxy/8050/"),
+        ("s=1; Path=/dash/", True, "s=1; Path=/proxy/8050/dash/"),
+        ("s=1; Path=", True, "s=1; Path=/proxy/8050/"),
+        ("s=1", True, "s=1"),  # the browser's default: the request's directory, inside
+        # An absolute app sees the relay's paths: kept inside the prefix, else the prefix.
+        ("s=1; Path=/proxy/8050/x", False, "s=1; Path=/proxy/8050/x"),
+        ("s=1; Path=/proxy/8050", False, "s=1; Path=/proxy/8050"),
+        ("s=1; Path=/", False, "s=1; Path=/proxy/8050/"),
+        ("s=1; Path=/proxy/80501/", False, "s=1; Path=/proxy/8050/"),
+        ("s=1; Path=/lab", False, "s=1; Path=/proxy/8050/"),
+    ],
+)
+def test_an_apps_cookies_stay_under_its_prefix(cookie: str, relative: bool, expected: str) -> None:
+    got = rewrite_set_cookie(cookie, relay_is_https=False, scope="/proxy/8050", relative=relative)
+    assert got == expected
+
+
+def test_no_upstream_may_set_the_relays_cookie() -> None:
+    out = response_headers(
+        [
+            ("Set-Cookie", "jupyter-relay-8765=forged; Path=/"),
+            ("Set-Cookie", " jupyter-relay-8765 =; Max-Age=0"),
+            ("Set-Cookie", "jupyter-relay-87650=other; Path=/"),
+        ],
+        backend_origins=ORIGINS,
+        relay_is_https=False,
+        relay_cookie="jupyter-relay-8765",
+        cookie_scope="/proxy/8050",
+        cookie_relative=True,
+    )
+    assert out.getall("Set-Cookie") == ["jupyter-relay-87650=other; Path=/proxy/8050/"]
+
+
 def test_response_headers() -> None:
     out = response_headers(
         [

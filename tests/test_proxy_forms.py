@@ -321,6 +321,27 @@ async def test_redirects_stay_inside_the_prefix(
         assert await redirect_location(client, base, rel, "/s", status) == f"{rel}/s"
 
 
+async def test_an_apps_cookies_stay_under_its_prefix_and_never_replace_the_relays(
+    relay: WatchedRelay, app: WebApp, client: aiohttp.ClientSession
+) -> None:
+    port, base = app.port, relay.base
+    own = cookie_name(relay.running.port)
+    sets = ["app=1; Path=/; HttpOnly", "deep=2; Path=/dash/", f"{own}=forged; Path=/"]
+    query = "&".join(f"set={quote(v, safe='')}" for v in sets)
+    rel, absolute = f"/proxy/{port}", f"/proxy/absolute/{port}"
+    for prefix, expected in (
+        (rel, [f"app=1; Path={rel}/; HttpOnly", f"deep=2; Path={rel}/dash/"]),
+        # An absolute app's /dash/ is outside its prefix: narrowed to the prefix.
+        (absolute, [f"app=1; Path={absolute}/; HttpOnly", f"deep=2; Path={absolute}/"]),
+    ):
+        got = await fetch(client, "GET", url(base, f"{prefix}/_cookie?{query}"))
+        assert got.status == 200, got.text
+        assert got.headers.getall("Set-Cookie", []) == expected, prefix
+    # A Jupyter backend's cookies keep Path=/ (its pages live at the relay's root).
+    got = await fetch(client, "GET", url(base, "/cookie"))
+    assert got.headers.getall("Set-Cookie", []) == ["a=1; Path=/", "b=2; Path=/"], got.headers
+
+
 # --- 5. errors ----------------------------------------------------------------------------
 
 

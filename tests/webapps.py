@@ -19,6 +19,7 @@ of the path, whatever comes before it, so the same app answers behind a relative
     .../_upload       reads the body chunk by chunk; in-process, `WebApp.first_chunk` is set
                       as soon as one arrived
     .../_slow         answers after `?s=` seconds
+    .../_cookie       each `?set=` as one Set-Cookie header, as is
 
 Run it as a program (`python tests/webapps.py --port P [--host H]`; it imports nothing
 from the tests) or in-process with `run_webapp`. `CountingListener` is a plain TCP socket
@@ -214,6 +215,13 @@ def make_app(state: WebApp | None = None) -> web.Application:
         seen.requests.append(_info(request))
         return web.json_response({"value": os.environ.get(request.query["name"])})
 
+    async def cookie(request: web.Request) -> web.StreamResponse:
+        seen.requests.append(_info(request))
+        resp = web.Response(text="cookies")
+        for value in request.query.getall("set", []):
+            resp.headers.add("Set-Cookie", value)  # as is: not through aiohttp's cookie jar
+        return resp
+
     async def slow(request: web.Request) -> web.StreamResponse:
         seen.requests.append(_info(request))
         await asyncio.sleep(float(request.query.get("s", "5")))
@@ -227,6 +235,7 @@ def make_app(state: WebApp | None = None) -> web.Application:
         "_env": env,
         "_upload": upload,
         "_slow": slow,
+        "_cookie": cookie,
     }
 
     async def dispatch(request: web.Request) -> web.StreamResponse:

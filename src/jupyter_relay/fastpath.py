@@ -693,6 +693,9 @@ class UpstreamConnection(asyncio.Protocol):
             backend_origins=ex.up.origins,
             relay_is_https=False,
             location_prefix=ex.up.location_prefix if 300 <= status < 400 else "",
+            relay_cookie=ex.client.server.relay.cookie_name,
+            cookie_scope=ex.up.cookie_scope,
+            cookie_relative=bool(ex.up.strip_prefix),
         )
         lower = {k.lower(): v for k, v in self.headers}
         self.chunked = "chunked" in lower.get("transfer-encoding", "").lower()
@@ -1043,8 +1046,14 @@ class TunnelUpstream(asyncio.Protocol):
         rest = bytes(self.head[end + 4 :])
         self.head = bytearray()
         self.status = self.parser.get_status_code()
+        up = self.tunnel.up
         out = response_headers(
-            self.headers, backend_origins=self.tunnel.up.origins, relay_is_https=False
+            self.headers,
+            backend_origins=up.origins,
+            relay_is_https=False,
+            relay_cookie=self.tunnel.client.server.relay.cookie_name,
+            cookie_scope=up.cookie_scope,
+            cookie_relative=bool(up.strip_prefix),
         )
         if self.status == 101:
             self.upgraded = True

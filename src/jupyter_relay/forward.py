@@ -203,6 +203,9 @@ class Forwarder:
             backend_origins=up.origins,
             relay_is_https=self.settings.relay_is_https,
             location_prefix=up.location_prefix if 300 <= resp.status < 400 else "",
+            relay_cookie=self.settings.relay_cookie,
+            cookie_scope=up.cookie_scope,
+            cookie_relative=bool(up.strip_prefix),
         )
         if up.secrets and _is_scrubbable(resp):
             body = await resp.content.read(SCRUB_LIMIT + 1)

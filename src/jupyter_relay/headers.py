@@ -172,6 +172,9 @@ def response_headers(
     backend_origins: frozenset[str],
     relay_is_https: bool,
     location_prefix: str = "",
+    relay_cookie: str = "",
+    cookie_scope: str = "",
+    cookie_relative: bool = False,
 ) -> CIMultiDict[str]:
     """Headers to send to the client for a backend's response.
 
@@ -179,8 +182,9 @@ def response_headers(
     backend into paths on the relay (under `location_prefix`, given for the
     redirects of an app whose prefix the relay strips), and makes cookies fit the relay: no
     `Domain` (the browser talks to the relay's host), `Path=/` where the
-    backend used its base path, and no `Secure` when the relay is plain HTTP
-    on loopback (a browser would drop the cookie).
+    backend used its base path (or, for a port-proxy app, a path inside its
+    `cookie_scope`), no `Secure` when the relay is plain HTTP on loopback (a
+    browser would drop the cookie), and none at all named `relay_cookie`.
     """
     items = list(upstream)
     connection = _connection_tokens(items)
@@ -195,9 +199,25 @@ def response_headers(
             if location_prefix and value.startswith("/") and not value.startswith("//"):
                 value = location_prefix + value
         elif lower == "set-cookie":
-            value = rewrite_set_cookie(value, relay_is_https=relay_is_https)
+            if relay_cookie and cookie_name_of(value) == relay_cookie:
+                continue  # it would replace (or delete) the relay's own login
+            value = rewrite_set_cookie(
+                value, relay_is_https=relay_is_https, scope=cookie_scope, relative=cookie_relative
+            )
         out.add(key, value)
     return out
+
+
+def _under(path: str, prefix: str) -> bool:
+    """Is `path` (query and fragment allowed) `prefix` itself or below it?"""
+    if not path.startswith(prefix):
+        return False
+    rest = path[len(prefix) :]
+    return not rest or rest[0] in "/?#"
+
+
+def cookie_name_of(set_cookie: str) -> str:
+    return set_cookie.split(";", 1)[0].split("=", 1)[0].strip()
 
 
 def rewrite_location(location: str, backend_origins: frozenset[str]) -> str:
@@ -216,8 +236,17 @@ def rewrite_location(location: str, backend_origins: frozenset[str]) -> str:
     return rest
 
 
-def rewrite_set_cookie(value: str, *, relay_is_https: bool) -> str:
-    """Adapt one `Set-Cookie` value to the relay's origin."""
+def rewrite_set_cookie(
+    value: str, *, relay_is_https: bool, scope: str = "", relative: bool = False
+) -> str:
+    """Adapt one `Set-Cookie` value to the relay's origin.
+
+    `scope` is a port-proxy app's prefix (`/proxy/8050`): its cookies stay under it,
+    so an app cannot set cookies for the relay's other paths (or for other apps).
+    A relative app's `Path=/x` means `<scope>/x`; an absolute app sees the relay's
+    paths, so its path is kept when it is inside the scope. Without a scope (a
+    Jupyter backend) the path becomes `/`, as before.
+    """
     parts = [p.strip() for p in value.split(";")]
     out = [parts[0]]
     for attr in parts[1:]:
@@ -225,7 +254,7 @@ def rewrite_set_cookie(value: str, *, relay_is_https: bool) -> str:
         if name == "domain":
             continue
         if name == "path":
-            out.append("Path=/")
+            out.append("Path=" + _cookie_path(attr.split("=", 1)[-1].strip(), scope, relative))
             continue
         if name == "secure" and not relay_is_https:
             continue
@@ -239,3 +268,13 @@ def rewrite_set_cookie(value: str, *, relay_is_https: bool) -> str:
             continue
         out.append(attr)
     return "; ".join(out)
+
+
+def _cookie_path(path: str, scope: str, relative: bool) -> str:
+    if not scope:
+        return "/"
+    if not path.startswith("/"):  # the browser would use the request's directory
+        return scope + "/"
+    if relative:
+        return scope + path
+    return path if _under(path, scope) else scope + "/"

@@ -54,6 +54,8 @@ class Upstream:
     # up and put back in front of the redirects that come down.
     strip_prefix: str = ""
     location_prefix: str = ""
+    # A port-proxy app's prefix: its cookies are kept under it ("" for a backend).
+    cookie_scope: str = ""
 
     @property
     def origin(self) -> str:

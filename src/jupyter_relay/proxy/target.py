@@ -68,6 +68,7 @@ class ProxyTarget:
             host_header=host_header,
             strip_prefix=prefix if relative else "",
             location_prefix=prefix if relative else "",
+            cookie_scope=prefix,
         )
 
     @property
