@@ -292,3 +292,23 @@ async def test_stopping_an_app_twice_is_harmless(tmp_path: Path) -> None:
     assert gone(pid) and app.state == "stopped"
     with pytest.raises(BackendStartError, match="shutting down"):
         await app.ensure()
+
+
+async def test_a_fixed_port_held_by_another_process_is_a_503_not_a_stranger(
+    backend: Echo, tmp_path: Path, client: aiohttp.ClientSession
+) -> None:
+    from .webapps import run_webapp
+
+    ran = tmp_path / "ran"
+    async with run_webapp() as stranger:
+        command = f"touch {ran}; exec {shlex.join(webapp_command())}"
+        toml = relay_toml(fixed={"command": ["sh", "-c", command], "port": stranger.port})
+        async with proxy_relay(lab(backend), toml=toml, workdir=tmp_path) as relay:
+            got = await fetch(client, "GET", url(relay.base, "/apps/fixed/x"), headers=JSON)
+            assert_json_error(
+                got, 503, f"port {stranger.port}", "already in use", r"\[apps\.fixed\]"
+            )
+            entry = await app_status(client, relay.base, "fixed")
+            assert entry["state"] == "failed" and "already in use" in entry["error"], entry
+        assert not stranger.requests, stranger.requests
+        assert not ran.exists(), "the app's command should not run on a taken port"

@@ -189,6 +189,18 @@ def test_app_tables() -> None:
     assert app.timeout == 5.0 and app.environment == (("X", "{port}"),)
 
 
+def test_two_apps_on_one_fixed_port_are_refused() -> None:
+    tables = {
+        "a": {"command": ["x"], "port": 8050},
+        "b": {"command": ["x"]},
+        "c": {"command": ["x"], "port": 8050},
+    }
+    with pytest.raises(ConfigError, match=r"\[apps\.a\] and \[apps\.c\] both have port = 8050"):
+        parse_apps(tables, "relay.toml")
+    # Free ports (0) may repeat: each start picks its own.
+    assert len(parse_apps({"a": {"command": ["x"]}, "b": {"command": ["x"]}}, "r.toml")) == 2
+
+
 @pytest.mark.parametrize(
     ("table", "says"),
     [

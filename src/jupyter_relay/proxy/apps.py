@@ -90,6 +90,14 @@ class App:
         spec = self.spec
         port = spec.port or free_port()
         self.port, self.state, self.error = port, "starting", None
+        if spec.port and await self._listening(port):
+            # Something else holds the fixed port: "ready" would proxy to a stranger.
+            raise self._failed(
+                f"cannot start: port {port} (its 'port') is already in use by another "
+                f"process; stop that process, or set another 'port' in [apps.{self.name}] "
+                "(0 for a free one at each start)",
+                quote_log=False,
+            )
         argv = [spec.render(arg, port) for arg in spec.command]
         env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER_RELAY_")}
         env.update({k: spec.render(v, port) for k, v in spec.environment})
@@ -158,10 +166,12 @@ class App:
                 return True
         return False
 
-    def _failed(self, what: str) -> BackendStartError:
+    def _failed(self, what: str, *, quote_log: bool = True) -> BackendStartError:
+        self.state, self.error = "failed", f"app '{self.name}' {what}"
+        if not quote_log:
+            return BackendStartError(self.name, self.error)
         tail = log_tail(self.log_path, 10)
         output = f"; its last output:\n{tail}" if tail else "; it printed nothing"
-        self.state, self.error = "failed", f"app '{self.name}' {what}"
         return BackendStartError(
             self.name, f"app '{self.name}' {what}{output}\n(log: {self.log_path})"
         )

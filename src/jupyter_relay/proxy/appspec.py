@@ -45,9 +45,21 @@ class AppSpec:
 def parse_apps(tables: Mapping[str, Any], where: str) -> tuple[AppSpec, ...]:
     if not isinstance(tables, Mapping):
         raise ConfigError(f"{where}: 'apps' must hold tables like [apps.NAME]")
-    return tuple(
+    specs = tuple(
         _parse_app(name, table, f"{where}: [apps.{name}]") for name, table in tables.items()
     )
+    owners: dict[int, str] = {}
+    for spec in specs:
+        if not spec.port:
+            continue
+        if spec.port in owners:
+            raise ConfigError(
+                f"{where}: [apps.{owners[spec.port]}] and [apps.{spec.name}] both have "
+                f"port = {spec.port}; two apps cannot listen on one port: give one another "
+                "port, or port = 0 for a free one at each start"
+            )
+        owners[spec.port] = spec.name
+    return specs
 
 
 def _parse_app(name: str, table: Any, where: str) -> AppSpec:
