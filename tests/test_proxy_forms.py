@@ -299,6 +299,11 @@ async def test_redirects_stay_inside_the_prefix(
         (rel, "/a%2Fb?x=%2F&y=1", f"{rel}/a%2Fb?x=%2F&y=1"),
         (rel, f"http://localhost:{port}/own?y=1", f"{rel}/own?y=1"),
         (rel, "next/page", "next/page"),
+        # An app that knows its prefix (X-Forwarded-Prefix) wrote it already: not twice.
+        (rel, f"{rel}/already", f"{rel}/already"),
+        (rel, f"{rel}?q=1", f"{rel}?q=1"),
+        (rel, f"http://localhost:{port}{rel}/own", f"{rel}/own"),
+        (rel, f"{rel}0/other", f"{rel}{rel}0/other"),  # /proxy/80500 is not under /proxy/8050
         (rel, "http://example.org/elsewhere", "http://example.org/elsewhere"),
         (f"/proxy/127.0.0.1:{port}", "/t", f"/proxy/127.0.0.1:{port}/t"),
         (f"/proxy/127.0.0.1:{port}", f"http://127.0.0.1:{port}/t", f"/proxy/127.0.0.1:{port}/t"),

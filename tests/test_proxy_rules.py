@@ -111,6 +111,12 @@ def test_relative_mode_strips_the_prefix_and_says_so() -> None:
         ("relative", "relative"),
         ("https://elsewhere.example/t", "https://elsewhere.example/t"),
         ("//elsewhere.example/t", "//elsewhere.example/t"),
+        # Already under the prefix (the app read X-Forwarded-Prefix): not prefixed twice.
+        ("/proxy/8050/t", "/proxy/8050/t"),
+        ("/proxy/8050", "/proxy/8050"),
+        ("/proxy/8050?x=1", "/proxy/8050?x=1"),
+        ("http://localhost:8050/proxy/8050/t", "/proxy/8050/t"),
+        ("/proxy/80501/t", "/proxy/8050/proxy/80501/t"),
     ],
 )
 def test_redirects_of_a_relative_app_stay_under_its_prefix(location: str, expected: str) -> None:

@@ -196,7 +196,13 @@ def response_headers(
             continue
         if lower == "location":
             value = rewrite_location(value, backend_origins)
-            if location_prefix and value.startswith("/") and not value.startswith("//"):
+            if (
+                location_prefix
+                and value.startswith("/")
+                and not value.startswith("//")
+                and not _under(value, location_prefix)
+            ):
+                # An app that read X-Forwarded-Prefix already wrote the relay's path.
                 value = location_prefix + value
         elif lower == "set-cookie":
             if relay_cookie and cookie_name_of(value) == relay_cookie:
