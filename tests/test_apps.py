@@ -312,3 +312,29 @@ async def test_a_fixed_port_held_by_another_process_is_a_503_not_a_stranger(
             assert entry["state"] == "failed" and "already in use" in entry["error"], entry
         assert not stranger.requests, stranger.requests
         assert not ran.exists(), "the app's command should not run on a taken port"
+
+
+async def test_an_app_never_gets_the_relays_or_backends_secrets(
+    backend: Echo, tmp_path: Path, client: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .conftest import RELAY_TOKEN
+
+    backend_token = "backend-secret-0123456789abcdef"
+    monkeypatch.setenv("LAB_TOKEN", backend_token)  # read by the backend: token_env=
+    monkeypatch.setenv("MY_COPY", RELAY_TOKEN)  # the relay's token under a name of one's own
+    monkeypatch.setenv("NOTEBOOK_URL", f"http://lab/?token={backend_token}")
+    monkeypatch.setenv("JUPYTER_RELAY_EXTRA", "relay-setting")
+    monkeypatch.setenv("KEEP_ME", "visible")
+    toml = relay_toml(echo={"command": webapp_command(), "environment": {"MINE": "given"}})
+    spec = [f"lab=http://127.0.0.1:{backend.port}/?token_env=LAB_TOKEN"]
+    async with proxy_relay(spec, toml=toml, workdir=tmp_path) as relay:
+
+        async def env(name: str) -> str | None:
+            got = await fetch(client, "GET", url(relay.base, f"/apps/echo/_env?name={name}"))
+            assert got.status == 200, got.text
+            value: str | None = got.json["value"]
+            return value
+
+        for name in ("LAB_TOKEN", "MY_COPY", "NOTEBOOK_URL", "JUPYTER_RELAY_EXTRA"):
+            assert await env(name) is None, name
+        assert (await env("KEEP_ME"), await env("MINE")) == ("visible", "given")

@@ -23,7 +23,7 @@ from .config import RelayConfig
 from .errors import BackendError, RelayError
 from .forward import Forwarder, ForwardSettings
 from .headers import strip_query_param
-from .logs import add_secret
+from .logs import add_secret, known_secrets
 from .mixer import Mixer, held
 from .mixer import routes as mixer_routes
 from .proxy import routes as proxy_routes
@@ -68,7 +68,12 @@ class Relay:
         self.port_proxy = PortProxy(
             config.proxy_allow, config.proxy_deny_ports, self.backends, config.connect_timeout
         )
-        self.apps = Apps(config.apps, config.connect_timeout)
+        self.apps = Apps(
+            config.apps,
+            config.connect_timeout,
+            hide_env=frozenset(b.token.env for b in config.backends if b.token.env),
+            secrets=known_secrets,
+        )
         self.started_at = time.monotonic()
         if config.token is not None:
             add_secret(config.token.value)

@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import os
 import signal
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
@@ -74,6 +75,33 @@ def _signal_group(pgid: int, sig: int) -> bool:
     except PermissionError:  # a member changed its credentials: not ours to signal
         return True
     return True
+
+
+RELAY_ENV_PREFIX = "JUPYTER_RELAY_"  # its own settings, its token among them
+MIN_SECRET_IN_VALUE = 16  # shorter secrets are matched only as a whole value
+
+
+def scrubbed_environment(
+    environ: Mapping[str, str], names: Iterable[str], secrets: Iterable[str]
+) -> dict[str, str]:
+    """`environ` without the relay's secrets, for a child that is not the relay's to trust.
+
+    Drops the relay's own variables (`JUPYTER_RELAY_*`: its token among them), the
+    variables backends' tokens are read from (`names`), and any variable holding a
+    secret's value (a token exported under a name of the user's own).
+    """
+    hidden = set(names)
+    values = [s for s in secrets if s]
+    long = [s for s in values if len(s) >= MIN_SECRET_IN_VALUE]
+    exact = set(values)
+    return {
+        key: value
+        for key, value in environ.items()
+        if not key.startswith(RELAY_ENV_PREFIX)
+        and key not in hidden
+        and value.strip() not in exact
+        and not any(secret in value for secret in long)
+    }
 
 
 def log_tail(path: Path | None, lines: int = 8, hide: tuple[str, ...] = ()) -> str:

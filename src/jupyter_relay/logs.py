@@ -34,6 +34,11 @@ def redact(text: str) -> str:
     return _AUTH_HEADER.sub(r"\1***", text)
 
 
+def known_secrets() -> frozenset[str]:
+    """Every secret registered so far (the relay's token, backends' tokens once learnt)."""
+    return frozenset(RedactingFormatter.secrets)
+
+
 def add_secret(value: str) -> None:
     """Register a value that must never appear in a log line."""
     if value:

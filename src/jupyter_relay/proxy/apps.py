@@ -19,10 +19,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..children import die_with_parent, log_tail, stop_process
+from ..children import die_with_parent, log_tail, scrubbed_environment, stop_process
 from ..errors import BackendStartError, NotFound
 from .appspec import AppSpec
 from .core import LOOPBACK_ADDRESSES
@@ -45,9 +46,17 @@ def free_port() -> int:
 class App:
     """One named app: its process, its state, and the target that reaches it."""
 
-    def __init__(self, spec: AppSpec, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        spec: AppSpec,
+        connect_timeout: float,
+        hide_env: frozenset[str] = frozenset(),
+        secrets: Callable[[], Iterable[str]] = tuple,
+    ) -> None:
         self.spec = spec
         self.connect_timeout = connect_timeout
+        self.hide_env = hide_env  # variables backends' tokens come from
+        self.secrets = secrets
         self.state = "stopped"
         self.error: str | None = None
         self.port: int | None = None
@@ -99,7 +108,7 @@ class App:
                 quote_log=False,
             )
         argv = [spec.render(arg, port) for arg in spec.command]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER_RELAY_")}
+        env = scrubbed_environment(os.environ, self.hide_env, self.secrets())
         env.update({k: spec.render(v, port) for k, v in spec.environment})
         self._workdir = Path(tempfile.mkdtemp(prefix=f"jupyter-relay-app-{self.name}-"))
         self.log_path = self._workdir / "output.log"
@@ -224,8 +233,14 @@ class App:
 class Apps:
     """The configured apps, by name."""
 
-    def __init__(self, specs: tuple[AppSpec, ...], connect_timeout: float) -> None:
-        self.apps = {spec.name: App(spec, connect_timeout) for spec in specs}
+    def __init__(
+        self,
+        specs: tuple[AppSpec, ...],
+        connect_timeout: float,
+        hide_env: frozenset[str] = frozenset(),
+        secrets: Callable[[], Iterable[str]] = tuple,
+    ) -> None:
+        self.apps = {spec.name: App(spec, connect_timeout, hide_env, secrets) for spec in specs}
 
     def fast_target(self, raw_path: str) -> ProxyTarget | None:
         parsed = parse_app(raw_path)
