@@ -5,6 +5,8 @@ is the test's (`unshare -m`, then `mount --bind`; the tests run as root), so tha
 
     app.example.test, sneaky.example.test  -> 127.0.0.1
     far.example.test                       -> 10.9.8.7
+    meta / aliyun-meta / shared / linklocal.example.test -> 169.254.169.254,
+        100.100.100.200, 100.64.1.2, 169.254.7.7 (metadata and guarded blocks)
 
 without touching the machine's resolver. A listed glob reaches an app by name when the
 address is allowed too; a listed name that resolves to loopback while loopback is not
@@ -33,6 +35,10 @@ HOSTS = """\
 127.0.0.1 app.example.test
 127.0.0.1 sneaky.example.test
 10.9.8.7 far.example.test
+169.254.169.254 meta.example.test
+100.100.100.200 aliyun-meta.example.test
+100.64.1.2 shared.example.test
+169.254.7.7 linklocal.example.test
 """
 
 
@@ -150,3 +156,21 @@ async def test_a_name_not_listed_resolving_outside_the_ranges_is_refused(
         assert echo.path == "/ok", echo.raw
         status = await fetch(client, "GET", url(relay.base, "/relay/api/status"))
         assert status.json["port_proxy"]["allow"] == ["app.example.test", "loopback"], status.text
+
+
+async def test_names_resolving_to_metadata_or_guarded_blocks_are_refused_with_how_to_allow(
+    backend: Echo, hosts: Path, tmp_path: Path, client: aiohttp.ClientSession
+) -> None:
+    """Listed by glob, and every address held by a wide range: still refused, quickly."""
+    allow = ["*.example.test", "0.0.0.0/0"]
+    cases = {
+        "meta.example.test": ("metadata", r"--proxy-allow 169\.254\.169\.254(?! \()"),
+        "aliyun-meta.example.test": ("metadata", r"--proxy-allow 100\.100\.100\.200"),
+        "shared.example.test": (r"100\.64\.0\.0/10", r"--proxy-allow 100\.64\.1\.2"),
+        "linklocal.example.test": ("link-local", r"--proxy-allow 169\.254\.0\.0/16"),
+    }
+    async with relay_with_hosts(backend, hosts, tmp_path, allow) as relay:
+        for name, says in cases.items():
+            got = await fetch(client, "GET", url(relay.base, f"/proxy/{name}:80/"), headers=JSON)
+            assert_json_error(got, 403, name.replace(".", r"\."), *says)
+            assert got.seconds < 2, (name, got.seconds)  # refused, not dialled

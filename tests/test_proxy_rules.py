@@ -151,6 +151,36 @@ def test_names_globs_and_ranges() -> None:
     assert not allow.in_ranges(ip("11.0.0.1"))
 
 
+GUARDED = (
+    "169.254.169.254",  # AWS, GCP, Azure metadata
+    "fd00:ec2::254",  # AWS metadata over IPv6
+    "100.100.100.200",  # Alibaba metadata
+    "100.64.0.1",  # shared address space (carrier-grade NAT, Tailscale)
+    "169.254.1.1",
+    "fe80::1",
+    "::ffff:169.254.169.254",
+)
+
+
+def test_metadata_and_guarded_blocks_need_their_own_entry() -> None:
+    wide = Allowlist.parse(["0.0.0.0/0", "::/0", "100.0.0.0/8", "fd00::/8", "*.example.org"])
+    for address in GUARDED:
+        assert not wide.in_ranges(ip(address)), address
+        assert not wide.address_allowed(ip(address), name_listed=True), address
+    assert wide.in_ranges(ip("10.1.2.3")) and wide.in_ranges(ip("fd00::1"))
+    # An entry inside the block allows the block, but not the metadata address in it.
+    block = Allowlist.parse(["169.254.0.0/16", "100.64.0.0/10", "fe80::/10"])
+    assert block.in_ranges(ip("169.254.1.1")) and block.in_ranges(ip("100.64.0.1"))
+    assert block.in_ranges(ip("fe80::1"))
+    assert not block.in_ranges(ip("169.254.169.254"))
+    assert not block.in_ranges(ip("100.100.100.200"))
+    # A metadata address is allowed by itself.
+    meta = Allowlist.parse(["169.254.169.254", "[fd00:ec2::254]"])
+    assert meta.in_ranges(ip("169.254.169.254")) and meta.in_ranges(ip("fd00:ec2::254"))
+    assert meta.in_ranges(ip("::ffff:169.254.169.254"))
+    assert not meta.in_ranges(ip("169.254.169.253"))
+
+
 def test_a_listed_name_may_not_stand_for_a_special_address() -> None:
     """DNS rebinding: a listed name that resolves to loopback or metadata is refused."""
     allow = Allowlist.parse(["*.example.org"])

@@ -356,6 +356,39 @@ async def test_hosts_outside_the_allowlist_are_403_and_not_contacted(
             assert got.seconds < 2, (address, got.seconds)
 
 
+async def test_metadata_and_link_local_literals_are_403_even_in_a_wide_range(
+    backend: Echo, client: aiohttp.ClientSession
+) -> None:
+    async with proxy_relay(
+        lab(backend), proxy_allow=["0.0.0.0/0", "::/0"], connect_timeout="1"
+    ) as relay:
+        for address, says in (
+            ("169.254.169.254", ["metadata", r"--proxy-allow 169\.254\.169\.254"]),
+            ("[fd00:ec2::254]", ["metadata", "--proxy-allow fd00:ec2::254"]),
+            ("100.100.100.200", ["metadata", r"--proxy-allow 100\.100\.100\.200"]),
+            ("100.64.3.4", [r"100\.64\.0\.0/10"]),
+            ("169.254.3.4", ["link-local", r"169\.254\.0\.0/16"]),
+            ("[fe80::1]", ["link-local", "fe80::/10"]),
+        ):
+            target = url(relay.base, f"/proxy/{address}:80/")
+            got = await fetch(client, "GET", target, headers=JSON)
+            assert_json_error(got, 403, re.escape(address.strip("[]")), *says)
+            assert got.seconds < 2, (address, got.seconds)
+            with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+                async with client.ws_connect(url(relay.base, f"/proxy/{address}:80/_ws")):
+                    pass
+            assert caught.value.status == 403, (address, caught.value)
+    # Listed by its own entry, it is dialled: whatever answers (nothing: 502/504; a
+    # sandbox's egress filter: its own page), it is not the relay's refusal.
+    async with proxy_relay(
+        lab(backend), proxy_allow=["169.254.169.254"], connect_timeout="1"
+    ) as relay:
+        got = await fetch(
+            client, "GET", url(relay.base, "/proxy/169.254.169.254:80/"), headers=JSON
+        )
+        assert "may not reach" not in got.text, (got.status, got.text)
+
+
 async def test_denied_ports_are_403_and_not_contacted(
     backend: Echo,
     listener: CountingListener,

@@ -10,7 +10,15 @@ that are allowed get dialled. An address is allowed when a range holds it,
 or when the name matched a name entry and the address is an ordinary one:
 a listed name that resolves to a loopback, link-local, unspecified,
 multicast or reserved address (DNS rebinding, a cloud metadata address) is
-refused unless a range lists that address too. Pure: no I/O.
+refused unless a range lists that address too.
+
+Some addresses are refused even inside a wide listed range (`0.0.0.0/0`,
+`100.0.0.0/8`, `fd00::/8`): the shared (carrier-grade NAT) space
+`100.64.0.0/10`, link-local `169.254.0.0/16` and `fe80::/10`, and the cloud
+metadata services (`169.254.169.254`, `fd00:ec2::254`, `100.100.100.200`),
+whose answers carry the machine's credentials. A guarded block is allowed
+only by an entry inside it (`--proxy-allow 100.64.0.0/10`); a metadata
+address only by itself (`--proxy-allow 169.254.169.254`). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -24,6 +32,14 @@ from .paths import valid_host_name
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK = ("localhost", "127.0.0.0/8", "::1")
+METADATA = tuple(
+    ipaddress.ip_network(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+)
+GUARDED: tuple[tuple[Network, str], ...] = (
+    (ipaddress.ip_network("100.64.0.0/10"), "in the shared address space 100.64.0.0/10"),
+    (ipaddress.ip_network("169.254.0.0/16"), "link-local (169.254.0.0/16)"),
+    (ipaddress.ip_network("fe80::/10"), "link-local (fe80::/10)"),
+)
 
 
 @dataclass(frozen=True)
@@ -68,9 +84,13 @@ class Allowlist:
         return False
 
     def in_ranges(self, address: Address) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
-        return any(address in network for network in self.ranges)
+        """Does a listed range hold `address`, and, if it is guarded, a narrow enough one?"""
+        address = unmapped(address)
+        guard = guarded_block(address)
+        return any(
+            address in network and (guard is None or _narrow(network, guard))
+            for network in self.ranges
+        )
 
     def address_allowed(self, address: Address, *, name_listed: bool) -> bool:
         """May the relay dial `address`, got by resolving a name (listed or not)?"""
@@ -79,10 +99,44 @@ class Allowlist:
         return name_listed and ordinary(address)
 
 
+def unmapped(address: Address) -> Address:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    return address
+
+
+def guarded_block(address: Address) -> Network | None:
+    """The block an address is guarded by (metadata: the address itself), or None."""
+    address = unmapped(address)
+    for network in METADATA:
+        if address in network:
+            return network
+    for network, _ in GUARDED:
+        if address in network:
+            return network
+    return None
+
+
+def guarded_why(address: Address) -> str | None:
+    """Why `address` needs its own allowlist entry, said for an error message; None if not."""
+    address = unmapped(address)
+    if any(address in network for network in METADATA):
+        return "a cloud metadata address (its answers hold this machine's credentials)"
+    for network, why in GUARDED:
+        if address in network:
+            return why
+    return None
+
+
+def _narrow(network: Network, guard: Network) -> bool:
+    return network.version == guard.version and network.subnet_of(guard)  # type: ignore[arg-type]
+
+
 def ordinary(address: Address) -> bool:
     """An address a name may stand for without being listed by range."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    address = unmapped(address)
+    if guarded_block(address) is not None:
+        return False
     return not (
         address.is_loopback
         or address.is_link_local

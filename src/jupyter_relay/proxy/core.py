@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from ..backends.base import Backend, RawOpener
 from ..backends.ssh import SshBackend
 from ..errors import BackendUnreachable, Forbidden, NotFound
-from .allow import Allowlist, port_denied
+from .allow import Allowlist, guarded_block, guarded_why, port_denied, unmapped
 from .paths import ProxyPath, ip_literal, parse_proxy
 from .target import ProxyTarget, ssh_opener, tcp_opener
 
@@ -129,6 +129,9 @@ class PortProxy:
         if address is None:
             return None
         if not self.allow.in_ranges(address):
+            guarded = self._guarded(literal or str(address), address)
+            if guarded is not None:
+                raise guarded
             raise Forbidden(
                 f"the port proxy may not reach {literal}: it is not in the allowlist "
                 f"({self._shown()}). To allow it, start jupyter-relay with "
@@ -160,6 +163,10 @@ class PortProxy:
         ]
         if allowed:
             return allowed
+        for address in found:
+            guarded = self._guarded(f"{name} ({address})", ipaddress.ip_address(address))
+            if guarded is not None:
+                raise guarded
         if not listed:
             raise self._not_listed(name)
         raise Forbidden(
@@ -167,6 +174,27 @@ class PortProxy:
             f"allowlist ({self._shown()}) does not hold. A listed name may not stand for a "
             "loopback, link-local or other special address (DNS rebinding); if that is "
             f"intended, add the address too: --proxy-allow {found[0]}"
+        )
+
+    def _guarded(
+        self, shown: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    ) -> Forbidden | None:
+        """The refusal of a guarded address (metadata, link-local, shared), or None."""
+        why = guarded_why(address)
+        block = guarded_block(address)
+        if why is None or block is None:
+            return None
+        plain = unmapped(address)
+        alone = block.num_addresses == 1
+        how = (
+            f"--proxy-allow {plain}"
+            if alone
+            else f"--proxy-allow {plain} (or --proxy-allow {block}, or a range inside it)"
+        )
+        return Forbidden(
+            f"the port proxy may not reach {shown}: it is {why}, refused unless the "
+            f"allowlist ({self._shown()}) lists it by its own entry (a wider range such as "
+            f"0.0.0.0/0 is not enough). If that is intended, start jupyter-relay with {how}"
         )
 
     def _not_listed(self, name: str) -> Forbidden:
