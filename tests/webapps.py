@@ -20,6 +20,10 @@ of the path, whatever comes before it, so the same app answers behind a relative
                       as soon as one arrived
     .../_slow         answers after `?s=` seconds
     .../_cookie       each `?set=` as one Set-Cookie header, as is
+    .../_page         an HTML page that loads `_page.css` and `_page.js` by relative URLs;
+                      the script opens the websocket `_ws` (relative too, offering
+                      "chosen.v2"), sends a text and writes the echo and the chosen
+                      subprotocol into `#status`
 
 Run it as a program (`python tests/webapps.py --port P [--host H]`; it imports nothing
 from the tests) or in-process with `run_webapp`. `CountingListener` is a plain TCP socket
@@ -50,6 +54,24 @@ PROTOCOLS = ("chosen.v2", "other.v3")
 DEFLATE_BITS = 11
 # One MiB of fixed pseudo-random bytes; block i is i (8 bytes) and the rest of this.
 _BASE = random.Random(20240601).randbytes(CHUNK)
+
+
+PAGE = """<!doctype html>
+<html><head><title>webapps page</title>
+<link rel="stylesheet" href="_page.css"><script src="_page.js" defer></script>
+</head><body><p id="status">waiting for the script</p></body></html>
+"""
+PAGE_CSS = "#status { color: rgb(1, 2, 3); }\n"
+PAGE_JS = """
+const status = document.getElementById("status");
+const address = new URL("_ws", location.href);
+address.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+address.search = "";
+const ws = new WebSocket(address.href, ["chosen.v2"]);
+ws.onopen = () => { status.textContent = "open"; ws.send("hello from the page"); };
+ws.onmessage = (event) => { status.textContent = `echo: ${event.data} (${ws.protocol})`; };
+ws.onerror = () => { status.textContent = "websocket error"; };
+"""
 
 
 def pattern_block(index: int) -> bytes:
@@ -222,6 +244,18 @@ def make_app(state: WebApp | None = None) -> web.Application:
             resp.headers.add("Set-Cookie", value)  # as is: not through aiohttp's cookie jar
         return resp
 
+    async def page(request: web.Request) -> web.StreamResponse:
+        seen.requests.append(_info(request))
+        return web.Response(text=PAGE, content_type="text/html")
+
+    async def page_js(request: web.Request) -> web.StreamResponse:
+        seen.requests.append(_info(request))
+        return web.Response(text=PAGE_JS, content_type="text/javascript")
+
+    async def page_css(request: web.Request) -> web.StreamResponse:
+        seen.requests.append(_info(request))
+        return web.Response(text=PAGE_CSS, content_type="text/css")
+
     async def slow(request: web.Request) -> web.StreamResponse:
         seen.requests.append(_info(request))
         await asyncio.sleep(float(request.query.get("s", "5")))
@@ -236,6 +270,9 @@ def make_app(state: WebApp | None = None) -> web.Application:
         "_upload": upload,
         "_slow": slow,
         "_cookie": cookie,
+        "_page": page,
+        "_page.js": page_js,
+        "_page.css": page_css,
     }
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
