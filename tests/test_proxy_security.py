@@ -23,6 +23,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from jupyter_relay.auth import cookie_name, cookie_value
+
 from .conftest import RELAY_TOKEN, WatchedRelay
 from .echo_app import Echo, run_echo
 from .proxying import (
@@ -133,6 +135,15 @@ async def test_cve_2024_28179_no_token_no_contact(
     ]
     let_through = []
     async with proxy_relay(lab(backend), toml=toml, workdir=tmp_path) as relay:
+        # The relay's real cookie name, with what a forger could put in it: the token
+        # itself (the cookie holds an HMAC of it), another token's HMAC, nothing.
+        own = cookie_name(relay.running.port)
+        wrong += [
+            {"Cookie": f"{own}={RELAY_TOKEN}"},
+            {"Cookie": f"{own}={cookie_value('not-the-token')}"},
+            {"Cookie": f"{own}="},
+            {"Cookie": f"{own}={cookie_value(RELAY_TOKEN)[:-1]}"},
+        ]
         for path in paths:
             for headers in wrong:
                 for method in METHODS:
@@ -152,6 +163,11 @@ async def test_cve_2024_28179_no_token_no_contact(
                         let_through.append(("websocket", path, headers, exc.status))
         assert not let_through, let_through
         assert await listener.settled() == 0, listener
+        # Control: that cookie name with the right value is a login (the cases above
+        # were refused for their value, not for a name the relay never reads).
+        good = {"Cookie": f"{own}={cookie_value(RELAY_TOKEN)}"}
+        got = await fetch(anon, "GET", url(relay.base, "/relay/api/status"), headers=good)
+        assert got.status == 200, (got.status, got.text[:300])
         assert not marker.exists(), "the app was started for a request without the token"
         status = await fetch(client, "GET", url(relay.base, "/relay/api/status"))
         apps = {a["name"]: a for a in status.json["apps"]}
