@@ -174,3 +174,31 @@ async def test_names_resolving_to_metadata_or_guarded_blocks_are_refused_with_ho
             got = await fetch(client, "GET", url(relay.base, f"/proxy/{name}:80/"), headers=JSON)
             assert_json_error(got, 403, name.replace(".", r"\."), *says)
             assert got.seconds < 2, (name, got.seconds)  # refused, not dialled
+
+
+async def test_a_checked_resolution_is_reused_briefly_and_a_rebinding_never_dialled(
+    backend: Echo, hosts: Path, tmp_path: Path, app: WebApp, client: aiohttp.ClientSession
+) -> None:
+    """The name resolves to the app, then (the attacker's DNS) to the metadata address.
+
+    Within RESOLVE_TTL the relay dials the address it checked, not the new one; after
+    it, the new answer is checked, and refused.
+    """
+    from jupyter_relay.proxy.core import RESOLVE_TTL
+
+    allow = ["*.example.test", "127.0.0.1"]
+    async with relay_with_hosts(backend, hosts, tmp_path, allow) as relay:
+        target = url(relay.base, f"/proxy/app.example.test:{app.port}/x")
+        assert seen(await fetch(client, "GET", target)).path == "/x"
+        # Rewritten in place: the relay's private /etc/hosts is this file, bind-mounted.
+        flipped_hosts = HOSTS.replace("127.0.0.1 app.", "169.254.169.254 app.")
+        await asyncio.to_thread(hosts.write_text, flipped_hosts)
+        flipped = asyncio.get_running_loop().time()
+        got = await fetch(client, "GET", target)
+        assert asyncio.get_running_loop().time() - flipped < RESOLVE_TTL, "too slow to tell"
+        assert seen(got).path == "/x", "within the TTL: the checked address, not a lookup"
+        async with asyncio.timeout(RESOLVE_TTL + 10):
+            while (got := await fetch(client, "GET", target, headers=JSON)).status == 200:
+                await asyncio.sleep(0.1)
+        assert_json_error(got, 403, "metadata", r"--proxy-allow 169\.254\.169\.254")
+        assert len(app.requests) >= 2 and all(r["path"] == "/x" for r in app.requests)

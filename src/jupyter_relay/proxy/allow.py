@@ -5,8 +5,9 @@ name below example.org), addresses or CIDR ranges (`10.0.0.0/8`, `::1`), or
 the keyword `loopback` (`localhost`, `127.0.0.0/8`, `::1`), which is also
 the default.
 
-A name is resolved once per request, and only the addresses it resolved to
-that are allowed get dialled. An address is allowed when a range holds it,
+A name is resolved (by `core`, at most once per request; a checked answer
+is reused briefly), and only the addresses it resolved to that are allowed
+get dialled. An address is allowed when a range holds it,
 or when the name matched a name entry and the address is an ordinary one:
 a listed name that resolves to a loopback, link-local, unspecified,
 multicast or reserved address (DNS rebinding, a cloud metadata address) is

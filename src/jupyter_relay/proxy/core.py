@@ -4,8 +4,10 @@ Every refusal happens before anything is dialled: a path that is not one of
 the forms is 404, a host or port the allowlist does not permit is 403. What
 needs no DNS (a port on this machine, an IP literal, an ssh backend's
 machine) is decided synchronously, so the fast path can take it; a name is
-resolved once, on the aiohttp path, and only its checked addresses are
-dialled.
+resolved on the aiohttp path, and only its checked addresses are dialled.
+A checked resolution is reused for `RESOLVE_TTL` seconds (by the fast path
+too): what is dialled is still only what was checked, so a DNS answer that
+changes meanwhile (rebinding) reaches nothing it was not allowed to.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import time
 from collections.abc import Mapping
 
 from ..backends.base import Backend, RawOpener
@@ -34,11 +37,22 @@ FORMS = (
 )
 
 
+RESOLVE_TTL = 2.0  # seconds a name's checked addresses are reused
+
+
 class _Pin:
-    """The checked addresses a name-addressed target dials; replaced at each request."""
+    """The checked addresses a name-addressed target dials, until `expires`."""
 
     def __init__(self) -> None:
         self.addresses: list[str] = []
+        self.expires = 0.0
+
+    def fresh(self) -> bool:
+        return time.monotonic() < self.expires
+
+    def renew(self, addresses: list[str]) -> None:
+        self.addresses = addresses
+        self.expires = time.monotonic() + RESOLVE_TTL
 
 
 class PortProxy:
@@ -62,14 +76,13 @@ class PortProxy:
     # --- the fast path's question -----------------------------------------------------
 
     def fast_target(self, raw_path: str) -> ProxyTarget | None:
-        """The target when it is allowed and needs no DNS; None leaves it to `target`."""
+        """The target when it is allowed without a DNS lookup now; None leaves it to `target`."""
         parsed = parse_proxy(raw_path, self.backend_names)
-        if (
-            parsed is None
-            or port_denied(parsed.port, self.deny_ports)
-            or parsed.prefix in self.pins
-        ):
-            return None  # refusals, and names (resolved per request), go the aiohttp path
+        if parsed is None or port_denied(parsed.port, self.deny_ports):
+            return None  # refusals go the aiohttp path, which explains them
+        pin = self.pins.get(parsed.prefix)
+        if pin is not None:  # a name: taken while its checked addresses are fresh
+            return self.targets.get(parsed.prefix) if pin.fresh() else None
         try:
             return self._static(parsed)
         except (Forbidden, BackendUnreachable):
@@ -93,9 +106,11 @@ class PortProxy:
         backend = self.backends.get(host)
         name = backend.spec.url.host if backend is not None and backend.spec.url else host
         assert name is not None
-        addresses = await self._resolve(name, parsed.port)
-        pin = self.pins.setdefault(parsed.prefix, _Pin())
-        pin.addresses = addresses
+        pin = self.pins.get(parsed.prefix)
+        if pin is None or not pin.fresh():
+            addresses = await self._resolve(name, parsed.port)
+            pin = self.pins.setdefault(parsed.prefix, _Pin())
+            pin.renew(addresses)
         label = f"{name}:{parsed.port}"
         if backend is not None:
             label = f"port {parsed.port} of backend '{host}' ({name})"
