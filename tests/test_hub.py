@@ -7,7 +7,10 @@ Covered: the Jupyter API and a kernel over the v1 websocket subprotocol, Jupyter
 Chromium, a stopped server started on demand with the Hub's progress on stderr, a named
 server, a wrong CA, a wrong TLS name, a revoked token and a token file rewritten while the
 relay runs, a server culled mid-session, a request that arrives in many small pieces, the
-seed's environment variables, and the Hub going down.
+seed's environment variables, and the Hub going down. And each failure a user can meet
+gives its own message: a spawn the Hub reports failed or timed out, the relay's own
+--start-timeout, a token lacking a scope, a token revoked while the relay runs, a user the
+Hub does not have; concurrent requests after a cull start the server once.
 """
 
 from __future__ import annotations
@@ -38,7 +41,17 @@ from .browser import (
     wait_saved,
 )
 from .conftest import RELAY_TOKEN, WatchedRelay, watched_relay
-from .hub import TLS_NAME, Hub, start_hub
+from .hub import (
+    BROKEN,
+    BROKEN_MESSAGE,
+    SLOWPOKE,
+    SLOWPOKE_HTTP_TIMEOUT,
+    SLUGGISH,
+    TLS_NAME,
+    UNCACHED,
+    Hub,
+    start_hub,
+)
 from .kernel_client import V1, execute, run_code, start_kernel
 from .needs import missing, need_chromium
 from .servers import free_port, start_relay_process
@@ -395,6 +408,26 @@ async def test_culled_server_stays_stopped_with_start_server_never(
         assert hub.server(USER) is None, hub.server(USER)
 
 
+async def test_concurrent_requests_after_a_cull_start_the_server_once(
+    hub: Hub, token_file: Path, client: aiohttp.ClientSession
+) -> None:
+    async with hub_relay(hub.backend_arg(NAME, USER, token_file=token_file)) as relay:
+        await assert_serves(client, relay.base)
+        await asyncio.to_thread(hub.stop_server, USER)
+        offset = hub.log.stat().st_size
+        answers = await asyncio.gather(*(kernelspecs(client, relay.base) for _ in range(8)))
+        for answer in answers:
+            assert_error(answer, 503, NAME)
+        await wait_serving(client, relay.base, RECOVERY_BOUND)
+        answers = await asyncio.gather(*(kernelspecs(client, relay.base) for _ in range(8)))
+        assert [a.status for a in answers] == [200] * 8, [a.text[:200] for a in answers]
+    with hub.log.open("rb") as log:
+        log.seek(offset)
+        said = log.read().decode(errors="replace")
+    starts = re.findall(rf"POST /hub/api/users/{USER}/server\b", said)
+    assert len(starts) == 1, said[-3000:]
+
+
 async def test_a_redirect_of_the_users_own_server_is_not_taken_for_a_cull(
     hub: Hub, token_file: Path, client: aiohttp.ClientSession
 ) -> None:
@@ -531,3 +564,114 @@ async def test_hub_down_is_a_502_naming_the_backend_then_recovers(
         # The Hub back (it stopped the user's server on its way down): the relay serves again.
         await asyncio.to_thread(live_hub.restart)
         await wait_serving(client, relay.base, RECOVERY_BOUND)
+
+
+# --- 11. what a user meets when a spawn goes wrong ----------------------------------------
+
+
+async def test_spawn_failed_gives_the_hubs_message(
+    hub: Hub, hub_work: Path, client: aiohttp.ClientSession
+) -> None:
+    hub.create_user(BROKEN)
+    token, _ = hub.issue_token(BROKEN)
+    path = write_token(hub_work / f"{BROKEN}.token", token)
+    async with hub_relay(hub.backend_arg(NAME, BROKEN, token_file=path)) as relay:
+        told = [line for line in relay.progress if BROKEN_MESSAGE in line]
+        assert told, relay.progress
+        answer = await kernelspecs(client, relay.base)
+        message = assert_error(answer, 503, NAME, BROKEN)
+        assert BROKEN_MESSAGE in message, message
+        assert f"{hub.url}hub/home" in message, message
+
+
+async def test_spawn_timed_out_on_the_hub_gives_the_hubs_message(
+    hub: Hub, hub_work: Path, client: aiohttp.ClientSession
+) -> None:
+    hub.create_user(SLOWPOKE)
+    token, _ = hub.issue_token(SLOWPOKE)
+    path = write_token(hub_work / f"{SLOWPOKE}.token", token)
+    async with hub_relay(hub.backend_arg(NAME, SLOWPOKE, token_file=path)) as relay:
+        answer = await kernelspecs(client, relay.base)
+        message = assert_error(answer, 503, NAME, SLOWPOKE)
+        assert f"didn't respond in {SLOWPOKE_HTTP_TIMEOUT} seconds" in message, message
+
+
+async def test_relay_start_timeout_says_how_long_and_what_to_do(
+    hub: Hub, hub_work: Path, client: aiohttp.ClientSession
+) -> None:
+    hub.create_user(SLUGGISH)
+    token, _ = hub.issue_token(SLUGGISH)
+    path = write_token(hub_work / f"{SLUGGISH}.token", token)
+    started = time.monotonic()
+    async with hub_relay(
+        hub.backend_arg(NAME, SLUGGISH, token_file=path), start_timeout="2"
+    ) as relay:
+        assert time.monotonic() - started < FAIL_BOUND
+        answer = await kernelspecs(client, relay.base)
+        message = assert_error(answer, 504, NAME, SLUGGISH)
+        assert "within 2 s" in message and "--start-timeout" in message, message
+        assert f"{hub.url}hub/spawn-pending/{SLUGGISH}" in message, message
+
+
+# --- 12. tokens that may not do what the relay needs --------------------------------------
+
+SCOPES_LACKING_SERVERS = ["read:users!user", "read:servers!user", "access:servers!user"]
+
+
+@pytest.mark.parametrize(
+    ("scopes", "needed"),
+    [(SCOPES_LACKING_SERVERS, "servers"), (["access:servers!user"], "read:servers")],
+    ids=["cannot-start", "cannot-read"],
+)
+async def test_token_missing_a_scope_says_which(
+    hub: Hub, hub_work: Path, client: aiohttp.ClientSession, scopes: list[str], needed: str
+) -> None:
+    user = "carol"  # never has a server: the relay must start it, or read it first
+    hub.create_user(user)
+    model = hub.api("POST", f"users/{user}/tokens", {"scopes": scopes}, expect=(201,))
+    path = write_token(hub_work / f"{user}-{secrets.token_hex(4)}.token", model["token"])
+    async with hub_relay(hub.backend_arg(NAME, user, token_file=path)) as relay:
+        answer = await kernelspecs(client, relay.base)
+        message = assert_error(answer, 502, NAME)
+        assert re.search(rf"lacks the scope\b.*\b{re.escape(needed)}\b", message), message
+        assert str(path) in message and hub.token_page in message, message
+        assert "refused" not in message, message
+    assert hub.server(user) is None
+
+
+async def test_user_the_hub_does_not_have_says_so(
+    hub: Hub, token_file: Path, client: aiohttp.ClientSession
+) -> None:
+    async with hub_relay(hub.backend_arg(NAME, "nobody", token_file=token_file)) as relay:
+        answer = await kernelspecs(client, relay.base)
+        message = assert_error(answer, 502, NAME, "nobody")
+        assert re.search(r"\bno user\b", message), message
+        assert "user@" in message.lower() or "before @" in message, message
+
+
+async def test_token_revoked_while_serving_names_its_file(
+    hub: Hub, hub_work: Path, client: aiohttp.ClientSession
+) -> None:
+    """The user's server refuses a revoked token (soon: UNCACHED): the relay says why."""
+    hub.create_user(UNCACHED)
+    token, token_id = hub.issue_token(UNCACHED, "revoked while serving")
+    path = write_token(hub_work / f"serving-{secrets.token_hex(4)}.token", token)
+    async with hub_relay(hub.backend_arg(NAME, UNCACHED, token_file=path)) as relay:
+        await assert_serves(client, relay.base)
+        hub.revoke_token(UNCACHED, token_id)
+        deadline = time.monotonic() + FAIL_BOUND
+        while (answer := await kernelspecs(client, relay.base)).status == 200:
+            assert time.monotonic() < deadline, "the revoked token still works"
+            await asyncio.sleep(0.2)  # the server's cache of the Hub's word: a second
+        for _ in range(2):
+            message = assert_error(answer, 502, NAME)
+            assert str(path) in message and hub.token_page in message, message
+            assert token not in message, message
+            answer = await kernelspecs(client, relay.base)
+        # The page too: the relay's error page saying so, not the Hub's login page.
+        answer = await call(client, "GET", relay.base + "lab")
+        assert answer.status == 502 and answer.content_type == "text/html", answer.text
+        assert str(path) in answer.text and "hub refused the API token" in answer.text
+        fresh, _ = hub.issue_token(UNCACHED, "after the revoked one")
+        write_token(path, fresh)
+        await wait_serving(client, relay.base, TOKEN_BOUND)

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from dataclasses import replace
 from typing import Any
@@ -43,9 +44,16 @@ from .base import HttpBackend, Progress, Upstream
 log = logging.getLogger("jupyter_relay.hub")
 
 TOKEN_POLL = 2.0  # seconds between looks at a token file
+STOP_POLL = 0.5  # seconds between looks at a server the hub is stopping
 RETRY_SPACING = 5.0  # seconds between attempts to find the server again, asked by requests
 API_TIMEOUT = 30.0
 STOPPED_STATUSES = frozenset({424, 503})
+# The Hub's 403 for a valid token without the scope: "... requires any of [a, b]".
+SCOPE_REFUSAL = re.compile(r"requires any of \[([^\]]*)\]")
+
+
+class SpawnFailed(BackendStartError):
+    """The hub reported the spawn failed, with its own message."""
 
 
 class HubBackend(HttpBackend):
@@ -108,7 +116,10 @@ class HubBackend(HttpBackend):
 
     # --- the Hub API --------------------------------------------------------------------
 
-    async def _api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async def _api(
+        self, method: str, path: str, body: Any = None, *, doing: str = "read the user"
+    ) -> tuple[int, Any]:
+        """One call to the Hub API; a GET the hub refuses (401/403) raises, saying why."""
         from ..forward import translate_client_error
 
         up = super().upstream()
@@ -133,13 +144,38 @@ class HubBackend(HttpBackend):
         except ValueError:
             data = None
         if status in (401, 403) and method == "GET":
-            raise BackendAuthError(
-                self.name,
-                f"backend '{self.name}': the hub refused the API token from "
-                f"{self.spec.token.describe()} (HTTP {status}); make a new one at "
-                f"{self.token_page} and put it there",
-            )
+            raise self._refusal(status, data, doing)
         return status, data
+
+    def _refusal(self, status: int, data: Any, doing: str) -> BackendAuthError:
+        """The hub said no to the token: it is not valid, or it lacks a scope for `doing`."""
+        source = self.spec.token.describe()
+        said = _hub_said(data)
+        scopes = SCOPE_REFUSAL.search(said)
+        if status == 403 and scopes:
+            first = scopes.group(1).split(",")[0].strip()
+            return BackendAuthError(
+                self.name,
+                f"backend '{self.name}': the token from {source} lacks the scope to {doing} "
+                f"(the hub: {said}); make a token with the scope {first} at "
+                f"{self.token_page}, then {self._renew_hint()}",
+            )
+        return BackendAuthError(
+            self.name,
+            f"backend '{self.name}': the hub refused the API token from {source} "
+            f"(HTTP {status}: revoked, expired or mistyped); make a new one at "
+            f"{self.token_page}, then {self._renew_hint()}",
+        )
+
+    def _renew_hint(self) -> str:
+        if self.spec.token.file is not None:
+            return f"write it into {self.spec.token.file} (read again, no restart needed)"
+        if self.spec.token.env is not None:
+            return (
+                f"export {self.spec.token.env} and restart the relay "
+                "(or give token_file=, which is read again when it changes)"
+            )
+        return "give it to the relay"
 
     def _server_path(self) -> str:
         assert self.user is not None
@@ -148,57 +184,131 @@ class HubBackend(HttpBackend):
             return f"users/{user}/servers/{quote(self.target.server, safe='')}"
         return f"users/{user}/server"
 
-    async def _find_or_start(self, progress: Progress) -> None:
-        """Point the upstream at the user's server, starting it first if it is stopped."""
-        if self.user is None:
-            status, data = await self._api("GET", "user")
-            if status != 200 or not isinstance(data, dict) or not data.get("name"):
-                raise BackendError(self.name, f"backend '{self.name}': the hub answered {status}")
-            self.user = str(data["name"])
-        status, data = await self._api("GET", f"users/{quote(self.user, safe='')}")
-        if status == 404:
+    @property
+    def home_page(self) -> str:
+        return str(self.hub_url / "hub/home")
+
+    @property
+    def pending_page(self) -> str:
+        assert self.user is not None
+        page = self.hub_url / "hub/spawn-pending" / self.user
+        return str(page / self.target.server if self.target.server else page)
+
+    async def _whoami(self) -> str:
+        status, data = await self._api("GET", "user", doing="learn whose token it is")
+        if status != 200 or not isinstance(data, dict) or not data.get("name"):
             raise BackendError(
-                self.name, f"backend '{self.name}': the hub has no user {self.user!r}"
+                self.name,
+                f"backend '{self.name}': asked whose token this is, the hub at {self.hub_url} "
+                f"answered {_hub_message(data, status)}; is that the JupyterHub's URL (with "
+                "its base prefix)? Or name the user: hub+https://USER@host/",
+            )
+        return str(data["name"])
+
+    async def _server_model(self) -> dict[str, Any] | None:
+        """The Hub's model of the server (None: it has none); raises if it cannot say."""
+        assert self.user is not None
+        status, data = await self._api("GET", f"users/{quote(self.user, safe='')}")
+        if status == 404 and _hub_said(data):
+            raise BackendError(
+                self.name,
+                f"backend '{self.name}': the hub has no user {self.user!r} that the token "
+                f"from {self.spec.token.describe()} may see; check the name before @ in the "
+                "backend URI (hub+https://USER@host/), or leave it out to use the token's "
+                "own user",
             )
         if status != 200 or not isinstance(data, dict):
             raise BackendError(
-                self.name, f"backend '{self.name}': the hub answered {status} for the user"
+                self.name,
+                f"backend '{self.name}': the hub at {self.hub_url} answered "
+                f"{_hub_message(data, status)} for the user {self.user!r}; is that the "
+                "JupyterHub's URL (with its base prefix)?",
+            )
+        if "servers" not in data:  # the Hub leaves out what the token may not read
+            raise BackendAuthError(
+                self.name,
+                f"backend '{self.name}': the token from {self.spec.token.describe()} lacks "
+                f"the scope to see {self.server_label} (read:servers); make a token with the "
+                f"scope read:servers at {self.token_page}, then {self._renew_hint()}",
             )
         server = (data.get("servers") or {}).get(self.target.server)
-        if isinstance(server, dict) and server.get("ready") and server.get("url"):
+        return server if isinstance(server, dict) else None
+
+    async def _find_or_start(self, progress: Progress) -> None:
+        """Point the upstream at the user's server, starting it first if it is stopped."""
+        if self.user is None:
+            self.user = await self._whoami()
+        server = await self._server_model()
+        if server is not None and server.get("pending") == "stop":
+            server = await self._wait_stopped(progress)
+        if server is not None and server.get("ready") and server.get("url"):
             self._serve(str(server["url"]))
             progress(f"backend '{self.name}': {self.server_label} runs at {server['url']}")
             return
-        if not self.target.start_server and not (
-            isinstance(server, dict) and server.get("pending")
-        ):
+        if not self.target.start_server and server is None:
             raise BackendStartError(
                 self.name,
                 f"backend '{self.name}': {self.server_label} is stopped, and --start-server "
-                f"never is set; start it at {self.hub_url / 'hub/home'}",
+                f"never is set; start it at {self.home_page}",
             )
-        await self._start_server(progress, already=isinstance(server, dict))
+        await self._start_server(progress, already=server is not None)
+
+    async def _wait_stopped(self, progress: Progress) -> dict[str, Any] | None:
+        """The hub is stopping the server (a cull): wait until it is done, then go on."""
+        progress(f"backend '{self.name}': the hub is stopping {self.server_label}; waiting")
+        deadline = time.monotonic() + self.timeouts.start
+        while time.monotonic() < deadline:
+            await asyncio.sleep(STOP_POLL)
+            server = await self._server_model()
+            if server is None or server.get("pending") != "stop":
+                return server
+        raise BackendTimeout(
+            self.name,
+            f"backend '{self.name}': the hub was still stopping {self.server_label} after "
+            f"{self.timeouts.start:g} s (--start-timeout); look at {self.home_page}",
+        )
 
     async def _start_server(self, progress: Progress, *, already: bool) -> None:
         if not already:
             progress(f"backend '{self.name}': {self.server_label} is stopped; starting it")
-            status, data = await self._api("POST", self._server_path())
-            if status == 403:
-                raise BackendAuthError(
-                    self.name,
-                    f"backend '{self.name}': the token from {self.spec.token.describe()} may not "
-                    f"start {self.server_label} (HTTP 403: it lacks the servers scope); "
-                    f"make a token with it at {self.token_page}, or start the server there",
-                )
-            if status not in (201, 202, 400):  # 400: it was started meanwhile
-                raise BackendStartError(
-                    self.name,
-                    f"backend '{self.name}': the hub did not start {self.server_label}: "
-                    f"{_hub_message(data, status)}",
-                )
+            await self._ask_to_start()
         url = await self._follow_progress(progress)
         self._serve(url)
         progress(f"backend '{self.name}': {self.server_label} is ready at {url}")
+
+    async def _ask_to_start(self) -> None:
+        """POST the start; raise unless the hub started it (or it was started meanwhile)."""
+        status, data = await self._api("POST", self._server_path())
+        if status in (401, 403):
+            raise self._refusal(status, data, f"start {self.server_label}")
+        if status in (201, 202):
+            return
+        if status == 400 and await self._server_model() is not None:
+            return  # started meanwhile (else the hub refused, e.g. a limit of servers)
+        refused = BackendStartError(
+            self.name,
+            f"backend '{self.name}': the hub did not start {self.server_label}: "
+            f"{_hub_message(data, status)}; start it at {self.home_page} to see why",
+        )
+        if status < 500:
+            raise refused
+        # A spawn that failed at once is a bare 500 here; the progress stream has the
+        # hub's own message ("Spawn failed: ...").
+        try:
+            await self._follow_progress(lambda message: None)
+        except SpawnFailed:
+            raise
+        except BackendError as exc:
+            raise refused from exc
+        raise refused
+
+    def _spawn_failed(self, message: str) -> SpawnFailed:
+        return SpawnFailed(
+            self.name,
+            f"backend '{self.name}': the hub could not start {self.server_label}: {message}; "
+            f"the hub's log, or a start at {self.home_page}, says more (the relay tries "
+            "again on the next request)",
+        )
 
     async def _follow_progress(self, progress: Progress) -> str:
         """Print the spawn's progress events; return the server's URL when it is ready."""
@@ -212,10 +322,20 @@ class HubBackend(HttpBackend):
                     url, headers=headers, server_hostname=up.server_hostname
                 ) as resp:
                     if resp.status != 200:
+                        raw = await resp.read()
+                        try:
+                            data = json.loads(raw)
+                        except ValueError:
+                            data = None
+                        if resp.status in (401, 403):
+                            raise self._refusal(
+                                resp.status, data, f"follow the start of {self.server_label}"
+                            )
                         raise BackendStartError(
                             self.name,
                             f"backend '{self.name}': cannot follow the start of "
-                            f"{self.server_label} (HTTP {resp.status})",
+                            f"{self.server_label}: {_hub_message(data, resp.status)}; the "
+                            "relay tries again on the next request",
                         )
                     async for line in resp.content:
                         event = _event(line)
@@ -228,34 +348,28 @@ class HubBackend(HttpBackend):
                             shown = f"{percent}% " if isinstance(percent, int) else ""
                             progress(f"backend '{self.name}': {shown}{message}")
                         if event.get("failed"):
-                            raise BackendStartError(
-                                self.name,
-                                f"backend '{self.name}': the hub could not start "
-                                f"{self.server_label}: {message or 'spawn failed'}",
-                            )
+                            raise self._spawn_failed(message or "spawn failed")
                         if event.get("ready"):
                             return str(event.get("url") or "")
         except TimeoutError as exc:
             raise BackendTimeout(
                 self.name,
                 f"backend '{self.name}': {self.server_label} did not start within "
-                f"{self.timeouts.start:g} s (--start-timeout); last from the hub: "
-                f"{last_message or 'nothing'}",
+                f"{self.timeouts.start:g} s (--start-timeout; last from the hub: "
+                f"{last_message or 'nothing'}); the hub goes on starting it, see "
+                f"{self.pending_page}; try again in a moment, or give a longer --start-timeout",
             ) from exc
         except aiohttp.ClientError as exc:
             raise BackendStartError(
-                self.name, f"backend '{self.name}': lost the hub while it started the server: {exc}"
+                self.name,
+                f"backend '{self.name}': lost the hub while it started {self.server_label} "
+                f"({exc}); the relay tries again on the next request",
             ) from exc
         # The stream ended without "ready": ask where the server is now.
-        status, data = await self._api("GET", f"users/{quote(self.user or '', safe='')}")
-        server = (data or {}).get("servers", {}).get(self.target.server) if status == 200 else None
-        if isinstance(server, dict) and server.get("ready"):
-            return str(server.get("url"))
-        raise BackendStartError(
-            self.name,
-            f"backend '{self.name}': the hub did not start {self.server_label}: "
-            f"{last_message or 'no progress reported'}",
-        )
+        server = await self._server_model()
+        if server is not None and server.get("ready") and server.get("url"):
+            return str(server["url"])
+        raise self._spawn_failed(last_message or "no progress reported")
 
     def _serve(self, server_url: str) -> None:
         """Send requests under the server's prefix on the hub from now on."""
@@ -283,7 +397,9 @@ class HubBackend(HttpBackend):
 
         The hub says so with 424 (503 in its legacy mode) or a redirect into
         `/hub/`. An app behind the server may answer 503 too, so the Hub API is
-        asked whether the server still runs before the answer is replaced.
+        asked whether the server still runs before the answer is replaced. A 401
+        or 403 (or that redirect to the hub's login) may mean the hub no longer
+        takes the token: asked the same way, the hub then says so.
         """
         up = self._upstream
         if up is None or up.base_url.path == self.hub_url.path:
@@ -291,31 +407,34 @@ class HubBackend(HttpBackend):
         into_hub = location is not None and URL(location).path.startswith(
             self.hub_url.path + "hub/"
         )
-        if not (status in STOPPED_STATUSES or (300 <= status < 400 and into_hub)):
+        refused = status in (401, 403)
+        if not (refused or status in STOPPED_STATUSES or (300 <= status < 400 and into_hub)):
             return None
-        if await self._still_running():
+        try:
+            server = await self._server_model()
+        except BackendAuthError as exc:  # the token: revoked, expired
+            self._problem = exc
+            self._last_try = time.monotonic()
+            log.warning("%s", exc.message)
+            return exc
+        except BackendError:
+            return None  # when in doubt, pass the answer on
+        if refused or (server is not None and server.get("ready")):
             return None
         if self.target.start_server:
-            message = f"backend '{self.name}': server stopped by the hub; starting it again"
+            message = (
+                f"backend '{self.name}': {self.server_label} stopped by the hub; starting it "
+                "again (progress on the relay's terminal): retry in a few seconds"
+            )
         else:
             message = (
-                f"backend '{self.name}': server stopped by the hub; start it at "
-                f"{self.hub_url / 'hub/home'} (--start-server never)"
+                f"backend '{self.name}': {self.server_label} stopped by the hub; start it at "
+                f"{self.home_page} (--start-server never), and the relay serves it again"
             )
         problem = BackendStartError(self.name, message)
         self._problem = problem
         self._try_again()
         return problem
-
-    async def _still_running(self) -> bool:
-        """Whether the Hub says the server is ready (when in doubt, yes: pass the answer on)."""
-        try:
-            status, data = await self._api("GET", f"users/{quote(self.user or '', safe='')}")
-        except BackendError:
-            return True
-        servers = (data or {}).get("servers") if isinstance(data, dict) else None
-        server = (servers or {}).get(self.target.server) if status == 200 else None
-        return status != 200 or (isinstance(server, dict) and bool(server.get("ready")))
 
     def _try_again(self) -> None:
         """Find (and unless told not to, start) the server again, in the background."""
@@ -367,6 +486,8 @@ class HubBackend(HttpBackend):
                     up, credentials=credentials, secrets=(*up.secrets, token.value.encode())
                 )
             log.warning("backend '%s': read a new token from %s", self.name, self.spec.token.file)
+            if self._problem is not None:
+                self._try_again()  # it may be what was wrong: no need to wait for a request
 
 
 def _event(line: bytes) -> dict[str, Any] | None:
@@ -381,7 +502,13 @@ def _event(line: bytes) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _hub_message(data: Any, status: int) -> str:
+def _hub_said(data: Any) -> str:
+    """The message of the Hub's JSON error, or ''."""
     if isinstance(data, dict) and data.get("message"):
-        return f"{data['message']} (HTTP {status})"
-    return f"HTTP {status}"
+        return str(data["message"]).strip()
+    return ""
+
+
+def _hub_message(data: Any, status: int) -> str:
+    said = _hub_said(data)
+    return f"{said} (HTTP {status})" if said else f"HTTP {status}"
