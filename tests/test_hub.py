@@ -489,10 +489,17 @@ async def test_a_503_of_an_app_behind_the_users_server_is_passed_on(
 async def test_request_in_many_small_writes_arrives_intact(
     hub: Hub, token_file: Path, client: aiohttp.ClientSession
 ) -> None:
-    name = f"split-{secrets.token_hex(4)}.txt"
+    # In folders whose names a byte-rewriting proxy takes for the API's and the hub's prefix.
+    folder = f"api/user/{USER}/api"
+    name = f"{folder}/split-{secrets.token_hex(4)}.txt"
     content = "GET /api/ HTTP/1.1\r\n not a request: /api/kernels and /user/x/api/ in a file\n" * 3
     body = json.dumps({"type": "file", "format": "text", "content": content}).encode()
     async with hub_relay(hub.backend_arg(NAME, USER, token_file=token_file)) as relay:
+        parts = folder.split("/")
+        for depth in range(1, len(parts) + 1):
+            url = f"{relay.base}api/contents/{'/'.join(parts[:depth])}"
+            answer = await call(client, "PUT", url, json_body={"type": "directory"})
+            assert answer.status in (200, 201), answer.text
         head = (
             f"PUT /api/contents/{name} HTTP/1.1\r\n"
             f"Host: 127.0.0.1:{relay.running.port}\r\n"
