@@ -16,8 +16,9 @@ Named servers are allowed. Three users' spawns go wrong on purpose (see `SPAWN_H
 `broken`'s is refused by the spawner (`BROKEN_MESSAGE`), `slowpoke`'s server never answers
 and the Hub gives up after `SLOWPOKE_HTTP_TIMEOUT` s, `sluggish`'s never answers for longer
 than a relay waits in the tests; `dave`'s server keeps the Hub's word on a token for a
-second only (not five minutes). The Hub answers a start at once (`slow_spawn_timeout` 0)
-and reports the spawn only on its progress stream, as hubs with slow spawners do.
+second only (not five minutes); `stubborn`'s takes a few seconds to stop. The Hub answers
+a start at once (`slow_spawn_timeout` 0) and reports the spawn only on its progress
+stream, as hubs with slow spawners do.
 
 A service `relay-tests` holds an API token with a role that administers users, servers
 and tokens; the helpers here use it over the public TLS port, to create users, issue and
@@ -67,6 +68,9 @@ SLUGGISH = "sluggish"  # a user whose server never answers for a long time
 # A user whose server keeps the Hub's word on a token for a second, not five minutes: a
 # revoked token is refused soon.
 UNCACHED = "dave"
+# A user whose server ignores SIGINT: the Hub takes STUBBORN_STOP s (then SIGTERM) to stop it.
+STUBBORN = "stubborn"
+STUBBORN_STOP = 4
 
 # Appended to the generated config: per-user spawns that go wrong.
 SPAWN_HOOK = f"""
@@ -83,6 +87,13 @@ def _pre_spawn(spawner):
     if name == {SLUGGISH!r}:
         spawner.cmd = never_answers
         spawner.http_timeout = 30
+    if name == {STUBBORN!r}:
+        ignore_sigint = (
+            "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+            "os.execv(sys.argv[1], sys.argv[1:])"
+        )
+        spawner.cmd = [_sys.executable, "-c", ignore_sigint, *spawner.cmd]
+        spawner.interrupt_timeout = {STUBBORN_STOP}
     if name == {UNCACHED!r}:
         spawner.args = [*spawner.args, "--HubOAuth.cache_max_age=1"]
 

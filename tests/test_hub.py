@@ -47,6 +47,7 @@ from .hub import (
     SLOWPOKE,
     SLOWPOKE_HTTP_TIMEOUT,
     SLUGGISH,
+    STUBBORN,
     TLS_NAME,
     UNCACHED,
     Hub,
@@ -426,6 +427,35 @@ async def test_concurrent_requests_after_a_cull_start_the_server_once(
         said = log.read().decode(errors="replace")
     starts = re.findall(rf"POST /hub/api/users/{USER}/server\b", said)
     assert len(starts) == 1, said[-3000:]
+
+
+async def test_server_the_hub_is_still_stopping_is_started_once_stopped(
+    hub: Hub, hub_work: Path, client: aiohttp.ClientSession
+) -> None:
+    """A cull the relay sees while the Hub is still stopping the server (pending "stop")."""
+    hub.create_user(STUBBORN)
+    token, _ = hub.issue_token(STUBBORN)
+    path = write_token(hub_work / f"{STUBBORN}.token", token)
+    async with hub_relay(hub.backend_arg(NAME, STUBBORN, token_file=path)) as relay:
+        await assert_serves(client, relay.base)
+        # Not hub.stop_server: it waits for the server to be gone, and the relay restarts it.
+        stopping = asyncio.create_task(
+            asyncio.to_thread(hub.api, "DELETE", f"users/{STUBBORN}/server", expect=(202, 204))
+        )
+        deadline = time.monotonic() + FAIL_BOUND
+        while ((await asyncio.to_thread(hub.server, STUBBORN)) or {}).get("pending") != "stop":
+            assert time.monotonic() < deadline and not stopping.done(), "no pending stop"
+            await asyncio.sleep(0.05)
+        answer = await kernelspecs(client, relay.base)
+        message = assert_error(answer, 503, NAME, STUBBORN)
+        assert "stopped by the hub; starting it again" in message, message
+        seen = await wait_serving(client, relay.base, RECOVERY_BOUND)
+        for early in seen:
+            message = assert_error(early, 503, NAME)
+            assert "stopped by the hub; starting it again" in message, message
+        await stopping
+        model = hub.server(STUBBORN)
+        assert model is not None and model["ready"], model
 
 
 async def test_a_redirect_of_the_users_own_server_is_not_taken_for_a_cull(
