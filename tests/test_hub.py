@@ -32,6 +32,10 @@ import trustme
 from aiohttp import web
 from playwright.async_api import Page
 
+from jupyter_relay.app import HEALTH_INTERVAL
+from jupyter_relay.backends import HubBackend
+from jupyter_relay.backends.hub import TOKEN_POLL
+
 from .answers import Answer, assert_error, call
 from .browser import (
     KernelAnsweredLog,
@@ -66,6 +70,8 @@ START_BOUND = 90.0
 FAIL_BOUND = 15.0
 # A rewritten token file is picked up within this (and the server started if it must be).
 TOKEN_BOUND = 30.0
+# ... and when the relay is failing for the old token, tried at once: within this after.
+FRESH_TOKEN_BOUND = 5.0
 # A culled server, or a Hub back up, serves again within this.
 RECOVERY_BOUND = 60.0
 BROWSER_TIMEOUT_MS = 60_000
@@ -711,4 +717,13 @@ async def test_token_revoked_while_serving_names_its_file(
         assert str(path) in answer.text and "hub refused the API token" in answer.text
         fresh, _ = hub.issue_token(UNCACHED, "after the revoked one")
         write_token(path, fresh)
-        await wait_serving(client, relay.base, TOKEN_BOUND)
+        # Read again and tried at once, with no request to make it try (nor the health
+        # check, every HEALTH_INTERVAL).
+        backend = relay.running.relay.backends[NAME]
+        assert isinstance(backend, HubBackend)
+        deadline = time.monotonic() + TOKEN_POLL + FRESH_TOKEN_BOUND
+        assert TOKEN_POLL + FRESH_TOKEN_BOUND < HEALTH_INTERVAL
+        while backend.problem is not None:
+            assert time.monotonic() < deadline, backend.problem
+            await asyncio.sleep(0.1)
+        await assert_serves(client, relay.base)

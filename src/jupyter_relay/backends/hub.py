@@ -106,6 +106,11 @@ class HubBackend(HttpBackend):
         await super().stop()
 
     @property
+    def problem(self) -> BackendError | None:
+        """Why requests fail right now (None: they are forwarded)."""
+        return self._problem
+
+    @property
     def token_page(self) -> str:
         return str(self.hub_url / "hub/token")
 
