@@ -727,3 +727,29 @@ async def test_token_revoked_while_serving_names_its_file(
             assert time.monotonic() < deadline, backend.problem
             await asyncio.sleep(0.1)
         await assert_serves(client, relay.base)
+
+
+async def test_refused_token_from_the_environment_says_to_export_and_restart(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch, client: aiohttp.ClientSession
+) -> None:
+    token, token_id = hub.issue_token(USER, "revoked, in the environment")
+    hub.revoke_token(USER, token_id)
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", token)
+    async with hub_relay(hub.backend_arg(NAME, USER)) as relay:
+        answer = await kernelspecs(client, relay.base)
+        message = assert_error(answer, 502, NAME)
+        assert "environment variable JUPYTERHUB_API_TOKEN" in message, message
+        assert hub.token_page in message and "restart the relay" in message, message
+        assert token not in message, message
+
+
+async def test_a_url_that_is_not_the_hubs_says_so(
+    hub: Hub, token_file: Path, client: aiohttp.ClientSession
+) -> None:
+    """The hub's base prefix left out or mistyped: the relay does not call it a missing user."""
+    backend = hub.backend_arg(NAME, USER, token_file=token_file).replace("/?", "/jhub/?", 1)
+    async with hub_relay(backend) as relay:
+        answer = await kernelspecs(client, relay.base)
+        message = assert_error(answer, 502, NAME)
+        assert "is that the JupyterHub's URL (with its base prefix)?" in message, message
+        assert "no user" not in message, message
