@@ -120,10 +120,16 @@ class Hub:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     tls_name: str = TLS_NAME
+    # When the proxy demands client certificates: the CA it trusts for them, and one it
+    # issued (PEM: certificate and key) that the helpers here present.
+    client_ca_file: Path | None = None
+    client_pem: Path | None = None
     _context: ssl.SSLContext = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._context = ssl.create_default_context(cafile=str(self.ca_file))
+        if self.client_pem is not None:
+            self._context.load_cert_chain(str(self.client_pem))
 
     # --- addresses -------------------------------------------------------------------------
 
@@ -370,6 +376,7 @@ def _config(hub: Hub, certfile: Path, keyfile: Path, spawner_args: list[str]) ->
         ("ConfigurableHTTPProxy.api_url", f"http://127.0.0.1:{hub.proxy_api_port}"),
         ("ConfigurableHTTPProxy.pid_file", str(hub.dir / "proxy.pid")),
         ("ConfigurableHTTPProxy.should_start", True),
+        *_client_cert_settings(hub),
         ("Authenticator.allow_all", True),
         ("SimpleLocalProcessSpawner.home_dir_template", str(hub.dir / "home" / "{username}")),
         ("Spawner.cmd", [str(BIN / "jupyterhub-singleuser")]),
@@ -383,8 +390,26 @@ def _config(hub: Hub, certfile: Path, keyfile: Path, spawner_args: list[str]) ->
     return "\n".join(lines) + "\n" + SPAWN_HOOK
 
 
-def start_hub(workdir: Path) -> Hub:
-    """A real JupyterHub on free loopback ports, TLS for the name `jupyterhub` only."""
+def _client_cert_settings(hub: Hub) -> list[tuple[str, object]]:
+    """configurable-http-proxy told to refuse clients without a certificate of the CA's."""
+    if hub.client_ca_file is None:
+        return []
+    command = [
+        str(CHP_DIR / "configurable-http-proxy"),
+        "--ssl-ca",
+        str(hub.client_ca_file),
+        "--ssl-request-cert",
+        "--ssl-reject-unauthorized",
+    ]
+    return [("ConfigurableHTTPProxy.command", command)]
+
+
+def start_hub(workdir: Path, *, client_certs: bool = False) -> Hub:
+    """A real JupyterHub on free loopback ports, TLS for the name `jupyterhub` only.
+
+    With `client_certs`, its proxy accepts only clients with a certificate from a CA of
+    its own (`client_ca_file`); `client_pem` is one, which the helpers present.
+    """
     if not (CHP_DIR / "configurable-http-proxy").exists():
         missing(f"{CHP_DIR} lacks configurable-http-proxy (npm ci in bench)")
     hub_dir = workdir / f"jupyterhub-{secrets.token_hex(4)}"
@@ -398,6 +423,15 @@ def start_hub(workdir: Path) -> Hub:
     certfile.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
     cert.private_key_pem.write_to_path(str(keyfile))
     spawner_args = ["--allow-root"] if os.geteuid() == 0 else []
+    client_ca_file = client_pem = None
+    if client_certs:
+        client_ca = trustme.CA()
+        client_ca_file = hub_dir / "client-ca.pem"
+        client_ca.cert_pem.write_to_path(str(client_ca_file))
+        client_pem = hub_dir / "client.pem"
+        client_ca.issue_cert("relay-tests-client").private_key_and_cert_chain_pem.write_to_path(
+            str(client_pem)
+        )
     hub: Hub | None = None
     for _ in range(5):  # three ports picked ahead: retry if one was taken meanwhile
         hub = Hub(
@@ -410,6 +444,8 @@ def start_hub(workdir: Path) -> Hub:
             config=hub_dir / "jupyterhub_config.py",
             service_token=secrets.token_hex(32),
             log=hub_dir / "jupyterhub.log",
+            client_ca_file=client_ca_file,
+            client_pem=client_pem,
         )
         if len({hub.port, hub.hub_port, hub.proxy_api_port}) < 3:
             continue

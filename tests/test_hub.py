@@ -753,3 +753,62 @@ async def test_a_url_that_is_not_the_hubs_says_so(
         message = assert_error(answer, 502, NAME)
         assert "is that the JupyterHub's URL (with its base prefix)?" in message, message
         assert "no user" not in message, message
+
+
+# --- 13. a hub that demands a client certificate ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cert_hub(hub_work: Path) -> Iterator[Hub]:
+    """A second Hub, whose proxy refuses clients without a certificate of its CA's."""
+    server = start_hub(hub_work, client_certs=True)
+    try:
+        server.create_user(USER)
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_client_certificate_is_presented_to_the_hub(
+    cert_hub: Hub, hub_work: Path, client: aiohttp.ClientSession
+) -> None:
+    assert cert_hub.client_pem is not None
+    token, _ = cert_hub.issue_token(USER)
+    path = write_token(hub_work / f"cert-{secrets.token_hex(4)}.token", token)
+    backend = cert_hub.backend_arg(
+        NAME, USER, token_file=path, client_cert=str(cert_hub.client_pem)
+    )
+    async with hub_relay(backend) as relay:
+        await assert_serves(client, relay.base)
+        kernel_id = await start_kernel(client, relay.base)
+        try:
+            url = f"{relay.base}api/kernels/{kernel_id}/channels"
+            async with asyncio.timeout(60), client.ws_connect(url, protocols=(V1,)) as ws:
+                out, reply = await execute(ws, CODE)
+                assert reply["content"]["status"] == "ok" and out == "42\n", (out, reply)
+        finally:
+            await delete_kernel(client, relay.base, kernel_id)
+
+
+@pytest.mark.parametrize("given", ["none", "another-ca"])
+async def test_missing_or_foreign_client_certificate_says_to_give_one(
+    cert_hub: Hub, hub_work: Path, client: aiohttp.ClientSession, given: str
+) -> None:
+    token, _ = cert_hub.issue_token(USER)
+    path = write_token(hub_work / f"nocert-{secrets.token_hex(4)}.token", token)
+    options: dict[str, Any] = {}
+    if given == "another-ca":
+        foreign = hub_work / f"foreign-{secrets.token_hex(4)}.pem"
+        pem = trustme.CA().issue_cert("relay-tests-client").private_key_and_cert_chain_pem
+        pem.write_to_path(str(foreign))
+        options["client_cert"] = str(foreign)
+    async with hub_relay(cert_hub.backend_arg(NAME, USER, token_file=path, **options)) as relay:
+        told = [line for line in relay.progress if "client certificate" in line]
+        assert told, relay.progress
+        answer = await kernelspecs(client, relay.base)
+        message = assert_error(answer, 502, NAME)
+        assert "--client-cert" in message, message
+        if given == "none":
+            assert "requires a TLS client certificate" in message, message
+        else:  # the hub's proxy resets the connection (or sends an alert)
+            assert "refused" in message and options["client_cert"] in message, message

@@ -72,6 +72,9 @@ def translate_client_error(
     """
     if isinstance(exc, BackendError):
         return exc
+    client_cert = _client_cert_refusal(backend, exc)
+    if client_cert is not None:
+        return client_cert
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return _tls_error(backend, exc.certificate_error, exc.host)
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -97,6 +100,34 @@ def translate_client_error(
     if isinstance(exc, OSError) and exc.errno and address:
         return _unreachable(backend, address, exc)
     return BackendUnreachable(backend, f"backend '{backend}' failed: {exc}", str(exc))
+
+
+# TLS alerts of a server that wants a client certificate (TLS 1.3 sends them after the
+# handshake, so they surface on the first read, as an OSError).
+_NO_CLIENT_CERT = ("CERTIFICATE_REQUIRED",)
+_BAD_CLIENT_CERT = ("ALERT_UNKNOWN_CA", "ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_UNKNOWN")
+
+
+def _client_cert_refusal(backend: str, exc: BaseException) -> BackendTLSError | None:
+    text = str(exc)
+    upper = text.upper()
+    if not isinstance(exc, OSError) or "[SSL" not in upper:
+        return None
+    detail = text.partition("] ")[2].partition(" (_ssl")[0] or text
+    if any(alert in upper for alert in _NO_CLIENT_CERT):
+        return BackendTLSError(
+            backend,
+            f"backend '{backend}' requires a TLS client certificate ({detail}); give one "
+            "with --client-cert and --client-key (or client_cert=, client_key= in the URI)",
+        )
+    if any(alert in upper for alert in _BAD_CLIENT_CERT):
+        return BackendTLSError(
+            backend,
+            f"backend '{backend}' refused the TLS client certificate ({detail}); give one "
+            "that its CA issued with --client-cert and --client-key (or client_cert=, "
+            "client_key= in the URI)",
+        )
+    return None
 
 
 def _tls_error(backend: str, cert_err: BaseException, host: str) -> BackendTLSError:

@@ -36,6 +36,7 @@ from ..errors import (
     BackendError,
     BackendStartError,
     BackendTimeout,
+    BackendUnreachable,
     ConfigError,
 )
 from ..logs import add_secret
@@ -118,6 +119,25 @@ class HubBackend(HttpBackend):
     def server_label(self) -> str:
         who = self.user or "?"
         return f"{who}'s server '{self.target.server}'" if self.target.server else f"{who}'s server"
+
+    def explain(self, error: BackendError) -> BackendError:
+        """As for any TLS backend; and a connection the hub resets may be our certificate."""
+        error = super().explain(error)
+        cert = self.spec.tls.client_cert
+        if (
+            cert is not None
+            and type(error) is BackendUnreachable
+            and self.hub_url.scheme == "https"
+            and "reset" in error.message.lower()
+        ):
+            return BackendUnreachable(
+                self.name,
+                f"{error.message}; if the hub checks client certificates, it refused "
+                f"{cert}: give one that its CA issued with --client-cert and --client-key "
+                "(or client_cert=, client_key= in the URI)",
+                error.detail,
+            )
+        return error
 
     # --- the Hub API --------------------------------------------------------------------
 
