@@ -96,7 +96,8 @@ class HubBackend(HttpBackend):
             # Not fatal, as for a Jupyter at a URL: requests say why, and try again.
             self._problem = exc
             self._last_try = time.monotonic()
-            progress(f"{exc.message}; trying again when a request comes")
+            said = "tries again" in exc.message
+            progress(exc.message if said else f"{exc.message}; trying again when a request comes")
 
     async def stop(self) -> None:
         for task in (self._watcher, self._starting):
@@ -121,14 +122,18 @@ class HubBackend(HttpBackend):
         return f"{who}'s server '{self.target.server}'" if self.target.server else f"{who}'s server"
 
     def explain(self, error: BackendError) -> BackendError:
-        """As for any TLS backend; and a connection the hub resets may be our certificate."""
+        """As for any TLS backend; and a connection the hub drops may be our certificate.
+
+        A proxy that refuses a client certificate resets or closes the connection
+        (which of the two depends on timing), or sends a TLS alert (see forward).
+        """
         error = super().explain(error)
         cert = self.spec.tls.client_cert
         if (
             cert is not None
             and type(error) is BackendUnreachable
             and self.hub_url.scheme == "https"
-            and "reset" in error.message.lower()
+            and ("reset" in error.message.lower() or error.detail == "closed the connection")
         ):
             return BackendUnreachable(
                 self.name,
@@ -331,8 +336,8 @@ class HubBackend(HttpBackend):
         return SpawnFailed(
             self.name,
             f"backend '{self.name}': the hub could not start {self.server_label}: {message}; "
-            f"the hub's log, or a start at {self.home_page}, says more (the relay tries "
-            "again on the next request)",
+            f"the hub's log, or a start at {self.home_page}, says more; the relay tries "
+            "again on the next request",
         )
 
     async def _follow_progress(self, progress: Progress) -> str:
