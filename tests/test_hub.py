@@ -21,6 +21,7 @@ import importlib.util
 import json
 import re
 import secrets
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,7 +60,7 @@ from .hub import (
 )
 from .kernel_client import V1, execute, run_code, start_kernel
 from .needs import missing, need_chromium
-from .servers import free_port, start_relay_process
+from .servers import BIN, _child_env, free_port, start_relay_process
 
 NAME = "cluster"  # the backend's name in every relay here: messages must say it
 USER = "alice"
@@ -812,3 +813,31 @@ async def test_missing_or_foreign_client_certificate_says_to_give_one(
             assert "requires a TLS client certificate" in message, message
         else:  # the hub's proxy resets the connection (or sends an alert)
             assert "refused" in message and options["client_cert"] in message, message
+
+
+@pytest.mark.parametrize("source", ["environment", "empty-file"])
+def test_no_token_is_one_line_saying_where_to_make_one(hub_work: Path, source: str) -> None:
+    """No hub needed: the relay refuses to start, in one line, before it asks anything."""
+    uri = "cluster=hub+https://alice@127.0.0.1:1/?tls_server_name=jupyterhub"
+    empty = hub_work / "empty.token"
+    if source == "empty-file":
+        write_token(empty, "")
+        uri += f"&token_file={empty}"
+    env = _child_env()
+    env.pop("JUPYTERHUB_API_TOKEN", None)
+    result = subprocess.run(
+        [str(BIN / "jupyter-relay"), "--port", "0", "--backend", uri],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode != 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jupyter-relay: error: "), result.stderr
+    assert "no hub API token" in lines[0] and "https://127.0.0.1:1/hub/token" in lines[0]
+    if source == "empty-file":
+        assert f"write it into {empty}" in lines[0], lines[0]
+    else:
+        assert "export JUPYTERHUB_API_TOKEN, or give token_file=" in lines[0], lines[0]

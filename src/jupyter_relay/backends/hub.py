@@ -80,10 +80,16 @@ class HubBackend(HttpBackend):
         try:
             token = self.spec.token.read()
         except ConfigError as exc:
+            file = self.spec.token.file
+            hint = (
+                f"write it into {file}"
+                if file is not None
+                else f"export {self.spec.token.env or 'JUPYTERHUB_API_TOKEN'}, or give token_file="
+            )
             raise BackendAuthError(
                 self.name,
                 f"backend '{self.name}': no hub API token: {exc.message}. Make one at "
-                f"{self.token_page} and export JUPYTERHUB_API_TOKEN, or give token_file=",
+                f"{self.token_page} and {hint}",
             ) from exc
         self._token = token
         self._token_stamp = self._stamp()
