@@ -488,6 +488,7 @@ async def test_a_redirect_of_the_users_own_server_is_not_taken_for_a_cull(
             location = resp.headers.get("Location", "")
         assert resp.status in (301, 302), (resp.status, text[:300])
         assert location.endswith("/api/contents/hub/notes.txt"), location
+        assert location.startswith("/") and not location.startswith("//"), location
         # Followed, it is the file; and the server was never taken for stopped.
         answer = await call(client, "GET", url)
         assert answer.status == 200, answer.text
@@ -841,3 +842,20 @@ def test_no_token_is_one_line_saying_where_to_make_one(hub_work: Path, source: s
         assert f"write it into {empty}" in lines[0], lines[0]
     else:
         assert "export JUPYTERHUB_API_TOKEN, or give token_file=" in lines[0], lines[0]
+
+
+async def test_cookies_of_the_users_server_get_the_relays_path(
+    hub: Hub, token_file: Path, client: aiohttp.ClientSession
+) -> None:
+    """The server scopes its cookies (_xsrf) to /user/<name>/: the browser sees the relay's /."""
+    async with hub_relay(hub.backend_arg(NAME, USER, token_file=token_file)) as relay:
+        async with client.get(relay.base + "lab", allow_redirects=False) as resp:
+            await resp.read()
+            cookies = resp.headers.getall("Set-Cookie", [])
+        assert resp.status == 200, resp.status
+        assert cookies, dict(resp.headers)
+        for cookie in cookies:
+            attrs = [a.strip().lower() for a in cookie.split(";")[1:]]
+            paths = [a for a in attrs if a.startswith("path=")]
+            assert paths in ([], ["path=/"]), cookie
+            assert not any(a.startswith("domain=") for a in attrs), cookie

@@ -460,7 +460,7 @@ class HubBackend(HttpBackend):
         if self.target.start_server:
             message = (
                 f"backend '{self.name}': {self.server_label} stopped by the hub; starting it "
-                "again (progress on the relay's terminal): retry in a few seconds"
+                "again (its progress is in the relay's log): retry in a few seconds"
             )
         else:
             message = (
