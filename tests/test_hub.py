@@ -684,6 +684,24 @@ async def test_token_missing_a_scope_says_which(
     assert hub.server(user) is None
 
 
+async def test_token_that_may_not_use_the_server_says_so(
+    hub: Hub, hub_work: Path, client: aiohttp.ClientSession
+) -> None:
+    """It may read and start the server, not talk to it: the server's 403 is explained."""
+    if hub.server(USER) is None:
+        await asyncio.to_thread(hub.start_server, USER)
+    scopes = ["read:users!user", "read:servers!user", "servers!user"]
+    model = hub.api("POST", f"users/{USER}/tokens", {"scopes": scopes}, expect=(201,))
+    path = write_token(hub_work / f"no-access-{secrets.token_hex(4)}.token", model["token"])
+    async with hub_relay(hub.backend_arg(NAME, USER, token_file=path)) as relay:
+        answer = await kernelspecs(client, relay.base)
+        message = assert_error(answer, 502, NAME)
+        assert "lacks the scope to use" in message and "access:servers" in message, message
+        assert str(path) in message and hub.token_page in message, message
+        answer = await call(client, "GET", relay.base + "lab")
+        assert answer.status == 502 and "access:servers" in answer.text, answer.text[:500]
+
+
 async def test_user_the_hub_does_not_have_says_so(
     hub: Hub, token_file: Path, client: aiohttp.ClientSession
 ) -> None:

@@ -455,7 +455,13 @@ class HubBackend(HttpBackend):
             return exc
         except BackendError:
             return None  # when in doubt, pass the answer on
-        if refused or (server is not None and server.get("ready")):
+        if server is not None and server.get("ready"):
+            # Running: the server said no itself. A token without access:servers is.
+            no_access = await self._access_refusal() if refused or into_hub else None
+            if no_access is not None:
+                log.warning("%s", no_access.message)
+            return no_access
+        if refused:
             return None
         if self.target.start_server:
             message = (
@@ -471,6 +477,30 @@ class HubBackend(HttpBackend):
         self._problem = problem
         self._try_again()
         return problem
+
+    async def _access_refusal(self) -> BackendAuthError | None:
+        """A refusal naming access:servers, if the token lacks it for this server."""
+        try:
+            status, data = await self._api("GET", "user", doing="learn the token's scopes")
+        except BackendError:
+            return None
+        scopes = data.get("scopes") if status == 200 and isinstance(data, dict) else None
+        if not isinstance(scopes, list):
+            return None
+        mine = {
+            "access:servers",
+            f"access:servers!user={self.user}",
+            f"access:servers!server={self.user}/{self.target.server}",
+        }
+        for scope in map(str, scopes):
+            if scope in mine or scope.startswith("access:servers!group="):
+                return None  # it may (a group's members the relay cannot tell)
+        return BackendAuthError(
+            self.name,
+            f"backend '{self.name}': the token from {self.spec.token.describe()} lacks the "
+            f"scope to use {self.server_label} (access:servers); make a token with the scope "
+            f"access:servers at {self.token_page}, then {self._renew_hint()}",
+        )
 
     def _try_again(self) -> None:
         """Find (and unless told not to, start) the server again, in the background."""
