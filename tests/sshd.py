@@ -83,6 +83,7 @@ class Sshd:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     alias: str = ALIAS
+    base_config: str = ""  # sshd_config as start_sshd wrote it
 
     @property
     def host_public_key(self) -> str:
@@ -201,6 +202,16 @@ class Sshd:
         if victims:
             raise RuntimeError(f"sshd processes survived SIGKILL: {victims}")
 
+    def reconfigure(self, extra: str = "") -> None:
+        """Stop sshd, add `extra` lines to its config (or drop earlier ones), start it again.
+
+        sshd takes the first value of a keyword: only keywords the base config does not
+        set (MaxSessions, PermitOpen, ...) can be added this way.
+        """
+        self.stop()
+        self.config.write_text(self.base_config + extra)
+        self.restart()
+
     def restart(self) -> None:
         """Start sshd again on the same port, with the same keys and configuration."""
         if self.running():
@@ -269,7 +280,8 @@ def start_sshd(workdir: Path, *, alias: str = ALIAS) -> Sshd:
     sshd: Sshd | None = None
     for _ in range(5):  # sshd has no port 0: pick one, retry if taken meanwhile
         port = free_port()
-        config.write_text(_sshd_config(sshd_dir, port, host_key, authorized_keys, env))
+        base_config = _sshd_config(sshd_dir, port, host_key, authorized_keys, env)
+        config.write_text(base_config)
         sshd = Sshd(
             dir=sshd_dir,
             port=port,
@@ -284,6 +296,7 @@ def start_sshd(workdir: Path, *, alias: str = ALIAS) -> Sshd:
             authorized_keys=authorized_keys,
             log=sshd_dir / f"sshd-{port}.log",
             alias=alias,
+            base_config=base_config,
         )
         try:
             sshd._launch()

@@ -6,7 +6,8 @@ this machine on a port the relay is never told, so the relay must log in, run `j
 server list` there, and ride the SSH connection to it. Covered: discovery, a kernel over
 the v1 websocket subprotocol, a 256 MiB download, start-on-demand, a changed or unknown
 host key, a key the server does not accept, a missing `jupyter`, sshd killed and restarted
-under a live kernel (the recovery time is printed), and the `jupyter-relay` command's
+under a live kernel (the recovery time is printed), sshd refusing sessions (the relay
+says so and keeps reconnecting), and the `jupyter-relay` command's
 progress lines and one-line errors.
 """
 
@@ -175,9 +176,11 @@ def remote(sshd: Sshd, ssh_work: Path) -> Iterator[JupyterServer]:
 
 @pytest.fixture
 def live_sshd(sshd: Sshd) -> Iterator[Sshd]:
-    """The module's sshd, running again after the test whatever happened."""
+    """The module's sshd, running again with its own config after the test whatever happened."""
     yield sshd
-    if not sshd.running():
+    if sshd.config.read_text() != sshd.base_config:
+        sshd.reconfigure("")
+    elif not sshd.running():
         sshd.restart()
 
 
@@ -508,7 +511,63 @@ async def test_recovers_when_sshd_is_killed_and_restarted(
                 await call(direct, "DELETE", f"{remote.base}api/kernels/{kernel_id}")
 
 
-# --- 9. the command ----------------------------------------------------------------------
+# --- 9. sshd refusing what the relay asks ----------------------------------------------
+
+
+async def wait_for_message(
+    session: aiohttp.ClientSession, url: str, text: str, bound: float = RECOVERY_BOUND
+) -> Answer:
+    """Poll `url` until its error message holds `text` (the relay retries meanwhile)."""
+    deadline = time.monotonic() + bound
+    while True:
+        answer = await call(session, "GET", url, timeout=FAIL_BOUND)
+        if text in answer.text:
+            return answer
+        assert time.monotonic() < deadline, (text, answer.status, answer.text[:300])
+        await asyncio.sleep(0.1)
+
+
+async def test_sshd_refusing_sessions_is_a_502_then_recovers(
+    live_sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    """ChannelOpenError at start-up and in the reconnect loop: named, survived, retried."""
+    sshd = live_sshd
+    await asyncio.to_thread(sshd.reconfigure, "MaxSessions 0\n")
+    async with ssh_relay(sshd.backend_arg()) as relay:  # starts, does not crash
+        url = relay.base + "api/contents"
+        answer = await call(client, "GET", url, timeout=FAIL_BOUND)
+        message = assert_502(answer, r"refused to open a channel", r"looking for the Jupyter")
+        assert "\n" not in message
+        progress = "\n".join(relay.progress)
+        assert f"backend '{GPU}': the SSH server" in progress, progress
+        # The reconnect loop meets the same refusal, and goes on.
+        answer = await wait_for_message(client, url, "attempt 2")
+        assert_502(answer, r"refused to open a channel")
+        entry = await gpu_status(client, relay.base)
+        assert entry["reachable"] is False and "refused" in entry["error"], entry
+
+        await asyncio.to_thread(sshd.reconfigure, "")
+        _, failures = await wait_for_status(client, url, 200, RECOVERY_BOUND)
+        for failed in failures:
+            assert_502(failed)
+
+
+async def test_sshd_dying_after_a_good_connection_then_refusing_sessions(
+    live_sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    """The reconnect loop started by a lost connection survives sshd refusing it."""
+    sshd = live_sshd
+    async with ssh_relay(sshd.backend_arg()) as relay:
+        url = relay.base + "api/contents"
+        assert (await call(client, "GET", url)).status == 200
+        await asyncio.to_thread(sshd.reconfigure, "MaxSessions 0\n")
+        await wait_for_message(client, url, "refused to open a channel")
+        await wait_for_message(client, url, "attempt 2")
+        await asyncio.to_thread(sshd.reconfigure, "")
+        await wait_for_status(client, url, 200, RECOVERY_BOUND)
+
+
+# --- 10. the command ----------------------------------------------------------------------
 
 
 def relay_command(args: list[str], workdir: Path) -> RelayProcess:

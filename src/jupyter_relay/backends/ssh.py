@@ -39,6 +39,7 @@ from yarl import URL
 
 from ..credentials import Secret
 from ..errors import BackendError, BackendTimeout, BackendUnreachable
+from ..logs import redact
 from ..specs import SshTarget
 from . import channel, remote
 from .base import HealthResult, HttpBackend, Progress, Upstream
@@ -98,6 +99,7 @@ class SshBackend(HttpBackend):
         self._stopping = False
         self._wake = asyncio.Event()
         self._last_attempt = 0.0
+        self._stage = "connecting"  # what _establish is doing, for its error messages
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -105,7 +107,7 @@ class SshBackend(HttpBackend):
         """Connect and find the Jupyter; if that fails, say why and keep trying."""
         try:
             await self._establish(progress)
-        except BackendError as exc:
+        except BackendError as exc:  # _establish turns every failure into one
             self._down = exc.message
             progress(f"{exc.message}; retrying in the background")
             self._watcher = asyncio.create_task(self._reconnect())
@@ -130,11 +132,63 @@ class SshBackend(HttpBackend):
             self._conn = None
 
     async def _establish(self, progress: Progress) -> None:
+        """Connect, find the server and open the way to it; any failure is a BackendError.
+
+        asyncssh raises more than its documented errors (ChannelOpenError when
+        sshd refuses a session, ConnectionLost when it dies mid-command,
+        OSError, ValueError from odd output): each becomes a message that
+        names the backend and the step, so neither start-up nor the
+        reconnect loop ever sees a bare exception.
+        """
+        self._stage = "logging in"
+        try:
+            await self._establish_steps(progress)
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise self._failure(exc) from exc
+
+    def _failure(self, exc: Exception) -> BackendError:
+        t, who = self.target, f"backend '{self.name}'"
+        doing = self._stage
+        if isinstance(exc, asyncssh.ChannelOpenError):
+            return SshError(
+                self.name,
+                f"{who}: the SSH server {t.address} refused to open a channel while {doing} "
+                f"({exc.reason or 'no reason given'}); its sshd_config may forbid it "
+                "(MaxSessions, AllowTcpForwarding, PermitOpen): ask its administrator",
+            )
+        if isinstance(exc, asyncssh.DisconnectError):  # ConnectionLost among them
+            return SshError(
+                self.name,
+                f"{who}: the SSH connection to {t.address} was lost while {doing} "
+                f"({exc.reason or 'closed'}); is sshd there being restarted?",
+            )
+        if isinstance(exc, (TimeoutError, asyncssh.TimeoutError)):
+            return BackendTimeout(
+                self.name, f"{who}: no answer from {t.address} over SSH in time while {doing}"
+            )
+        if isinstance(exc, OSError):
+            why = os.strerror(exc.errno) if exc.errno else (str(exc) or type(exc).__name__)
+            return SshError(
+                self.name, f"{who}: the SSH link to {t.address} failed while {doing} ({why})"
+            )
+        detail = redact(str(exc).splitlines()[0] if str(exc) else "")
+        return SshError(
+            self.name,
+            f"{who}: unexpected failure while {doing} on {t.address} "
+            f"({type(exc).__name__}{': ' + detail if detail else ''}); "
+            "please report it with the relay's --log-level debug output",
+        )
+
+    async def _establish_steps(self, progress: Progress) -> None:
         where = self.target.address
         progress(f"backend '{self.name}': connecting to {where} over SSH")
         conn = await self._connect()
         try:
+            self._stage = "looking for the Jupyter server"
             server = await self._find_server(conn, progress)
+            self._stage = "opening the way to the Jupyter server"
             target = server.host, server.port
             try:
                 listener = await conn.forward_local_port("127.0.0.1", self._local_port, *target)
@@ -303,6 +357,7 @@ class SshBackend(HttpBackend):
     ) -> remote.RemoteServer:
         t = self.target
         logfile = remote.log_path(self.name)
+        self._stage = "starting Jupyter"
         progress(f"backend '{self.name}': no Jupyter runs on {t.host}; starting one there")
         result = await conn.run(remote.start_command(t.jupyter, logfile), check=False)
         if result.exit_status not in (0, None):
@@ -368,6 +423,13 @@ class SshBackend(HttpBackend):
             except BackendError as exc:
                 self._down = f"{exc.message} (reconnecting, attempt {attempt})"
                 log.warning("%s", self._down)
+                continue
+            except Exception as exc:  # a bug must not end the reconnecting for good
+                self._down = (
+                    f"backend '{self.name}': reconnecting to {self.target.address} failed "
+                    f"({type(exc).__name__}: {exc}); retrying (attempt {attempt})"
+                )
+                log.error("%s", self._down, exc_info=log.isEnabledFor(logging.DEBUG))
                 continue
             log.warning("backend '%s': reconnected after %d attempt(s)", self.name, attempt)
             self._watcher = asyncio.create_task(self._watch())
