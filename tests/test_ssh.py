@@ -30,6 +30,12 @@ import aiohttp
 import psutil
 import pytest
 
+from jupyter_relay.backends import ssh as ssh_backend
+from jupyter_relay.backends.base import Timeouts
+from jupyter_relay.backends.ssh import MIN_SPACING, SshBackend
+from jupyter_relay.errors import BackendUnreachable
+from jupyter_relay.specs import parse_backend
+
 from .answers import Answer, assert_error, call
 from .conftest import RELAY_TOKEN, WatchedRelay, watched_relay
 from .kernel_client import V1, execute, run_code, start_kernel
@@ -565,6 +571,44 @@ async def test_sshd_dying_after_a_good_connection_then_refusing_sessions(
         await wait_for_message(client, url, "attempt 2")
         await asyncio.to_thread(sshd.reconfigure, "")
         await wait_for_status(client, url, 200, RECOVERY_BOUND)
+
+
+async def test_a_request_during_a_reconnect_attempt_is_not_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wake that comes while an attempt runs starts the next one at once, not after backoff.
+
+    The attempts are stand-ins: the point is the order of events, which a real sshd
+    cannot be made to hit on cue.
+    """
+    monkeypatch.setattr(ssh_backend, "BACKOFF_FIRST", 1000.0)  # no retry without a wake
+    backend = SshBackend(parse_backend("gpu=ssh://gpu-box"), Timeouts())
+    attempts: list[float] = []
+    second = asyncio.Event()
+
+    async def attempt(progress: Any) -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            # A second into this attempt, a request comes: the backend is down, and says so.
+            backend._last_attempt -= MIN_SPACING
+            with pytest.raises(BackendUnreachable):
+                backend.upstream()
+        else:
+            second.set()
+        raise BackendUnreachable("gpu", "backend 'gpu': sshd is not there")
+
+    monkeypatch.setattr(backend, "_establish", attempt)
+    backend._wake.set()  # the first attempt at once
+    task = asyncio.create_task(backend._reconnect())
+    try:
+        async with asyncio.timeout(10):
+            await second.wait()
+    finally:
+        backend._stopping = True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert len(attempts) == 2
 
 
 # --- 10. the command ----------------------------------------------------------------------

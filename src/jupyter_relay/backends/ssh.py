@@ -413,9 +413,10 @@ class SshBackend(HttpBackend):
         attempt = 0
         while not self._stopping:
             delay = random.uniform(0.5, 1.0) * min(BACKOFF_CAP, BACKOFF_FIRST * 2**attempt)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
+            # Cleared only now: a request that came during the last attempt still counts.
+            self._wake.clear()
             self._last_attempt = time.monotonic()
             attempt += 1
             try:
