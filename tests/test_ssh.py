@@ -124,6 +124,14 @@ def listening_addresses() -> set[str]:
     }
 
 
+def listening_ports() -> set[int]:
+    return {
+        c.laddr.port
+        for c in psutil.Process().net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+
+
 def clients_of(port: int) -> set[str]:
     """The names of the processes with a TCP connection to 127.0.0.1:`port`."""
     conns = psutil.net_connections(kind="tcp")
@@ -209,6 +217,7 @@ async def test_discovers_the_remote_jupyter_over_ssh(
 ) -> None:
     arg = sshd.backend_arg()
     assert str(remote.port) not in arg and remote.token not in arg
+    before = listening_ports()
     async with ssh_relay(arg) as relay:
         assert REMOTE_FILE in await content_names(client, relay.base)
         answer = await call(client, "GET", relay.base + "api/status")
@@ -224,6 +233,9 @@ async def test_discovers_the_remote_jupyter_over_ssh(
         assert remote.token not in relay.said
         # Whatever the tunnel is, nothing of ours listens beyond loopback.
         assert listening_addresses() <= {"127.0.0.1", "::1"}, listening_addresses()
+        # And the tunnel opens no local port at all: requests ride direct-tcpip channels.
+        opened = listening_ports() - before
+        assert opened == {relay.running.port}, (opened, relay.running.port)
 
 
 # --- 2. a kernel over the tunnel ----------------------------------------------------------
@@ -609,6 +621,20 @@ async def test_a_request_during_a_reconnect_attempt_is_not_forgotten(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert len(attempts) == 2
+
+
+async def test_sshd_forbidding_channels_to_the_jupyter_is_named(
+    live_sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    """Requests ride direct-tcpip channels: an sshd that forbids them gets a 502 that says so."""
+    sshd = live_sshd
+    await asyncio.to_thread(sshd.reconfigure, "PermitOpen none\n")
+    async with ssh_relay(sshd.backend_arg()) as relay:
+        answer = await call(client, "GET", relay.base + "api/contents", timeout=FAIL_BOUND)
+        refused = rf"refused a channel to the Jupyter at \S+:{remote.port}\b"
+        assert_502(answer, refused, "AllowTcpForwarding, PermitOpen")
+        await asyncio.to_thread(sshd.reconfigure, "")
+        await wait_for_status(client, relay.base + "api/contents", 200, RECOVERY_BOUND)
 
 
 # --- 10. the command ----------------------------------------------------------------------

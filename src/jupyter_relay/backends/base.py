@@ -21,7 +21,7 @@ from ..credentials import Secret
 from ..errors import BackendAuthError, BackendError, BackendTLSError, BackendUnreachable
 from ..logs import add_secret
 from ..specs import BackendSpec, TlsSettings
-from .tcp import QuickAckConnector
+from .tcp import OpenerConnector, QuickAckConnector
 
 Progress = Callable[[str], None]
 RawOpener = Callable[
@@ -133,8 +133,12 @@ class HttpBackend:
     def name(self) -> str:
         return self.spec.name
 
-    def _open(self, base_url: URL, token: Secret | None) -> None:
-        """Create the session for `base_url`; called once the address is known."""
+    def _open(self, base_url: URL, token: Secret | None, opener: RawOpener | None = None) -> None:
+        """Create the session for `base_url`; called once the address is known.
+
+        With `opener`, every connection (aiohttp's and the fast path's) comes from it,
+        plain HTTP only: `base_url` then names the server as the opener's far end sees it.
+        """
         ssl_ctx: ssl.SSLContext | bool = False
         if base_url.scheme == "https":
             try:
@@ -143,13 +147,18 @@ class HttpBackend:
                 raise BackendError(
                     self.name, f"backend '{self.name}': cannot load TLS files: {exc}"
                 ) from exc
-        connector = QuickAckConnector(
-            ssl=ssl_ctx,
-            limit=0,
-            limit_per_host=0,
-            keepalive_timeout=60,
-            enable_cleanup_closed=False,
-        )
+        connector: aiohttp.BaseConnector
+        if opener is not None:
+            assert not ssl_ctx, "an opener's connections carry plain HTTP"
+            connector = OpenerConnector(opener, limit=0, limit_per_host=0, keepalive_timeout=60)
+        else:
+            connector = QuickAckConnector(
+                ssl=ssl_ctx,
+                limit=0,
+                limit_per_host=0,
+                keepalive_timeout=60,
+                enable_cleanup_closed=False,
+            )
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
@@ -189,7 +198,7 @@ class HttpBackend:
             return transport, protocol
 
         self._upstream = Upstream(
-            open_raw=open_raw,
+            open_raw=opener or open_raw,
             host_header=base_url.raw_authority,
             base_url=base_url,
             session=self._session,

@@ -6,14 +6,18 @@ the command that trusts it. Over the connection the relay runs `jupyter
 server list --json` to find the running server (its port, base URL and
 token), or starts one under `nohup setsid` so it outlives the session.
 
-Requests then ride the connection through a local forward bound to 127.0.0.1
-only: to the forwarder it is a plain HTTP backend, so HTTP and websockets keep
-every guarantee of the core. The remote Jupyter still asks for its token.
+Requests then ride the connection: each HTTP or websocket connection to a
+plain-HTTP Jupyter is a direct-tcpip channel to the server's own address, so no
+local port is opened that others on this machine could use, and to the
+forwarder it is a plain HTTP backend with every guarantee of the core. A
+Jupyter that speaks TLS is reached through a local forward bound to 127.0.0.1
+(aiohttp does TLS only over its own sockets). The remote Jupyter still asks for
+its token.
 
 When the connection drops (sshd restarted, laptop asleep, network changed),
 requests fail at once with 502 naming the backend, and a watcher reconnects
 with exponential backoff and jitter, finds the server again (it may have been
-restarted) and re-opens the forward, on the same local port when it can.
+restarted) and opens the way to it again.
 Keepalives (every KEEPALIVE s, KEEPALIVE_COUNT missed) bound how long a
 silently dead connection goes unnoticed: at most about 40 s.
 """
@@ -42,7 +46,7 @@ from ..errors import BackendError, BackendTimeout, BackendUnreachable
 from ..logs import redact
 from ..specs import SshTarget
 from . import channel, remote
-from .base import HealthResult, HttpBackend, Progress, Upstream
+from .base import HealthResult, HttpBackend, Progress, RawOpener, Upstream
 
 log = logging.getLogger("jupyter_relay.ssh")
 
@@ -189,21 +193,14 @@ class SshBackend(HttpBackend):
             self._stage = "looking for the Jupyter server"
             server = await self._find_server(conn, progress)
             self._stage = "opening the way to the Jupyter server"
-            target = server.host, server.port
-            try:
-                listener = await conn.forward_local_port("127.0.0.1", self._local_port, *target)
-            except OSError:  # the old local port is taken meanwhile: any port will do
-                listener = await conn.forward_local_port("127.0.0.1", 0, *target)
+            listener, base, opener = await self._route(conn, server)
         except BaseException:
             conn.close()
             raise
         old_session = self._session
         self._conn, self._listener = conn, listener
-        self._local_port = listener.get_port()
-        scheme = "https" if server.secure else "http"
-        base = URL(f"{scheme}://127.0.0.1:{self._local_port}{server.base_url}")
         token = self.spec.token.read() or (Secret(server.token) if server.token else None)
-        self._open(base, token)
+        self._open(base, token, opener)
         if old_session is not None:
             await old_session.close()
         self._down = None
@@ -211,6 +208,59 @@ class SshBackend(HttpBackend):
             f"backend '{self.name}': serving the Jupyter on {self.target.host} "
             f"{server.describe()} through SSH"
         )
+
+    async def _route(
+        self, conn: asyncssh.SSHClientConnection, server: remote.RemoteServer
+    ) -> tuple[asyncssh.SSHListener | None, URL, RawOpener | None]:
+        """How requests reach `server`: (local forward or None, base URL, channel opener).
+
+        Plain HTTP rides a direct-tcpip channel per connection, with no local
+        port anyone on this machine could use; one channel is opened here, so
+        an sshd that forbids them (AllowTcpForwarding, PermitOpen) is named now
+        rather than at every request. A server that speaks TLS gets a local
+        forward bound to 127.0.0.1 (aiohttp does TLS only over its own sockets).
+        """
+        host, port = server.host, server.port
+        if server.secure:
+            try:
+                listener = await conn.forward_local_port("127.0.0.1", self._local_port, host, port)
+            except OSError:  # the old local port is taken meanwhile: any port will do
+                listener = await conn.forward_local_port("127.0.0.1", 0, host, port)
+            self._local_port = listener.get_port()
+            base = URL.build(
+                scheme="https", host="127.0.0.1", port=self._local_port, path=server.base_url
+            )
+            return listener, base, None
+        timeout = self.timeouts.connect
+
+        async def opener(
+            factory: Callable[[], asyncio.Protocol],
+        ) -> tuple[asyncio.Transport, asyncio.Protocol]:
+            async with asyncio.timeout(timeout):
+                return await channel.open_channel(conn, host, port, factory)
+
+        try:
+            async with asyncio.timeout(timeout):
+                probe, _ = await conn.create_connection(asyncssh.SSHTCPSession, host, port)
+        except asyncssh.ChannelOpenError as exc:
+            why = exc.reason or "no reason given"
+            if exc.code == asyncssh.OPEN_CONNECT_FAILED:
+                raise SshError(
+                    self.name,
+                    f"backend '{self.name}': nothing answers at {host}:{port} on "
+                    f"{self.target.host} ({why}), where 'jupyter server list' said a "
+                    "server runs; it may have just stopped: start it again there",
+                ) from exc
+            raise SshError(
+                self.name,
+                f"backend '{self.name}': the SSH server {self.target.address} refused a "
+                f"channel to the Jupyter at {host}:{port} ({why}); its sshd_config must "
+                "allow TCP forwarding there (AllowTcpForwarding, PermitOpen): "
+                "ask its administrator",
+            ) from exc
+        probe.close()
+        # The Host header the server gets is its own address, as a browser there would send.
+        return None, URL.build(scheme="http", host=host, port=port, path=server.base_url), opener
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
         t = self.target
