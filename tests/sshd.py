@@ -106,8 +106,13 @@ class Sshd:
         identity: Path | None = None,
         known_hosts: Path | None = None,
         user: str = USER,
+        extra: str = "",
     ) -> Path:
-        """Write an ssh_config variant for this server (another key, another known_hosts)."""
+        """Write an ssh_config variant for this server (another key, another known_hosts).
+
+        `extra` lines go in the Host block after the others (ssh takes the first value of
+        most keywords, but adds up IdentityFile lines).
+        """
         path = self.dir / f"ssh_config-{tag}"
         path.write_text(
             f"Host {self.alias}\n"
@@ -117,7 +122,7 @@ class Sshd:
             f"    IdentityFile {identity or self.user_key}\n"
             f"    IdentitiesOnly yes\n"
             f"    UserKnownHostsFile {known_hosts or self.known_hosts}\n"
-            f"    GlobalKnownHostsFile {self.dir / 'global_known_hosts'}\n"
+            f"    GlobalKnownHostsFile {self.dir / 'global_known_hosts'}\n" + extra
         )
         return path
 

@@ -637,7 +637,88 @@ async def test_sshd_forbidding_channels_to_the_jupyter_is_named(
         await wait_for_status(client, relay.base + "api/contents", 200, RECOVERY_BOUND)
 
 
-# --- 10. the command ----------------------------------------------------------------------
+# --- 10. what the ssh config says ---------------------------------------------------------
+
+
+def session_processes(sshd: Sshd) -> list[psutil.Process]:
+    """sshd's per-connection processes (not the listener): what serves live sessions."""
+    assert sshd.proc is not None
+    return [
+        p
+        for p in psutil.Process(sshd.proc.pid).children(recursive=True)
+        if p.name().startswith("sshd")
+    ]
+
+
+async def test_server_alive_settings_of_the_ssh_config_detect_a_dead_connection(
+    live_sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    """ServerAliveInterval 1, ServerAliveCountMax 2: a frozen sshd is noticed within ~3 s."""
+    sshd = live_sshd
+    interval, count = 1, 2
+    config = sshd.client_config(
+        "alive", extra=f"    ServerAliveInterval {interval}\n    ServerAliveCountMax {count}\n"
+    )
+    async with ssh_relay(sshd.backend_arg(ssh_config=config)) as relay:
+        assert (await call(client, "GET", relay.base + "api/status")).status == 200
+        backend = relay.running.relay.backends[GPU]
+        frozen = session_processes(sshd)
+        assert frozen, "no sshd session process to freeze"
+        stopped = time.monotonic()
+        for proc in frozen:
+            proc.suspend()  # SIGSTOP: the TCP connection stays up, nothing answers on it
+        try:
+            bound = interval * (count + 1) + 2.0  # asyncssh gives up after count+1 intervals
+            while getattr(backend, "_down", None) is None:  # what upstream() reports
+                assert time.monotonic() - stopped < bound, "the dead connection went unnoticed"
+                await asyncio.sleep(0.05)
+            noticed = time.monotonic() - stopped
+        finally:
+            for proc in frozen:
+                with contextlib.suppress(psutil.Error):
+                    proc.resume()
+        print(f"\nfrozen sshd noticed after {noticed:.2f} s (bound {bound:g} s)")
+        assert noticed >= interval * count - 0.5, noticed  # the keepalives, not something else
+        answer = await call(client, "GET", relay.base + "api/contents", timeout=FAIL_BOUND)
+        if answer.status != 200:  # reconnecting meanwhile is fine; a hang is not
+            assert_502(answer)
+        await wait_for_status(client, relay.base + "api/contents", 200, RECOVERY_BOUND)
+
+
+async def test_a_missing_identity_file_is_skipped_as_ssh_does(
+    sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    missing = sshd.dir / "no-such-key"
+    # First a key file that is not there, then the real one: ssh skips the first.
+    first = sshd.client_config("missing-first", identity=missing)
+    with first.open("a") as out:
+        out.write(f"    IdentityFile {sshd.user_key}\n")
+    assert sshd.ssh("true", ssh_config=first).returncode == 0
+    async with ssh_relay(sshd.backend_arg(ssh_config=first)) as relay:
+        assert REMOTE_FILE in await content_names(client, relay.base)
+    # Only a missing key: refused as a login, not "cannot connect (No such file...)".
+    only = sshd.client_config("missing-only", identity=missing)
+    async with ssh_relay(sshd.backend_arg(ssh_config=only)) as relay:
+        answer = await call(client, "GET", relay.base + "api/contents", timeout=FAIL_BOUND)
+        message = assert_502(answer, r"refused|denied")
+        assert "No such file" not in message, message
+
+
+@pytest.mark.parametrize("setting", ["none", "/dev/null"])
+async def test_known_hosts_none_or_dev_null_is_not_a_way_to_accept_any_key(
+    setting: str, sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    tag = "kh-" + setting.strip("/").replace("/", "-")
+    config = sshd.client_config(tag, known_hosts=Path(setting))
+    async with ssh_relay(sshd.backend_arg(ssh_config=config)) as relay:
+        answer = await call(client, "GET", relay.base + "api/contents", timeout=FAIL_BOUND)
+        message = assert_502(answer, r"never accepts a key silently", rf"'ssh {sshd.alias}'")
+        if setting == "none":
+            assert "UserKnownHostsFile none" in message, message
+        assert "\n" not in message
+
+
+# --- 11. the command ----------------------------------------------------------------------
 
 
 def relay_command(args: list[str], workdir: Path) -> RelayProcess:

@@ -18,8 +18,9 @@ When the connection drops (sshd restarted, laptop asleep, network changed),
 requests fail at once with 502 naming the backend, and a watcher reconnects
 with exponential backoff and jitter, finds the server again (it may have been
 restarted) and opens the way to it again.
-Keepalives (every KEEPALIVE s, KEEPALIVE_COUNT missed) bound how long a
-silently dead connection goes unnoticed: at most about 40 s.
+Keepalives (ServerAliveInterval and ServerAliveCountMax of the ssh config;
+by default every KEEPALIVE s, KEEPALIVE_COUNT missed) bound how long a
+silently dead connection goes unnoticed: interval x (count + 1), about 40 s.
 """
 
 from __future__ import annotations
@@ -264,11 +265,25 @@ class SshBackend(HttpBackend):
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
         t = self.target
+        config = _client_config(t)
         options: dict[str, Any] = {
-            "keepalive_interval": KEEPALIVE,
-            "keepalive_count_max": KEEPALIVE_COUNT,
+            # ServerAliveInterval/ServerAliveCountMax of the ssh config win, as with ssh.
+            "keepalive_interval": _int_option(config, "ServerAliveInterval", KEEPALIVE),
+            "keepalive_count_max": _int_option(config, "ServerAliveCountMax", KEEPALIVE_COUNT),
             "connect_timeout": self.timeouts.connect,
         }
+        if config is not None and config.get("UserKnownHostsFile") == []:
+            raise SshError(self.name, self._no_known_hosts_message())
+        keys = _identity_files(config)
+        if keys is not None:
+            present = _existing(keys)
+            for missing in sorted(set(keys) - set(present)):
+                log.info(
+                    "backend '%s': IdentityFile %s does not exist; skipped, as ssh does",
+                    self.name,
+                    missing,
+                )
+            options["client_keys"] = present  # [] means ssh's default key files
         if t.ssh_config is not None:
             options["config"] = [str(t.ssh_config)]
         if t.user:
@@ -312,6 +327,15 @@ class SshBackend(HttpBackend):
                 "is the host up and sshd running?",
             ) from exc
         return conn
+
+    def _no_known_hosts_message(self) -> str:
+        t = self.target
+        return (
+            f"backend '{self.name}': the ssh config for {t.host} says UserKnownHostsFile "
+            "none, which would accept any host key, and the relay never accepts a key "
+            "silently. Point UserKnownHostsFile at a file (or drop the line for "
+            f"~/.ssh/known_hosts), then trust the key by connecting once with 'ssh {t.host}'"
+        )
 
     async def _host_key_message(self) -> str:
         """Say whether the host key is unknown or changed, with its fingerprint and the fix."""
@@ -518,14 +542,12 @@ class SshBackend(HttpBackend):
         return await channel.open_channel(conn, host, port, factory)
 
 
-def _known_hosts_of(target: SshTarget) -> tuple[str, int, list[str]]:
-    """(host name, port, known_hosts files) that ssh would use for `target`.
+def _client_config(target: SshTarget) -> Any | None:
+    """The ssh config for `target` as asyncssh reads it, or None if it cannot be read.
 
-    Read with asyncssh's own config reader, which is not public API: on any
-    surprise, fall back to the names as given and ~/.ssh/known_hosts.
+    asyncssh's config reader is not public API: on any surprise, the callers
+    fall back to their defaults (and asyncssh itself reads the file again).
     """
-    host, port = target.host, target.port or 22
-    files = [str(Path.home() / ".ssh" / "known_hosts")]
     try:
         from asyncssh.config import SSHClientConfig
 
@@ -535,14 +557,50 @@ def _known_hosts_of(target: SshTarget) -> tuple[str, int, list[str]]:
             else [str(Path.home() / ".ssh" / "config")]
         )
         paths = [p for p in paths if Path(p).exists()]
-        config = SSHClientConfig.load(
-            None, paths, False, False, False, getpass.getuser(), target.user or "", host, ()
+        return SSHClientConfig.load(
+            None,
+            paths,
+            False,
+            False,
+            False,
+            getpass.getuser(),
+            target.user or (),
+            target.host,
+            target.port or (),
         )
+    except Exception as exc:  # reading it for messages and defaults must not fail the login
+        log.debug("cannot read the ssh config for %s: %s", target.host, exc)
+        return None
+
+
+def _int_option(config: Any | None, name: str, default: float) -> float:
+    value = config.get(name) if config is not None else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _identity_files(config: Any | None) -> list[str] | None:
+    """The IdentityFile paths the config names (expanded), or None when it names none."""
+    value = config.get("IdentityFile") if config is not None else None
+    if not isinstance(value, list) or not value:
+        return None
+    return [str(Path(str(v)).expanduser()) for v in value]
+
+
+def _existing(paths: list[str]) -> list[str]:
+    return [p for p in paths if Path(p).is_file()]
+
+
+def _known_hosts_of(target: SshTarget) -> tuple[str, int, list[str]]:
+    """(host name, port, known_hosts files) that ssh would use for `target`."""
+    host, port = target.host, target.port or 22
+    files = [str(Path.home() / ".ssh" / "known_hosts")]
+    config = _client_config(target)
+    if config is None:
+        return host, port, files
+    with contextlib.suppress(Exception):  # a message helper must not fail the connection
         host = str(config.get("Hostname") or host)
         port = target.port or int(str(config.get("Port") or 22))
         configured = config.get("UserKnownHostsFile")
         if isinstance(configured, (list, tuple)) and configured:
             files = [str(Path(str(f)).expanduser()) for f in configured]
-    except Exception as exc:  # a message helper must not fail the connection
-        log.debug("cannot read the ssh config for %s: %s", target.host, exc)
     return host, port, files
