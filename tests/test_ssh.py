@@ -718,6 +718,53 @@ async def test_known_hosts_none_or_dev_null_is_not_a_way_to_accept_any_key(
         assert "\n" not in message
 
 
+def fake_jupyter(sshd: Sshd, name: str, body: str) -> Path:
+    """A `jupyter` for the "remote" that behaves as `body` (sh) says."""
+    path = sshd.dir / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+async def test_tokens_in_remote_output_are_not_shown(
+    sshd: Sshd,
+    remote: JupyterServer,
+    client: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A failing remote Jupyter's output, quoted in errors, has its token blanked."""
+    secret = secrets.token_hex(16)
+    printed = (
+        f'echo "    http://127.0.0.1:8888/lab?token={secret}" >&2\n'
+        f'echo "Authorization: token {secret}" >&2\n'
+    )
+    # `jupyter server list` fails, saying the URL with its token.
+    failing_list = fake_jupyter(sshd, "jupyter-list-fails", printed + "exit 2\n")
+    # No server runs; the one started prints its URL and dies.
+    dying = fake_jupyter(
+        sshd,
+        "jupyter-start-dies",
+        '[ "$2" = list ] && exit 0\n' + printed.replace(" >&2", "") + "exit 1\n",
+    )
+    for jupyter, start, says in ((failing_list, "false", "list"), (dying, "true", "log")):
+        caplog.clear()
+        async with ssh_relay(sshd.backend_arg(jupyter=str(jupyter), start=start)) as relay:
+            answer = await call(client, "GET", relay.base + "api/contents", timeout=START_BOUND)
+            message = assert_502(answer, says, r"token")
+            assert secret not in answer.text and secret not in relay.said, message
+            await wait_for_log_record(caplog, "attempt")
+            assert secret not in caplog.text
+    assert "token=***" in message or "token ***" in message, message
+
+
+async def wait_for_log_record(caplog: pytest.LogCaptureFixture, text: str) -> None:
+    """The reconnect loop has logged `text` (it quotes the remote's output too)."""
+    deadline = time.monotonic() + RECOVERY_BOUND
+    while text not in caplog.text:
+        assert time.monotonic() < deadline, caplog.text[-2000:]
+        await asyncio.sleep(0.05)
+
+
 # --- 11. the command ----------------------------------------------------------------------
 
 

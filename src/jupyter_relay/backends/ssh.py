@@ -110,6 +110,7 @@ class SshBackend(HttpBackend):
 
     async def start(self, progress: Progress) -> None:
         """Connect and find the Jupyter; if that fails, say why and keep trying."""
+        progress = _redacting(progress)
         try:
             await self._establish(progress)
         except BackendError as exc:  # _establish turns every failure into one
@@ -419,7 +420,7 @@ class SshBackend(HttpBackend):
                 )
             if result.exit_status == 0:
                 return remote.parse_list(str(result.stdout or ""))
-        detail = str(result.stderr or "").strip().splitlines()[-1:] if result else []
+        detail = _remote_text(result.stderr).splitlines()[-1:] if result else []
         raise SshError(
             self.name,
             f"backend '{self.name}': 'jupyter server list' failed on {t.host}"
@@ -438,7 +439,7 @@ class SshBackend(HttpBackend):
             raise SshError(
                 self.name,
                 f"backend '{self.name}': could not start Jupyter on {t.host}: "
-                f"{str(result.stderr or '').strip()[:300]}",
+                + " | ".join(_remote_text(result.stderr).splitlines()[-3:])[:300],
             )
         pid = int(str(result.stdout or "0").strip().splitlines()[-1] or 0)
         loop = asyncio.get_running_loop()
@@ -461,7 +462,7 @@ class SshBackend(HttpBackend):
             self.name,
             f"backend '{self.name}': the Jupyter started on {t.host} {why}; "
             f"its log (~/{logfile} there) ends: "
-            + " | ".join(str(tail.stdout or "").strip().splitlines()[-3:]),
+            + " | ".join(_remote_text(tail.stdout).splitlines()[-3:]),
         )
 
     # --- staying connected ------------------------------------------------------------
@@ -494,7 +495,7 @@ class SshBackend(HttpBackend):
             self._last_attempt = time.monotonic()
             attempt += 1
             try:
-                await self._establish(lambda message: log.info("%s", message))
+                await self._establish(_redacting(lambda message: log.info("%s", message)))
             except BackendError as exc:
                 self._down = f"{exc.message} (reconnecting, attempt {attempt})"
                 log.warning("%s", self._down)
@@ -540,6 +541,18 @@ class SshBackend(HttpBackend):
         if conn is None or self._down is not None:
             raise ConnectionResetError(errno.ECONNRESET, self._down or "not connected")
         return await channel.open_channel(conn, host, port, factory)
+
+
+def _remote_text(output: object) -> str:
+    """What a remote command printed, fit to show: a Jupyter prints its token in its URL."""
+    return redact(str(output or "").strip())
+
+
+def _redacting(progress: Progress) -> Progress:
+    def say(message: str) -> None:
+        progress(redact(message))
+
+    return say
 
 
 def _client_config(target: SshTarget) -> Any | None:
