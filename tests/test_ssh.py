@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pexpect  # type: ignore[import-untyped]
 import psutil
 import pytest
 
@@ -39,7 +40,8 @@ from jupyter_relay.specs import parse_backend
 from .answers import Answer, assert_error, call
 from .conftest import RELAY_TOKEN, WatchedRelay, watched_relay
 from .kernel_client import V1, execute, run_code, start_kernel
-from .servers import JupyterServer, RelayProcess, free_port, start_relay_process
+from .password_sshd import PASSWORD, password_sshd
+from .servers import BIN, JupyterServer, RelayProcess, free_port, start_relay_process
 from .sshd import (
     Sshd,
     keygen,
@@ -765,7 +767,76 @@ async def wait_for_log_record(caplog: pytest.LogCaptureFixture, text: str) -> No
         await asyncio.sleep(0.05)
 
 
-# --- 11. the command ----------------------------------------------------------------------
+# --- 11. passwords ------------------------------------------------------------------------
+
+
+def relay_on_a_terminal(args: list[str], home: Path) -> pexpect.spawn:
+    """`jupyter-relay` with a pseudo-terminal as its terminal, as a user runs it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK",)}
+    env.update({"HOME": str(home), "JUPYTER_CONFIG_DIR": "/nonexistent"})
+    return pexpect.spawn(
+        str(BIN / "jupyter-relay"),
+        ["--port", "0", "--token", RELAY_TOKEN, *args],
+        env=env,
+        encoding="utf-8",
+        timeout=30,
+    )
+
+
+async def test_without_a_terminal_a_password_login_is_refused_in_one_line(
+    tmp_path: Path, client: aiohttp.ClientSession
+) -> None:
+    async with password_sshd(tmp_path) as server:
+        home = tmp_path / "home"
+        home.mkdir()
+        proc = await asyncio.to_thread(
+            start_relay_process,
+            ["--port", "0", "--token", RELAY_TOKEN, "--backend", server.backend_arg()],
+            tmp_path,
+            env={"HOME": str(home), "JUPYTER_CONFIG_DIR": "/nonexistent", "SSH_AUTH_SOCK": ""},
+        )
+        try:
+            err = await asyncio.to_thread(wait_for_log, proc, r"refused")
+            refused = [line for line in err.splitlines() if "refused" in line]
+            assert any(
+                f"backend '{GPU}'" in line and "only when the relay runs in a terminal" in line
+                for line in refused
+            ), err
+            assert "Traceback" not in err and "password for" not in err, err
+            answer = await call(client, "GET", proc.base + "api/contents", timeout=FAIL_BOUND)
+            assert_502(answer, r"refused", r"terminal")
+        finally:
+            assert await asyncio.to_thread(proc.stop) == 0, proc.logs()
+
+
+async def test_on_a_terminal_a_wrong_password_is_asked_again_and_slow_typing_is_waited_for(
+    tmp_path: Path,
+) -> None:
+    """Wrong, then right after longer than --connect-timeout: logged in, nothing timed out."""
+    async with password_sshd(tmp_path) as server:
+        home = tmp_path / "home"
+        home.mkdir()
+        args = ["--connect-timeout", "1", "--backend", server.backend_arg()]
+        child = relay_on_a_terminal(args, home)
+
+        def converse() -> str:
+            child.expect(r"password for \S*pwbox: ")
+            child.sendline("a wrong password")
+            child.expect(r"password for \S*pwbox: ")  # asked again, not the wrong one resent
+            time.sleep(2.5)  # a user typing slowly: longer than the connect timeout
+            child.sendline(PASSWORD)
+            child.expect(r"no Jupyter server runs on \S*pwbox")  # logged in: it looked
+            return str(child.before) + str(child.after)
+
+        try:
+            said = await asyncio.to_thread(converse)
+        finally:
+            child.terminate(force=True)
+        assert "in time" not in said, said
+        assert PASSWORD not in said, said
+
+
+# --- 12. the command ----------------------------------------------------------------------
 
 
 def relay_command(args: list[str], workdir: Path) -> RelayProcess:

@@ -35,7 +35,7 @@ import random
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ KEEPALIVE_COUNT = 3
 BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 30.0
 MIN_SPACING = 1.0  # between attempts woken by requests
+PASSWORD_PROMPTS = 3  # a connection asks this many times, as ssh's NumberOfPasswordPrompts
 LIST_TIMEOUT = 30.0
 
 
@@ -64,13 +65,37 @@ class SshError(BackendUnreachable):
 
 
 class _Client(asyncssh.SSHClient):
-    """Asks for a password or keyboard-interactive answers on the terminal, if there is one."""
+    """Asks for a password or keyboard-interactive answers on the terminal, if there is one.
+
+    One per connection: a password that worked is kept for the reconnections,
+    and offered first; one the server refuses is dropped and asked again, up
+    to PASSWORD_PROMPTS times, as ssh does.
+    """
 
     def __init__(self, backend: SshBackend) -> None:
         self.backend = backend
+        self.offered_kept = False
+        self.prompts = 0
+        self.given: str | None = None
 
     async def password_auth_requested(self) -> str | None:
-        return await self.backend.ask_password()
+        backend = self.backend
+        if backend._password is not None:
+            if not self.offered_kept:
+                self.offered_kept = True
+                self.given = backend._password
+                return self.given
+            backend._password = None  # refused: it changed, or was mistyped long ago
+        if not backend.interactive or self.prompts >= PASSWORD_PROMPTS:
+            return None
+        self.prompts += 1
+        prompt = f"jupyter-relay: password for {backend.target.address}: "
+        self.given = await backend.on_terminal(getpass.getpass, prompt)
+        return self.given
+
+    def auth_completed(self) -> None:
+        if self.given is not None:
+            self.backend._password = self.given
 
     def kbdint_auth_requested(self) -> str | None:
         return "" if self.backend.interactive else None
@@ -81,9 +106,10 @@ class _Client(asyncssh.SSHClient):
         if not self.backend.interactive:
             return None
         answers = []
+        where = f"jupyter-relay: {self.backend.target.address}"
         for prompt, echo in prompts:
             ask = input if echo else getpass.getpass
-            answers.append(await asyncio.to_thread(ask, prompt))
+            answers.append(await self.backend.on_terminal(ask, f"{where}: {prompt}"))
         return answers
 
 
@@ -105,6 +131,8 @@ class SshBackend(HttpBackend):
         self._wake = asyncio.Event()
         self._last_attempt = 0.0
         self._stage = "connecting"  # what _establish is doing, for its error messages
+        self._prompt_started: float | None = None  # when the user was asked, while asked
+        self._typing = 0.0  # seconds spent at prompts during this connect
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -271,7 +299,7 @@ class SshBackend(HttpBackend):
             # ServerAliveInterval/ServerAliveCountMax of the ssh config win, as with ssh.
             "keepalive_interval": _int_option(config, "ServerAliveInterval", KEEPALIVE),
             "keepalive_count_max": _int_option(config, "ServerAliveCountMax", KEEPALIVE_COUNT),
-            "connect_timeout": self.timeouts.connect,
+            "connect_timeout": None,  # _connecting times it, pausing while the user types
         }
         if config is not None and config.get("UserKnownHostsFile") == []:
             raise SshError(self.name, self._no_known_hosts_message())
@@ -292,7 +320,9 @@ class SshBackend(HttpBackend):
         if t.port:
             options["port"] = t.port
         try:
-            conn = await asyncssh.connect(t.host, client_factory=lambda: _Client(self), **options)
+            conn = await self._connecting(
+                asyncssh.connect(t.host, client_factory=lambda: _Client(self), **options)
+            )
         except asyncssh.HostKeyNotVerifiable as exc:
             raise SshError(self.name, await self._host_key_message()) from exc
         except asyncssh.PermissionDenied as exc:
@@ -370,14 +400,38 @@ class SshBackend(HttpBackend):
             f"the host's, trust it by connecting once with 'ssh {t.host}' and answering yes"
         )
 
-    async def ask_password(self) -> str | None:
-        if self._password is not None:
-            return self._password
-        if not self.interactive:
-            return None
-        prompt = f"jupyter-relay: password for {self.target.address}: "
-        self._password = await asyncio.to_thread(getpass.getpass, prompt)
-        return self._password
+    async def on_terminal(self, ask: Callable[[str], str], prompt: str) -> str:
+        """Ask the user; the connect timeout stands still meanwhile (see _connecting)."""
+        loop = asyncio.get_running_loop()
+        started = self._prompt_started = loop.time()
+        try:
+            return await asyncio.to_thread(ask, prompt)
+        finally:
+            self._prompt_started = None
+            self._typing += loop.time() - started
+
+    async def _connecting(
+        self, connecting: Awaitable[asyncssh.SSHClientConnection]
+    ) -> asyncssh.SSHClientConnection:
+        """`connecting` within the connect timeout, not counting the time the user types."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(connecting)
+        started, self._typing = loop.time(), 0.0
+        try:
+            while True:
+                left = started + self.timeouts.connect + self._typing - loop.time()
+                if self._prompt_started is not None:
+                    left = max(left, 1.0)  # someone is typing: no hurry
+                elif left <= 0:
+                    raise TimeoutError
+                done, _ = await asyncio.wait({task}, timeout=left)
+                if done:
+                    return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
 
     # --- finding the Jupyter ------------------------------------------------------------
 
