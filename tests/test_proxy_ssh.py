@@ -4,8 +4,9 @@ The "remote" is this machine's real sshd (tests/sshd.py) with its "remote" Jupyt
 app (tests/webapps.py) listens on 127.0.0.1, as an app on a remote machine's loopback
 would. The relay is told only the SSH alias and must ride its SSH connection: while a
 response streams or a websocket is open, the process connected to the app is sshd, never
-the relay. With sshd gone, the answer is a 502 that names the backend. An app needs the
-SSH connection only: a machine without a Jupyter server serves its apps too.
+the relay. With sshd gone, the answer is a 502 that names the backend. An ssh backend is
+a Jupyter over SSH: on a machine without one the backend is down, and its ports answer
+the same 502 that says how to start one.
 """
 
 from __future__ import annotations

@@ -6,9 +6,12 @@ this machine on a port the relay is never told, so the relay must log in, run `j
 server list` there, and ride the SSH connection to it. Covered: discovery, a kernel over
 the v1 websocket subprotocol, a 256 MiB download, start-on-demand, a changed or unknown
 host key, a key the server does not accept, a missing `jupyter`, sshd killed and restarted
-under a live kernel (the recovery time is printed), sshd refusing sessions (the relay
-says so and keeps reconnecting), and the `jupyter-relay` command's
-progress lines and one-line errors.
+under a live kernel (the recovery time is printed), sshd refusing sessions or channels
+(the relay says so and keeps reconnecting), the ssh config's keepalives, missing
+IdentityFiles and `UserKnownHostsFile none`, tokens in remote output, password prompts
+(with asyncssh's server: the fixture sshd takes keys only), a request in flight when SSH
+drops, several servers and `jupyter_port=`, the `jupyter notebook list` fallback, and the
+`jupyter-relay` command's progress lines and one-line errors.
 """
 
 from __future__ import annotations
@@ -836,7 +839,84 @@ async def test_on_a_terminal_a_wrong_password_is_asked_again_and_slow_typing_is_
         assert PASSWORD not in said, said
 
 
-# --- 12. the command ----------------------------------------------------------------------
+# --- 12. a request in flight, which server, older Jupyters ------------------------------
+
+
+async def test_a_request_in_flight_when_ssh_drops_is_a_502_naming_the_backend(
+    live_sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    """The remote Jupyter is frozen, so the request waits for its answer; then sshd dies."""
+    sshd = live_sshd
+    async with ssh_relay(sshd.backend_arg()) as relay:
+        assert not clients_of(remote.port)
+        jupyter = psutil.Process(remote.proc.pid)
+        jupyter.suspend()
+        try:
+            pending = asyncio.create_task(
+                call(client, "GET", relay.base + "api/contents", timeout=FAIL_BOUND)
+            )
+            async with asyncio.timeout(FAIL_BOUND):  # until the request rides a channel
+                while not clients_of(remote.port):
+                    await asyncio.sleep(0.02)
+            assert not pending.done()
+            await asyncio.to_thread(sshd.stop)
+            answer = await pending
+        finally:
+            jupyter.resume()
+        message = assert_502(answer)
+        assert f"backend '{GPU}'" in message, message
+
+
+async def test_several_servers_the_pick_is_said_and_jupyter_port_chooses(
+    sshd: Sshd, remote: JupyterServer, ssh_work: Path, client: aiohttp.ClientSession
+) -> None:
+    root = ssh_work / f"second-root-{secrets.token_hex(2)}"
+    root.mkdir()
+    (root / "only-in-the-second.txt").write_text("second\n")
+    second = start_remote_jupyter(sshd, root)
+    try:
+        assert len(runtime_servers(sshd)) == 2
+        async with ssh_relay(sshd.backend_arg()) as relay:
+            said = relay.said
+            picked = re.search(r"2 Jupyter servers run on \S+; using port (\d+)", said)
+            assert picked, said
+            other = {remote.port, second.port} - {int(picked.group(1))}
+            assert re.search(rf"others: port {other.pop()}\b", said), said
+            assert "?jupyter_port=" in said, said
+        async with ssh_relay(sshd.backend_arg(jupyter_port=str(second.port))) as relay:
+            assert "only-in-the-second.txt" in await content_names(client, relay.base)
+            assert re.search(rf"\bport {second.port}\b", relay.said), relay.said
+            assert "Jupyter servers run on" not in relay.said, relay.said
+        async with ssh_relay(sshd.backend_arg(jupyter_port=str(remote.port))) as relay:
+            assert REMOTE_FILE in await content_names(client, relay.base)
+        wrong = free_port()
+        async with ssh_relay(sshd.backend_arg(jupyter_port=str(wrong))) as relay:
+            answer = await call(client, "GET", relay.base + "api/contents", timeout=FAIL_BOUND)
+            assert_502(answer, rf"no Jupyter server on port {wrong}", r"jupyter_port=")
+    finally:
+        second.stop()
+
+
+async def test_falls_back_to_jupyter_notebook_list(
+    sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    """A Jupyter without `jupyter server` (Notebook 6): `jupyter notebook list --json` answers."""
+    old = fake_jupyter(
+        sshd,
+        "jupyter-notebook-only",
+        'if [ "$1" = notebook ] && [ "$2" = list ]; then\n'
+        f"    exec {BIN / 'jupyter'} server list --json\n"
+        "fi\n"
+        "echo \"Jupyter command 'jupyter-$1' not found.\" >&2\n"
+        "exit 1\n",
+    )
+    assert "not found" in sshd.ssh(f"{old} server list --json").stderr
+    async with ssh_relay(sshd.backend_arg(jupyter=str(old))) as relay:
+        assert REMOTE_FILE in await content_names(client, relay.base)
+        assert re.search(rf"\bport {remote.port}\b", relay.said), relay.said
+
+
+# --- 13. the command ----------------------------------------------------------------------
 
 
 def relay_command(args: list[str], workdir: Path) -> RelayProcess:
