@@ -534,6 +534,37 @@ async def test_recovers_when_sshd_is_killed_and_restarted(
                 await call(direct, "DELETE", f"{remote.base}api/kernels/{kernel_id}")
 
 
+async def test_a_server_replaced_while_ssh_was_down_is_found_again(
+    empty_sshd: Sshd, ssh_work: Path, client: aiohttp.ClientSession
+) -> None:
+    """A reconnection reuses the old server only if it still answers: here it is gone."""
+    sshd = empty_sshd
+    roots = []
+    for tag in ("before", "after"):
+        root = ssh_work / f"replaced-{tag}-{secrets.token_hex(2)}"
+        root.mkdir()
+        (root / f"{tag}.txt").write_text(tag)
+        roots.append(root)
+    first = start_remote_jupyter(sshd, roots[0])
+    second: JupyterServer | None = None
+    try:
+        async with ssh_relay(sshd.backend_arg()) as relay:
+            assert "before.txt" in await content_names(client, relay.base)
+            await asyncio.to_thread(sshd.stop)
+            first.stop()
+            second = start_remote_jupyter(sshd, roots[1])
+            await asyncio.to_thread(sshd.restart)
+            url = relay.base + "api/contents"
+            _, failures = await wait_for_status(client, url, 200, RECOVERY_BOUND)
+            for answer in failures:
+                assert_502(answer)
+            assert "after.txt" in await content_names(client, relay.base)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
 # --- 9. sshd refusing what the relay asks ----------------------------------------------
 
 
@@ -578,12 +609,16 @@ async def test_sshd_refusing_sessions_is_a_502_then_recovers(
 async def test_sshd_dying_after_a_good_connection_then_refusing_sessions(
     live_sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
 ) -> None:
-    """The reconnect loop started by a lost connection survives sshd refusing it."""
+    """The reconnect loop started by a lost connection survives sshd refusing it.
+
+    No channel to the old server either (PermitOpen none), so the relay cannot take the
+    shortcut of reusing it and must list the servers again: a session, refused.
+    """
     sshd = live_sshd
     async with ssh_relay(sshd.backend_arg()) as relay:
         url = relay.base + "api/contents"
         assert (await call(client, "GET", url)).status == 200
-        await asyncio.to_thread(sshd.reconfigure, "MaxSessions 0\n")
+        await asyncio.to_thread(sshd.reconfigure, "MaxSessions 0\nPermitOpen none\n")
         await wait_for_message(client, url, "refused to open a channel")
         await wait_for_message(client, url, "attempt 2")
         await asyncio.to_thread(sshd.reconfigure, "")

@@ -133,6 +133,7 @@ class SshBackend(HttpBackend):
         self._stage = "connecting"  # what _establish is doing, for its error messages
         self._prompt_started: float | None = None  # when the user was asked, while asked
         self._typing = 0.0  # seconds spent at prompts during this connect
+        self._server: remote.RemoteServer | None = None  # the one served, once found
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -221,7 +222,7 @@ class SshBackend(HttpBackend):
         conn = await self._connect()
         try:
             self._stage = "looking for the Jupyter server"
-            server = await self._find_server(conn, progress)
+            server = await self._same_server(conn) or await self._find_server(conn, progress)
             self._stage = "opening the way to the Jupyter server"
             listener, base, opener = await self._route(conn, server)
         except BaseException:
@@ -234,6 +235,7 @@ class SshBackend(HttpBackend):
         if old_session is not None:
             await old_session.close()
         self._down = None
+        self._server = server
         progress(
             f"backend '{self.name}': serving the Jupyter on {self.target.host} "
             f"{server.describe()} through SSH"
@@ -434,6 +436,34 @@ class SshBackend(HttpBackend):
                     await task
 
     # --- finding the Jupyter ------------------------------------------------------------
+
+    async def _same_server(self, conn: asyncssh.SSHClientConnection) -> remote.RemoteServer | None:
+        """On a reconnection, the server used before if it still answers to its token.
+
+        Asking it over a channel takes one round trip; `jupyter server list`
+        starts a Python on the remote, which is most of the time to recover.
+        A server restarted meanwhile (another port, another token) fails
+        this, and is found by listing as at start.
+        """
+        old = self._server
+        if old is None or old.secure:
+            return None
+        token = self.spec.token.read() or (Secret(old.token) if old.token else None)
+        authority = URL.build(scheme="http", host=old.host, port=old.port).raw_authority
+        request = f"GET {old.base_url}api/status HTTP/1.0\r\nHost: {authority}\r\n"
+        if token:
+            request += f"Authorization: token {token.value}\r\n"
+        try:
+            async with asyncio.timeout(self.timeouts.connect):
+                reader, writer = await conn.open_connection(old.host, old.port, encoding=None)
+                try:
+                    writer.write((request + "\r\n").encode())
+                    status = await reader.readline()
+                finally:
+                    writer.close()
+        except (asyncssh.Error, OSError, TimeoutError):
+            return None
+        return old if status.split()[1:2] == [b"200"] else None
 
     async def _find_server(
         self, conn: asyncssh.SSHClientConnection, progress: Progress
