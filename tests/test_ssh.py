@@ -744,6 +744,21 @@ async def test_a_missing_identity_file_is_skipped_as_ssh_does(
         assert "No such file" not in message, message
 
 
+async def test_a_missing_known_hosts_file_is_skipped_as_ssh_does(
+    sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    missing = sshd.dir / "no-such-known-hosts"
+    both = sshd.client_config("kh-missing-first", known_hosts=Path(f"{missing} {sshd.known_hosts}"))
+    assert sshd.ssh("true", ssh_config=both).returncode == 0
+    async with ssh_relay(sshd.backend_arg(ssh_config=both)) as relay:
+        assert REMOTE_FILE in await content_names(client, relay.base)
+    only = sshd.client_config("kh-missing-only", known_hosts=missing)
+    async with ssh_relay(sshd.backend_arg(ssh_config=only)) as relay:
+        answer = await call(client, "GET", relay.base + "api/contents", timeout=FAIL_BOUND)
+        message = assert_502(answer, r"host key", r"never accepts a key silently")
+        assert "No such file" not in message, message
+
+
 @pytest.mark.parametrize("setting", ["none", "/dev/null"])
 async def test_known_hosts_none_or_dev_null_is_not_a_way_to_accept_any_key(
     setting: str, sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession

@@ -305,6 +305,9 @@ class SshBackend(HttpBackend):
         }
         if config is not None and config.get("UserKnownHostsFile") == []:
             raise SshError(self.name, self._no_known_hosts_message())
+        listed = _known_hosts_files(config)
+        if listed is not None:  # ssh skips the files that are not there; asyncssh fails
+            options["known_hosts"] = _existing(listed) or [os.devnull]  # none: trust no key
         keys = _identity_files(config)
         if keys is not None:
             present = _existing(keys)
@@ -681,6 +684,18 @@ def _identity_files(config: Any | None) -> list[str] | None:
     if not isinstance(value, list) or not value:
         return None
     return [str(Path(str(v)).expanduser()) for v in value]
+
+
+def _known_hosts_files(config: Any | None) -> list[str] | None:
+    """The known_hosts files the config names (user's, then global), or None if it names none."""
+    if config is None:
+        return None
+    named: list[str] = []
+    for option in ("UserKnownHostsFile", "GlobalKnownHostsFile"):
+        value = config.get(option)
+        if isinstance(value, list):
+            named += [str(Path(str(v)).expanduser()) for v in value]
+    return named or None
 
 
 def _existing(paths: list[str]) -> list[str]:
