@@ -381,9 +381,10 @@ class SshBackend(HttpBackend):
         entry = host if port == 22 else f"[{host}]:{port}"
         shown = f"{t.host} ({host}:{port})" if host != t.host or port != 22 else t.host
         try:
-            key = await asyncssh.get_server_host_key(t.host, t.port or (), config=config)
+            async with asyncio.timeout(self.timeouts.connect):  # the message must not hang
+                key = await asyncssh.get_server_host_key(t.host, t.port or (), config=config)
             fingerprint = f"{key.get_algorithm()} {key.get_fingerprint()}" if key else "?"
-        except (OSError, asyncssh.Error):
+        except (OSError, asyncssh.Error, TimeoutError):
             fingerprint = "?"
         recorded = False
         for path in files:
