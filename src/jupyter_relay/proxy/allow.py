@@ -33,10 +33,12 @@ from .paths import valid_host_name
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK = ("localhost", "127.0.0.0/8", "::1")
-METADATA = tuple(
-    ipaddress.ip_network(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
-)
-GUARDED: tuple[tuple[Network, str], ...] = (
+METADATA_ADDRESSES = ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+METADATA_WHY = "a cloud metadata address (its answers hold this machine's credentials)"
+# Addresses a wide range does not allow, each with why, for the refusal; metadata first
+# (each address is a block of its own, inside the link-local and shared blocks).
+GUARDS: tuple[tuple[Network, str], ...] = (
+    *((ipaddress.ip_network(a), METADATA_WHY) for a in METADATA_ADDRESSES),
     (ipaddress.ip_network("100.64.0.0/10"), "in the shared address space 100.64.0.0/10"),
     (ipaddress.ip_network("169.254.0.0/16"), "link-local (169.254.0.0/16)"),
     (ipaddress.ip_network("fe80::/10"), "link-local (fe80::/10)"),
@@ -87,9 +89,9 @@ class Allowlist:
     def in_ranges(self, address: Address) -> bool:
         """Does a listed range hold `address`, and, if it is guarded, a narrow enough one?"""
         address = unmapped(address)
-        guard = guarded_block(address)
+        guard = guard_of(address)
         return any(
-            address in network and (guard is None or _narrow(network, guard))
+            address in network and (guard is None or _narrow(network, guard[0]))
             for network in self.ranges
         )
 
@@ -106,26 +108,12 @@ def unmapped(address: Address) -> Address:
     return address
 
 
-def guarded_block(address: Address) -> Network | None:
-    """The block an address is guarded by (metadata: the address itself), or None."""
+def guard_of(address: Address) -> tuple[Network, str] | None:
+    """The block guarding `address` (metadata: the address itself) and why, or None."""
     address = unmapped(address)
-    for network in METADATA:
+    for network, why in GUARDS:
         if address in network:
-            return network
-    for network, _ in GUARDED:
-        if address in network:
-            return network
-    return None
-
-
-def guarded_why(address: Address) -> str | None:
-    """Why `address` needs its own allowlist entry, said for an error message; None if not."""
-    address = unmapped(address)
-    if any(address in network for network in METADATA):
-        return "a cloud metadata address (its answers hold this machine's credentials)"
-    for network, why in GUARDED:
-        if address in network:
-            return why
+            return network, why
     return None
 
 
@@ -136,7 +124,7 @@ def _narrow(network: Network, guard: Network) -> bool:
 def ordinary(address: Address) -> bool:
     """An address a name may stand for without being listed by range."""
     address = unmapped(address)
-    if guarded_block(address) is not None:
+    if guard_of(address) is not None:
         return False
     return not (
         address.is_loopback

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from ..backends.base import Backend, RawOpener
 from ..backends.ssh import SshBackend
 from ..errors import BackendUnreachable, Forbidden, NotFound
-from .allow import Allowlist, guarded_block, guarded_why, port_denied, unmapped
+from .allow import Allowlist, guard_of, port_denied, unmapped
 from .paths import ProxyPath, ip_literal, parse_proxy
 from .target import ProxyTarget, ssh_opener, tcp_opener
 
@@ -195,10 +195,10 @@ class PortProxy:
         self, shown: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address
     ) -> Forbidden | None:
         """The refusal of a guarded address (metadata, link-local, shared), or None."""
-        why = guarded_why(address)
-        block = guarded_block(address)
-        if why is None or block is None:
+        guard = guard_of(address)
+        if guard is None:
             return None
+        block, why = guard
         plain = unmapped(address)
         alone = block.num_addresses == 1
         how = (
