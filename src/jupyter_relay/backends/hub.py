@@ -175,10 +175,7 @@ class HubBackend(HttpBackend):
                     status = resp.status
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise self.explain(translate_client_error(self.name, exc)) from exc
-        try:
-            data = json.loads(raw) if raw.strip() else None
-        except ValueError:
-            data = None
+        data = _json_or_none(raw)
         if status in (401, 403) and method == "GET":
             raise self._refusal(status, data, doing)
         return status, data
@@ -358,11 +355,7 @@ class HubBackend(HttpBackend):
                     url, headers=headers, server_hostname=up.server_hostname
                 ) as resp:
                     if resp.status != 200:
-                        raw = await resp.read()
-                        try:
-                            data = json.loads(raw)
-                        except ValueError:
-                            data = None
+                        data = _json_or_none(await resp.read())
                         if resp.status in (401, 403):
                             raise self._refusal(
                                 resp.status, data, f"follow the start of {self.server_label}"
@@ -566,6 +559,14 @@ def _event(line: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def _json_or_none(raw: bytes) -> Any:
+    """A hub answer's JSON body, or None when it has none (or not JSON)."""
+    try:
+        return json.loads(raw) if raw.strip() else None
+    except ValueError:
+        return None
 
 
 def _hub_said(data: Any) -> str:
