@@ -679,24 +679,24 @@ def _int_option(config: Any | None, name: str, default: float) -> float:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
+def _config_paths(config: Any | None, *options: str) -> list[str]:
+    """The paths the config gives for `options`, in order, with ~ expanded."""
+    named: list[str] = []
+    for option in options:
+        value = config.get(option) if config is not None else None
+        if isinstance(value, (list, tuple)):
+            named += [str(Path(str(v)).expanduser()) for v in value]
+    return named
+
+
 def _identity_files(config: Any | None) -> list[str] | None:
-    """The IdentityFile paths the config names (expanded), or None when it names none."""
-    value = config.get("IdentityFile") if config is not None else None
-    if not isinstance(value, list) or not value:
-        return None
-    return [str(Path(str(v)).expanduser()) for v in value]
+    """The IdentityFile paths the config names, or None when it names none."""
+    return _config_paths(config, "IdentityFile") or None
 
 
 def _known_hosts_files(config: Any | None) -> list[str] | None:
     """The known_hosts files the config names (user's, then global), or None if it names none."""
-    if config is None:
-        return None
-    named: list[str] = []
-    for option in ("UserKnownHostsFile", "GlobalKnownHostsFile"):
-        value = config.get(option)
-        if isinstance(value, list):
-            named += [str(Path(str(v)).expanduser()) for v in value]
-    return named or None
+    return _config_paths(config, "UserKnownHostsFile", "GlobalKnownHostsFile") or None
 
 
 def _existing(paths: list[str]) -> list[str]:
@@ -713,7 +713,5 @@ def _known_hosts_of(target: SshTarget) -> tuple[str, int, list[str]]:
     with contextlib.suppress(Exception):  # a message helper must not fail the connection
         host = str(config.get("Hostname") or host)
         port = target.port or int(str(config.get("Port") or 22))
-        configured = config.get("UserKnownHostsFile")
-        if isinstance(configured, (list, tuple)) and configured:
-            files = [str(Path(str(f)).expanduser()) for f in configured]
+        files = _config_paths(config, "UserKnownHostsFile") or files
     return host, port, files
