@@ -53,16 +53,16 @@ async def assert_serving(client: aiohttp.ClientSession, base_url: str) -> None:
 MALFORMED = {
     "garbage request line": b"GARBAGE\r\n\r\n",
     "binary junk": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
-    "header without colon": b"GET /api/status HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n",
+    "header without colon": b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nNoColonHere\r\n\r\n",
     "absurd content-length": (
-        b"POST /api/contents HTTP/1.1\r\nHost: x\r\n"
+        b"POST /api/contents HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Content-Length: 99999999999999999999999999999999\r\n\r\n"
     ),
     "negative content-length": (
-        b"POST /api/contents HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n"
+        b"POST /api/contents HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n"
     ),
     "content-length and chunked": (
-        b"POST /api/contents HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+        b"POST /api/contents HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
     ),
 }

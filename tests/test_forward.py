@@ -50,7 +50,7 @@ async def get_json(client: aiohttp.ClientSession, url: URL, **kw: Any) -> dict[s
 @pytest.mark.parametrize(
     "path",
     [
-        "/echo/a%23b%2Fc?x=%2F&y=%E2%9C%93",
+        "/echo/a%23b%3Fc%25d?x=%2F&y=%E2%9C%93",
         "/echo/%E2%9C%93/%20space?q=a+b",
         "/echo/x?token=" + RELAY_TOKEN + "&keep=1",
         "/echo/x?a=1&b=&c",
@@ -209,7 +209,7 @@ async def test_upstream_connections_are_reused(
 
 async def test_pipelined_requests_answered_in_order(echo_relay: RunningRelay) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", echo_relay.port)
-    auth = f"Authorization: token {RELAY_TOKEN}\r\nHost: x\r\n"
+    auth = f"Authorization: token {RELAY_TOKEN}\r\nHost: 127.0.0.1\r\n"
     body = b"0123456789"
     writer.write(
         f"GET /echo/one HTTP/1.1\r\n{auth}\r\n".encode()
@@ -268,22 +268,54 @@ async def test_request_on_a_connection_the_backend_dropped_is_retried(mode: str)
 async def test_bare_line_feeds_are_refused_at_once(echo_relay: RunningRelay) -> None:
     """Strict parsing (no bare LF: a request-smuggling vector), and no wait for more bytes."""
     reader, writer = await asyncio.open_connection("127.0.0.1", echo_relay.port)
-    writer.write(b"GET /relay/healthz HTTP/1.1\nHost: x\n\n")
+    writer.write(b"GET /relay/healthz HTTP/1.1\nHost: 127.0.0.1\n\n")
     line = await asyncio.wait_for(reader.readline(), 5)
     writer.close()
     assert line.split(b" ")[1] == b"400"
 
 
-@pytest.mark.parametrize("sent", [b"", b"GET /echo/x HTTP/1.1\r\nHost: x\r\n"])
+@pytest.mark.parametrize("sent", [b"", b"GET /echo/x HTTP/1.1\r\nHost: 127.0.0.1\r\n"])
 async def test_idle_or_half_sent_connections_time_out(
     echo: Echo, monkeypatch: pytest.MonkeyPatch, sent: bytes
 ) -> None:
     monkeypatch.setattr(fastpath, "KEEPALIVE_TIMEOUT", 0.3)
+    monkeypatch.setattr(fastpath, "HEAD_TIMEOUT", 0.3)
     running = await start_relay([echo.backend_arg])
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
         writer.write(sent)
-        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the relay
+        answer = await asyncio.wait_for(reader.read(), 5)  # read() returns: closed by the relay
         writer.close()
+        # Nothing for an idle connection; a head that stopped half-way is told why.
+        assert answer.startswith(b"HTTP/1.1 408 ") if sent else answer == b""
+    finally:
+        await running.stop()
+
+
+async def test_a_dribbled_head_is_bounded_in_time(
+    echo: Echo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A byte now and then re-arms no timer: the whole head has HEAD_TIMEOUT, then 408."""
+    monkeypatch.setattr(fastpath, "KEEPALIVE_TIMEOUT", 0.5)
+    monkeypatch.setattr(fastpath, "HEAD_TIMEOUT", 1.0)
+    running = await start_relay([echo.backend_arg])
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        head = f"GET /echo/x HTTP/1.1\r\nAuthorization: token {RELAY_TOKEN}\r\n" + "X: y\r\n" * 50
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answer = b""
+        for byte in head.encode():  # one byte every 0.1 s: 60 s in all, were it not cut
+            writer.write(bytes([byte]))
+            with contextlib.suppress(TimeoutError):
+                answer += await asyncio.wait_for(reader.read(4096), 0.1)
+            if answer or reader.at_eof():
+                break
+        answer += await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b"did not arrive within 1 s" in answer
+        assert loop.time() - started < 5
+        assert echo.requests == []
     finally:
         await running.stop()

@@ -43,6 +43,9 @@ from .webapps import CountingListener
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 JSON = {"Accept": "application/json"}
+# Refused before anything is dialled: 404 for no port-proxy form, 400 for a path the gate
+# cannot read in one way (an encoded slash, %00).
+REFUSED = (400, 404)
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 OWN_TAGS = ("<!doctype html>", '<meta charset="utf-8">')
 PAGE_TAGS = {"!doctype", "html", "head", "meta", "title", "body", "h1", "p", "small", "code", "pre"}
@@ -271,13 +274,13 @@ async def test_ghsa_gcv9_6737_pjqw_path_after_the_port_must_start_with_a_slash(
     for path in paths:
         for method in ("GET", "POST"):
             got = await fetch(client, method, url(relay.base, path), headers=JSON)
-            if got.status != 404:
+            if got.status not in REFUSED:
                 not_404.append((method, path, got.status, got.text[:200]))
         try:
             async with client.ws_connect(url(relay.base, path)):
                 not_404.append(("websocket", path, 101, ""))
         except aiohttp.WSServerHandshakeError as exc:
-            if exc.status != 404:
+            if exc.status not in REFUSED:
                 not_404.append(("websocket", path, exc.status, ""))
     assert not not_404, not_404
     assert await listener.settled() == 0, listener
@@ -324,7 +327,7 @@ async def test_scheme_userinfo_and_encoding_tricks_are_404(
     not_404 = []
     for path in paths:
         got = await fetch(client, "GET", url(relay.base, path), headers=JSON)
-        if got.status != 404:
+        if got.status not in REFUSED:
             not_404.append((path, got.status, got.text[:200]))
     assert not not_404, not_404
     assert await listener.settled() == 0, listener

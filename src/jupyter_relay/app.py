@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from . import auth, colab, status
+from . import auth, colab, gate, status
 from .backends import Backend, Timeouts, build_backend
 from .backends.base import Progress, Target
 from .config import RelayConfig
 from .errors import BackendError, RelayError
-from .forward import Forwarder, ForwardSettings
-from .headers import strip_query_param
+from .forward import FORWARDED, Forwarder, ForwardSettings
 from .logs import add_secret, known_secrets
 from .mixer import Mixer, held
 from .mixer import routes as mixer_routes
@@ -30,7 +28,7 @@ from .proxy import routes as proxy_routes
 from .proxy.apps import Apps
 from .proxy.core import PortProxy
 from .proxy.paths import APPS, PROXY
-from .responses import error_response, relay_error_response
+from .responses import error_response, relay_error_response, security_headers
 
 log = logging.getLogger("jupyter_relay")
 
@@ -74,6 +72,12 @@ class Relay:
             hide_env=frozenset(b.token.env for b in config.backends if b.token.env),
             secrets=known_secrets,
         )
+        self.policy = gate.Policy(
+            token=config.token.value if config.token is not None else None,
+            cookie_name=self.cookie_name,
+            allow_origins=config.allow_origins,
+            allowed_hosts=frozenset(config.allow_hosts) if config.loopback else None,
+        )
         self.started_at = time.monotonic()
         if config.token is not None:
             add_secret(config.token.value)
@@ -103,8 +107,8 @@ class Relay:
     async def stop_backends(self) -> None:
         await asyncio.gather(*(b.stop() for b in self.backends.values()), return_exceptions=True)
 
-    def route(self, path: str) -> Target | None:
-        """The backend that serves `path` as it is; None when the relay must answer.
+    def route(self, path: str, raw_path: str) -> Target | None:
+        """The backend that serves canonical `path` as it is; None when the relay must answer.
 
         The fast path asks this of every request and hands those with None to
         aiohttp: the relay's own endpoints, and the mixer's, which rewrite
@@ -115,10 +119,11 @@ class Relay:
         """
         if path == "/relay" or path.startswith(("/relay/", colab.PREFIX)):
             return None
+        # The port proxy reads its prefix as the client spelled it (as its aiohttp routes do).
         if path.startswith(PROXY):
-            return self.port_proxy.fast_target(path)
+            return self.port_proxy.fast_target(raw_path)
         if path.startswith(APPS):
-            return self.apps.fast_target(path)
+            return self.apps.fast_target(raw_path)
         if path in ("/proxy", "/apps"):
             return None
         if path.startswith(mixer_routes.PREFIXES):
@@ -156,58 +161,46 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return relay_error_response(request, exc)
 
 
-def make_auth_middleware(relay: Relay) -> Callable[..., Awaitable[web.StreamResponse]]:
-    config = relay.config
+def make_gate_middleware(relay: Relay) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """The gate (`gate.decide`) for what aiohttp serves: the fast path's hand-offs, or all."""
 
     @web.middleware
-    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path == "/relay/healthz":
+    async def gate_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        decision = gate.decide(
+            relay.policy,
+            request.method,
+            request.raw_path,
+            request.headers,
+            scheme=request.scheme,
+            websocket=is_upgrade(request),
+            head_size=_head_size(request),
+        )
+        if decision.outcome is gate.Outcome.PASS:
             return await handler(request)
-        token = config.token
-        headers = request.headers
-        creds = auth.gather(
-            request.query_string,
-            headers.get("Authorization"),
-            headers.get("Cookie"),
-            relay.cookie_name,
-            headers.get("token"),
-        )
-        if creds.query is None and request.path.startswith(colab.PREFIX):
-            offered = auth.token_from_auth_url(
-                request.query.get(colab.AUTH_URL_PARAM), request.scheme, request.host
-            )
-            creds = dataclasses.replace(creds, query=offered)
-        if token is not None:
-            verdict = auth.check(token.value, creds)
-            if verdict is not auth.Verdict.OK:
-                return _denied(request, verdict)
-        upgrade = is_upgrade(request)
-        if auth.needs_origin_check(request.method, upgrade):
-            origin = request.headers.get("Origin")
-            if not auth.origin_allowed(origin, request.host, request.scheme, config.allow_origins):
-                log.warning("refused %s %s from origin %s", request.method, request.path, origin)
-                return error_response(
-                    request,
-                    403,
-                    f"requests from the origin {origin} are not allowed. If you trust it, "
-                    f"start jupyter-relay with --allow-origin {origin}",
-                    "Origin Not Allowed",
-                )
-        navigation = auth.is_navigation(
-            request.method, upgrade, headers.get("Sec-Fetch-Mode"), headers.get("Accept")
-        )
-        if token is not None and creds.query is not None and navigation:
-            # Take the token out of the address bar: the cookie carries it from now on.
-            path, _, query = request.raw_path.partition("?")
-            query = strip_query_param(query, "token")
+        if decision.outcome is gate.Outcome.REDIRECT:
             # Not web.HTTPFound: it re-encodes the location (%2F would become /).
-            location = f"{path}?{query}" if query else path
-            response = web.Response(status=302, headers={"Location": location})
+            response = web.Response(status=302, headers={"Location": decision.location})
             _set_cookie(response, relay, request)
             return response
-        return await handler(request)
+        if decision.status != 401:
+            log.warning(
+                "refused %s %s (%s): %s",
+                request.method,
+                request.raw_path.partition("?")[0],
+                request.headers.get("Origin") or request.host,
+                decision.reason,
+            )
+        return error_response(
+            request, decision.status, decision.message, decision.reason, decision.headers
+        )
 
-    return auth_middleware
+    return gate_middleware
+
+
+def _head_size(request: web.BaseRequest) -> int:
+    """The request head's size as sent: request line and header fields."""
+    size = len(request.method) + len(request.raw_path) + 12
+    return size + sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
 
 
 def _set_cookie(response: web.StreamResponse, relay: Relay, request: web.BaseRequest) -> None:
@@ -223,27 +216,16 @@ def _set_cookie(response: web.StreamResponse, relay: Relay, request: web.BaseReq
     )
 
 
-def _denied(request: web.Request, verdict: auth.Verdict) -> web.Response:
-    how = (
-        "Open the URL that jupyter-relay printed when it started (it ends in ?token=...), "
-        "or send the header 'Authorization: token <relay token>'. "
-        "Run 'jupyter-relay --help' for where the token comes from."
-    )
-    if verdict is auth.Verdict.MISSING:
-        return error_response(
-            request,
-            401,
-            f"This jupyter-relay needs its token. {how}",
-            "Token Required",
-            headers={"WWW-Authenticate": 'token realm="jupyter-relay"'},
-        )
-    return error_response(request, 403, f"The token is not this relay's. {how}", "Invalid Token")
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """The relay's own answers get jupyter_server's CSP and nosniff; forwarded ones keep theirs."""
+    if isinstance(response, FORWARDED) or response.status == 101:
+        return
+    for name, value in security_headers(response.content_type or "").items():
+        response.headers.setdefault(name, value)
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
     relay = request.app[RELAY_KEY]
-    if not request.raw_path.startswith("/") or request.raw_path.startswith("//"):
-        return error_response(request, 400, "the request target must be a path", "Bad Request")
     backend = relay.primary
     if backend is None:
         gateways = ", ".join(relay.backends)
@@ -276,9 +258,10 @@ async def _health_loop(relay: Relay) -> None:
 
 def make_app(relay: Relay) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, make_auth_middleware(relay)],
+        middlewares=[error_middleware, make_gate_middleware(relay)],
         client_max_size=0,
-        handler_args={"max_field_size": 65536, "max_line_size": 65536},
+        # Beyond aiohttp's own limits (a 400); the gate refuses any head over HEAD_LIMIT (431).
+        handler_args={"max_field_size": 2 * gate.HEAD_LIMIT, "max_line_size": 2 * gate.HEAD_LIMIT},
     )
     app[RELAY_KEY] = relay
     app.router.add_get("/relay/healthz", status.healthz_handler(relay), allow_head=True)
@@ -308,6 +291,7 @@ def make_app(relay: Relay) -> web.Application:
         await asyncio.gather(relay.apps.stop(), relay.port_proxy.close())
         await relay.stop_backends()
 
+    app.on_response_prepare.append(_security_headers)
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)

@@ -36,7 +36,7 @@ from yarl import URL
 from . import auth
 from . import colab_protocol as protocol
 from .forward import splice
-from .headers import strip_query_param
+from .headers import raw_after, strip_query_param
 from .responses import error_response
 
 if TYPE_CHECKING:
@@ -44,13 +44,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jupyter_relay.colab")
 
-PREFIX = "/http_over_websocket"
+PREFIX = protocol.BRIDGE_PREFIX
 MAX_IN_FLIGHT = 32
 MESSAGE_LIMIT = 32 * 1024 * 1024  # a larger request gets the protocol's 400
 FRAME_LIMIT = MESSAGE_LIMIT + 16 * 1024 * 1024  # beyond this aiohttp closes (1009)
 BODY_BUDGET = 64 * 1024 * 1024  # request bodies in flight on one socket, at most
 HEARTBEAT = 30.0  # a ping every so often: a vanished page is noticed, its requests end
-AUTH_URL_PARAM = "jupyter_http_over_ws_auth_url"
+AUTH_URL_PARAM = protocol.AUTH_URL_PARAM
 
 
 class Bridge:
@@ -204,8 +204,8 @@ class Bridge:
     # --- /http_over_websocket/proxied_ws/<path> ------------------------------------------------
 
     async def proxied_ws(self, request: web.Request) -> web.StreamResponse:
-        path = request.raw_path.partition("?")[0][len(PREFIX + "/proxied_ws") :]
-        query = request.raw_path.partition("?")[2]
+        raw_path, _, query = request.raw_path.partition("?")
+        path = raw_after(raw_path, PREFIX + "/proxied_ws")
         for secret in ("token", AUTH_URL_PARAM):  # the relay's token stays with the relay
             query = strip_query_param(query, secret)
         target = URL(self.own_base + path + (f"?{query}" if query else ""), encoded=True)

@@ -17,6 +17,9 @@ from typing import Any
 from urllib.parse import quote
 
 VERSION = "0.0.7"
+BRIDGE_PREFIX = "/http_over_websocket"
+# Colab's page cannot send the relay's cookie or a header: the URL the user pasted rides here.
+AUTH_URL_PARAM = "jupyter_http_over_ws_auth_url"
 CHUNK = 64 * 1024
 REQUIRED = ("message_id", "method", "path")
 CLOSE_CODE = 4000  # an application close code: the reference's 400 is not a valid one

@@ -10,6 +10,7 @@ names the key and what it allows.
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -78,6 +79,13 @@ def _origin(text: str) -> str:
     return str(url.origin()).lower()
 
 
+def _host(text: str) -> str:
+    name = text.strip().lower().rstrip(".")
+    if name != "*" and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]", name):
+        raise ValueError(f"{text!r} is not a host name like jupyter.example.org (or '*')")
+    return name.strip("[]")
+
+
 def _proxy_entry(text: str) -> str:
     Allowlist.parse([text])
     return text.strip()
@@ -123,6 +131,15 @@ SETTINGS: tuple[Setting, ...] = (
         (),
         "also accept requests from this browser origin (repeatable)",
         "ORIGIN",
+        is_list=True,
+    ),
+    Setting(
+        "allow_host",
+        _host,
+        (),
+        "on loopback, also answer requests whose Host is this name, for a proxy of your own "
+        "in front of the relay; others get 403 (DNS rebinding). Repeatable; '*' allows any",
+        "NAME",
         is_list=True,
     ),
     Setting("colab", _bool, False, f"allow Colab's origin ({COLAB_ORIGIN})", is_flag=True),
@@ -211,6 +228,7 @@ SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}
 # TOML spells list settings in the plural, as users expect.
 FILE_KEYS = {
     "allow_origins": "allow_origin",
+    "allow_hosts": "allow_host",
     "proxy_deny_ports": "proxy_deny_port",
     **{s.key: s.key for s in SETTINGS},
 }
@@ -239,6 +257,12 @@ class RelayConfig:
     proxy_allow: Allowlist = field(default_factory=lambda: Allowlist.parse(["loopback"]))
     proxy_deny_ports: tuple[tuple[int, int], ...] = ()
     apps: tuple[AppSpec, ...] = ()
+    allow_hosts: tuple[str, ...] = ()
+
+    @property
+    def loopback(self) -> bool:
+        """Listening on loopback only: then a request's Host must name this machine."""
+        return _is_loopback(self.ip)
 
 
 def default_config_path(env: Mapping[str, str]) -> Path:
@@ -334,6 +358,7 @@ def load_config(
         proxy_allow=Allowlist.parse(values["proxy_allow"]),
         proxy_deny_ports=parse_port_ranges(values["proxy_deny_port"]),
         apps=parse_apps(file_apps, str(path)),
+        allow_hosts=tuple(dict.fromkeys(values["allow_host"])),
     )
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
-from . import auth
+from . import gate
 from .backends.base import Target, Upstream
 from .backends.tcp import QUICKACK
 from .errors import BackendError
@@ -40,7 +40,7 @@ from .headers import (
     strip_query_param,
     upstream_target,
 )
-from .responses import render_error
+from .responses import error_bytes, websocket_refusal
 
 if TYPE_CHECKING:
     from .app import Relay
@@ -48,7 +48,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("jupyter_relay.fastpath")
 access_log = logging.getLogger("jupyter_relay.access")
 
-HEAD_LIMIT = 64 * 1024
+HEAD_LIMIT = gate.HEAD_LIMIT
+# A whole request head must arrive within this, however it is dribbled (nginx's
+# client_header_timeout); the keep-alive timer alone is re-armed by every byte.
+HEAD_TIMEOUT = 30.0
 PIPELINE_LIMIT = 256 * 1024
 PENDING_BODY_LIMIT = 1024 * 1024
 KEEPALIVE_TIMEOUT = 75.0
@@ -131,30 +134,6 @@ def parse_head(data: bytes) -> Head | None:
     return Head(
         method, target, collector.headers, index, int(length), collector.keep_alive, websocket
     )
-
-
-def admissible(relay: Relay, head: Head, path: str, query: str) -> bool:
-    """True when the request passes the relay's checks with nothing to answer itself."""
-    token = relay.config.token
-    index = head.index
-    creds = auth.gather(
-        query,
-        index.get("authorization"),
-        index.get("cookie"),
-        relay.cookie_name,
-        index.get("token"),
-    )
-    if token is not None and auth.check(token.value, creds) is not auth.Verdict.OK:
-        return False
-    if auth.needs_origin_check(head.method, head.websocket) and not auth.origin_allowed(
-        index.get("origin"), index.get("host"), "http", relay.config.allow_origins
-    ):
-        return False
-    navigation = auth.is_navigation(
-        head.method, head.websocket, index.get("sec-fetch-mode"), index.get("accept")
-    )
-    # A browser's ?token= visit: aiohttp redirects, taking the token out of the address bar.
-    return not (token is not None and creds.query is not None and navigation)
 
 
 class Pool:
@@ -252,6 +231,7 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel: Tunnel | None = None
         self.paused: set[str] = set()
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.head_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio protocol -------------------------------------------------------------
 
@@ -284,8 +264,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
+        self._stop_timers()
         if self.exchange is not None:
             self.exchange.abort()
             self.exchange = None
@@ -312,23 +291,35 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self.buffer) > HEAD_LIMIT or b"\n\n" in self.buffer:
-                self._handoff()  # too long, or bare line feeds: aiohttp answers those
-            else:
-                self._arm_idle()  # idle, or a head that stopped half-way: both time out
+        if (end < 0 and len(self.buffer) > HEAD_LIMIT) or end + 4 > HEAD_LIMIT:
+            self._refuse(431, "Request Header Fields Too Large")
             return
+        if end < 0:
+            if b"\n\n" in self.buffer:
+                self._handoff()  # bare line feeds: aiohttp answers those
+            elif self.buffer:
+                self._arm_head()  # a head under way: it has HEAD_TIMEOUT to arrive, in all
+            else:
+                self._arm_idle()
+            return
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
         head = parse_head(bytes(self.buffer[: end + 4]))
         if head is None:
             self._handoff()
             return
         path, _, query = head.target.partition("?")
         relay = self.server.relay
-        # Authentication first: routing may make a port-proxy target, never for a stranger.
-        if not admissible(relay, head, path, query):
+        # The gate first: routing may make a port-proxy target, never for a stranger.
+        # Whatever it does not pass, aiohttp answers, with the same gate's words.
+        decision = gate.decide(
+            relay.policy, head.method, head.target, head.index, websocket=head.websocket
+        )
+        if decision.outcome is not gate.Outcome.PASS:
             self._handoff()
             return
-        backend = relay.route(path)
+        backend = relay.route(decision.path, decision.raw_path)
         if backend is None:
             self._handoff()
             return
@@ -355,8 +346,7 @@ class ClientConnection(asyncio.Protocol):
         if transport is None:
             return
         self.server.connections.discard(self)
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
+        self._stop_timers()
         handler = self.server.fallback()
         transport.set_protocol(handler)
         handler.connection_made(transport)
@@ -400,6 +390,30 @@ class ClientConnection(asyncio.Protocol):
     def _arm_idle(self) -> None:
         if self.idle_timer is None:
             self.idle_timer = self.loop.call_later(KEEPALIVE_TIMEOUT, self.close)
+
+    def _arm_head(self) -> None:
+        if self.head_timer is None:
+            self.head_timer = self.loop.call_later(
+                HEAD_TIMEOUT, self._refuse, 408, "Request Timeout"
+            )
+
+    def _stop_timers(self) -> None:
+        for timer in (self.idle_timer, self.head_timer):
+            if timer is not None:
+                timer.cancel()
+        self.idle_timer = self.head_timer = None
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer a head too large or too slow to read, and close: it is not parsed."""
+        self.head_timer = None
+        if status == 431:
+            message = gate.head_too_large().message
+        else:
+            message = f"the request head did not arrive within {HEAD_TIMEOUT:g} s"
+        log.warning("refused a request head: %s", message)
+        self.buffer.clear()
+        self.write(error_bytes("/", "GET", "", status, message, reason))
+        self.close()
 
 
 def upstream_head(
@@ -453,21 +467,11 @@ class Forwarding:
     def error_answer(self, error: BackendError) -> bytes:
         """The relay's error answer (JSON or an escaped page), closing the connection."""
         log.warning("%s %s: %s", self.head.method, self.path, error.message)
-        content_type, body = render_error(
-            self.path,
-            self.head.method,
-            self.head.index.get("accept", ""),
-            error.status,
-            error.message,
-            error.reason,
-        )
-        extra = "X-Content-Type-Options: nosniff\r\n" if "html" in content_type else ""
-        head = (
-            f"HTTP/1.1 {error.status} {error.reason}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n{extra}"
-            "Connection: close\r\n\r\n"
-        )
-        return head.encode("latin-1") + body
+        return self.answer(error.status, error.message, error.reason)
+
+    def answer(self, status: int, message: str, reason: str) -> bytes:
+        accept = self.head.index.get("accept", "")
+        return error_bytes(self.path, self.head.method, accept, status, message, reason)
 
 
 class Exchange(Forwarding):
@@ -926,14 +930,25 @@ class Tunnel(Forwarding):
             upstream.close()
             return
         self.upstream = upstream
-        upstream.write(request + b"".join(self.stash))
-        self.stash = []
+        upstream.write(request)
 
     def from_client(self, data: bytes) -> None:
-        if self.upstream is not None:
+        if self.upstream is not None and self.upstream.upgraded:
             self.upstream.write(data)
         else:
+            # Until the backend's 101, nothing after the handshake is the backend's: if it
+            # refuses, these bytes (a pipelined request, say) were never let through the gate.
             self.stash.append(data)
+            if sum(map(len, self.stash)) > PIPELINE_LIMIT:
+                self.client.pause("upgrade")
+
+    def upgraded(self) -> None:
+        """The backend said 101: what the client sent meanwhile is websocket frames."""
+        assert self.upstream is not None
+        if self.stash:
+            self.upstream.write(b"".join(self.stash))
+            self.stash = []
+        self.client.resume("upgrade")
 
     def to_client(self, data: bytes) -> None:
         cursor = self.cursor
@@ -997,10 +1012,6 @@ class TunnelUpstream(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
-    def on_message_complete(self) -> None:
-        if self.refused:
-            self.tunnel.close()  # the backend refused the upgrade and said why: done
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=WRITE_HIGH)
@@ -1033,8 +1044,6 @@ class TunnelUpstream(asyncio.Protocol):
             self.tunnel.to_client(data)
             return
         if self.refused:
-            self.tunnel.client.write(data)
-            self._feed(data)
             return
         self.head += data
         end = self.head.find(b"\r\n\r\n")
@@ -1046,32 +1055,33 @@ class TunnelUpstream(asyncio.Protocol):
         rest = bytes(self.head[end + 4 :])
         self.head = bytearray()
         self.status = self.parser.get_status_code()
-        up = self.tunnel.up
+        tunnel = self.tunnel
+        if self.status != 101:
+            # Refused (unknown kernel, auth, a page): the relay says so in its own words, as
+            # for any refused upgrade; the backend's answer may hold its token. Then close.
+            self.refused = True
+            status, message, reason = websocket_refusal(tunnel.backend.name, self.status)
+            tunnel.client.write(tunnel.answer(status, message, reason))
+            tunnel.close()
+            return
+        up = tunnel.up
         out = response_headers(
             self.headers,
             backend_origins=up.origins,
             relay_is_https=False,
-            relay_cookie=self.tunnel.client.server.relay.cookie_name,
+            relay_cookie=tunnel.client.server.relay.cookie_name,
             cookie_scope=up.cookie_scope,
             cookie_relative=bool(up.strip_prefix),
         )
-        if self.status == 101:
-            self.upgraded = True
-            out["Connection"] = "Upgrade"
-            out["Upgrade"] = "websocket"
-        else:
-            # Refused (unknown kernel, auth): pass the backend's answer on, then close.
-            self.refused = True
-            out["Connection"] = "close"
+        self.upgraded = True
+        out["Connection"] = "Upgrade"
+        out["Upgrade"] = "websocket"
         lines = [f"HTTP/1.1 {self.status} {self.reason.decode('latin-1')}"]
         lines.extend(f"{k}: {v}" for k, v in out.items())
-        self.tunnel.client.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        tunnel.client.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        tunnel.upgraded()
         if rest:
-            if self.upgraded:
-                self.tunnel.to_client(rest)
-            else:
-                self.tunnel.client.write(rest)
-                self._feed(rest)
+            tunnel.to_client(rest)
 
     def _feed(self, data: bytes) -> None:
         try:

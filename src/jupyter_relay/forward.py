@@ -17,8 +17,9 @@ import os
 import socket
 import ssl
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -39,16 +40,20 @@ from .headers import (
     strip_query_param,
     upstream_target,
 )
-from .responses import error_response
+from .responses import error_response, websocket_refusal
 
 log = logging.getLogger("jupyter_relay.forward")
 
 SCRUB_LIMIT = 8 * 1024 * 1024
+# How often a request waiting for a backend looks whether its client is still there.
+CLIENT_CHECK = 1.0
+CLIENT_CLOSED = 499  # as nginx logs it: nobody reads this answer
 SKIP_AUTO_HEADERS = ("Accept-Encoding", "User-Agent", "Content-Type")
 # Close codes that may not be sent in a close frame (RFC 6455 7.4.1).
 UNSENDABLE_CLOSE = frozenset({1005, 1006, 1015})
 WS_GOING_AWAY = 1001
 WS_BACKEND_LOST = 1011
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,17 @@ class ForwardSettings:
     relay_cookie: str
     response_timeout: float
     relay_is_https: bool = False
+
+
+class ForwardedPage(web.Response):
+    """A backend's page, held to scrub its token: its own security headers stay as they are."""
+
+
+class ForwardedStream(web.StreamResponse):
+    """A backend's answer, streamed: its own security headers stay as they are."""
+
+
+FORWARDED = (ForwardedPage, ForwardedStream)
 
 
 class ClosedEarly(ConnectionResetError):
@@ -207,15 +223,21 @@ class Forwarder:
                 data = (
                     _timed_body(request.content, deadline, seconds) if request.body_exists else None
                 )
-                resp = await up.session.request(
-                    request.method,
-                    url,
-                    headers=headers,
-                    data=data,
-                    allow_redirects=False,
-                    server_hostname=up.server_hostname,
-                    skip_auto_headers=SKIP_AUTO_HEADERS,
+                resp = await while_client_stays(
+                    request,
+                    up.session.request(
+                        request.method,
+                        url,
+                        headers=headers,
+                        data=data,
+                        allow_redirects=False,
+                        server_hostname=up.server_hostname,
+                        skip_auto_headers=SKIP_AUTO_HEADERS,
+                    ),
                 )
+        except ClientGone as exc:
+            log.debug("%s %s: %s", request.method, request.path, exc)
+            return web.Response(status=CLIENT_CLOSED)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise backend.explain(translate_client_error(backend.name, exc)) from exc
         try:
@@ -244,13 +266,13 @@ class Forwarder:
                 for secret in up.secrets:
                     body = body.replace(secret, b"")
                 out_headers.popall("Content-Length", None)
-                return web.Response(
+                return ForwardedPage(
                     status=resp.status, reason=resp.reason, headers=out_headers, body=body
                 )
             prefix: bytes | None = body
         else:
             prefix = None
-        response = web.StreamResponse(status=resp.status, reason=resp.reason, headers=out_headers)
+        response = ForwardedStream(status=resp.status, reason=resp.reason, headers=out_headers)
         try:
             await response.prepare(request)
             if prefix:
@@ -278,29 +300,29 @@ class Forwarder:
         deflate = "permessage-deflate" in request.headers.get("Sec-WebSocket-Extensions", "")
         try:
             async with asyncio.timeout(self.settings.response_timeout):
-                upstream_ws = await up.session.ws_connect(
-                    url,
-                    protocols=offered,
-                    headers=headers,
-                    autoping=False,
-                    autoclose=False,
-                    max_msg_size=0,
-                    compress=15 if deflate else 0,
-                    server_hostname=up.server_hostname,
+                upstream_ws = await while_client_stays(
+                    request,
+                    up.session.ws_connect(
+                        url,
+                        protocols=offered,
+                        headers=headers,
+                        autoping=False,
+                        autoclose=False,
+                        max_msg_size=0,
+                        compress=15 if deflate else 0,
+                        server_hostname=up.server_hostname,
+                    ),
                 )
+        except ClientGone as exc:
+            log.debug("%s %s: %s", request.method, request.path, exc)
+            return web.Response(status=CLIENT_CLOSED)
         except aiohttp.WSServerHandshakeError as exc:
             # The backend refused the upgrade (unknown kernel, auth): say so with its status.
             location = exc.headers.get("Location") if exc.headers else None
             instead = await backend.answered(exc.status, location)
             if instead is not None:
                 raise instead from exc
-            status = exc.status if exc.status >= 400 else 502
-            return error_response(
-                request,
-                status,
-                f"backend '{backend.name}' refused the websocket: {exc.message}",
-                "Websocket Refused",
-            )
+            return error_response(request, *websocket_refusal(backend.name, exc.status))
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise backend.explain(translate_client_error(backend.name, exc)) from exc
 
@@ -333,6 +355,32 @@ class Forwarder:
             *(ws.close(code=WS_GOING_AWAY, message=b"relay shutting down") for ws in sockets),
             return_exceptions=True,
         )
+
+
+class ClientGone(ConnectionResetError):
+    """The client closed its connection while the relay waited for the backend."""
+
+
+async def while_client_stays(request: web.BaseRequest, work: Awaitable[T]) -> T:
+    """Await `work`, but give it up (and its backend connection) once the client has gone.
+
+    aiohttp does not cancel a handler whose client leaves; a hung backend would
+    otherwise keep its connection until the backend timeout.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=CLIENT_CHECK)
+            if done:
+                return task.result()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise ClientGone("the client left before the backend answered")
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
 
 
 Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse

@@ -39,6 +39,30 @@ WEBSOCKET_HANDSHAKE = frozenset(
 )
 
 
+# What a proxy says about the original request: a client's own values would be believed
+# by backends and apps (werkzeug's ProxyFix, Dash), so the relay drops them and writes its own.
+CLIENT_FORWARDING = frozenset(
+    {
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-context",
+        "x-proxycontextpath",
+        "x-forwarded-server",
+        "x-real-ip",
+        "forwarded",
+    }
+)
+
+
+# Login cookies of Jupyter backends: jupyter_server's `username-<host>-<port>` and a hub's
+# (`jupyterhub-session-id`, `jupyterhub-user-<name>`, ...). The relay sends each backend its
+# credentials on every request, so a client never needs these; and they would let whoever
+# holds them reach the backend's private port directly.
+BACKEND_LOGINS = ("username-", "jupyterhub-")
+
+
 def upstream_path(raw_path: str, base_path: str) -> str:
     """Map a raw relay path (query excluded) onto a backend with `base_path`.
 
@@ -53,26 +77,42 @@ def upstream_path(raw_path: str, base_path: str) -> str:
 def upstream_target(raw_path: str, base_path: str, strip_prefix: str = "") -> str:
     """The path to send upstream: `strip_prefix` taken off (port proxy), else the base mapped."""
     if strip_prefix:
-        return raw_path[len(strip_prefix) :] or "/"
+        return raw_after(raw_path, strip_prefix)
     return upstream_path(raw_path, base_path)
 
 
+def raw_after(raw_path: str, prefix: str) -> str:
+    """The client's bytes after the segments that the canonical `prefix` names (at least "/").
+
+    The gate lets no encoded `/` through, so a raw path has the segments of its
+    canonical form: a prefix is taken off by counting them, whatever their spelling.
+    """
+    count = prefix.rstrip("/").count("/")
+    parts = raw_path.split("/", count + 1)
+    return "/" + parts[count + 1] if len(parts) > count + 1 else "/"
+
+
+def _param_name(item: str) -> str:
+    """A query item's name as a server reads it: `%74oken` and `t%6Fken` are `token`."""
+    key = item.partition("=")[0]
+    return unquote_plus(key) if "%" in key else key
+
+
 def strip_query_param(raw_query: str, name: str) -> str:
-    """Drop every `name=` item from a raw query string, leaving the rest byte for byte."""
-    if not raw_query or name not in raw_query:
+    """Drop every `name=` item (its name in any spelling) from a raw query, the rest as is."""
+    if not raw_query or (name not in raw_query and "%" not in raw_query):
         return raw_query
-    kept = [item for item in raw_query.split("&") if item.split("=", 1)[0] != name]
+    kept = [item for item in raw_query.split("&") if _param_name(item) != name]
     return "&".join(kept)
 
 
 def query_param(raw_query: str, name: str) -> str | None:
-    """The first value of `name` in a raw query string, percent-decoded."""
-    if name not in raw_query:
+    """The first value of `name` (in any spelling) in a raw query string, percent-decoded."""
+    if not raw_query or (name not in raw_query and "%" not in raw_query):
         return None
     for item in raw_query.split("&"):
-        key, _, value = item.partition("=")
-        if key == name:
-            return unquote_plus(value)
+        if _param_name(item) == name:
+            return unquote_plus(item.partition("=")[2])
     return None
 
 
@@ -111,10 +151,11 @@ def request_headers(
     """Headers to send to a backend for a client's request.
 
     Removes hop-by-hop fields and the relay's own credentials (its
-    `Authorization`, `token` header and cookie), adds the backend's credentials and the
-    `X-Forwarded-*` trio, and rewrites `Origin`/`Referer` to the backend's
-    origin: the relay has checked the client's origin already, and Jupyter
-    compares `Origin` with its own `Host`.
+    `Authorization`, `token` header and cookie) and what a client claims of the original
+    request (`Forwarded`, `X-Real-IP`, `X-Forwarded-*`), adds the backend's credentials
+    (a port-proxy app's prefix headers among them) and the `X-Forwarded-*` trio, and
+    rewrites `Origin`/`Referer` to the backend's origin: the relay has checked the
+    client's origin already, and Jupyter compares `Origin` with its own `Host`.
     """
     items = list(incoming)
     connection = _connection_tokens(items)
@@ -139,7 +180,7 @@ def request_headers(
         elif lower == "x-forwarded-for":
             forwarded_for = value
             continue
-        elif lower in ("x-forwarded-proto", "x-forwarded-host"):
+        elif lower in CLIENT_FORWARDING:
             continue
         out.add(key, value)
     out["X-Forwarded-For"] = f"{forwarded_for}, {client_ip}" if forwarded_for else client_ip
@@ -184,7 +225,8 @@ def response_headers(
     `Domain` (the browser talks to the relay's host), `Path=/` where the
     backend used its base path (or, for a port-proxy app, a path inside its
     `cookie_scope`), no `Secure` when the relay is plain HTTP on loopback (a
-    browser would drop the cookie), and none at all named `relay_cookie`.
+    browser would drop the cookie), and none at all named `relay_cookie`, nor a Jupyter
+    backend's login cookies (`BACKEND_LOGINS`).
     """
     items = list(upstream)
     connection = _connection_tokens(items)
@@ -205,8 +247,11 @@ def response_headers(
                 # An app that read X-Forwarded-Prefix already wrote the relay's path.
                 value = location_prefix + value
         elif lower == "set-cookie":
-            if relay_cookie and cookie_name_of(value) == relay_cookie:
+            name = cookie_name_of(value)
+            if relay_cookie and name == relay_cookie:
                 continue  # it would replace (or delete) the relay's own login
+            if not cookie_scope and name.startswith(BACKEND_LOGINS):
+                continue  # a backend's login: the relay logs in for the client
             value = rewrite_set_cookie(
                 value, relay_is_https=relay_is_https, scope=cookie_scope, relative=cookie_relative
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping
+from http import HTTPStatus
 
 from aiohttp import web
 
@@ -40,6 +41,59 @@ def render_error(
     return "text/html; charset=utf-8", page.encode()
 
 
+# What jupyter_server sends on its own answers (`frame-ancestors 'self'`; API answers also
+# `default-src 'none'`), on every answer the relay builds itself.
+CSP_PAGE = "frame-ancestors 'self'; report-uri /api/security/csp-report"
+CSP_API = CSP_PAGE + "; default-src 'none'"
+
+
+def security_headers(content_type: str) -> dict[str, str]:
+    """Headers every answer the relay composes carries: no framing elsewhere, no sniffing."""
+    page = content_type.startswith("text/html")
+    return {
+        "Content-Security-Policy": CSP_PAGE if page else CSP_API,
+        "X-Content-Type-Options": "nosniff",
+    }
+
+
+def error_bytes(
+    path: str,
+    method: str,
+    accept: str,
+    status: int,
+    message: str,
+    reason: str,
+    headers: Mapping[str, str] | None = None,
+) -> bytes:
+    """A whole error answer on the wire, closing the connection (for the fast path)."""
+    content_type, body = render_error(path, method, accept, status, message, reason)
+    fields = {
+        "Content-Type": content_type,
+        "Content-Length": str(len(body)),
+        "Cache-Control": "no-store",
+        **security_headers(content_type),
+        **(headers or {}),
+        "Connection": "close",
+    }
+    lines = [f"HTTP/1.1 {status} {reason}", *(f"{k}: {v}" for k, v in fields.items())]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head + (b"" if method == "HEAD" else body)
+
+
+def websocket_refusal(backend: str, status: int) -> tuple[int, str, str]:
+    """(status, message, reason) when a backend answers an upgrade with something else.
+
+    The backend's own answer is not passed on: it may be a page with its token in it.
+    """
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "unknown status"
+    shown = status if status >= 400 else 502
+    message = f"backend '{backend}' refused the websocket: {status} {phrase}"
+    return shown, message, "Websocket Refused"
+
+
 def error_response(
     request: web.BaseRequest,
     status: int,
@@ -54,8 +108,7 @@ def error_response(
     extra = dict(headers or {})
     extra["Cache-Control"] = "no-store"
     extra["Content-Type"] = content_type
-    if content_type.startswith("text/html"):
-        extra["X-Content-Type-Options"] = "nosniff"
+    extra.update(security_headers(content_type))
     return web.Response(status=status, body=body, headers=extra)
 
 

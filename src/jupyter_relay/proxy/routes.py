@@ -29,6 +29,7 @@ def handlers(relay: Relay) -> list[tuple[str, Handler]]:
                 return await relay.forwarder.websocket(request, target)
             return await relay.forwarder.http(request, target)
 
+    # Prefixes are read as the client spelled them: `/proxy/127.0.0.1%3A8050/` is no form.
     async def proxy(request: web.Request) -> web.StreamResponse:
         raw_path = request.raw_path.partition("?")[0]
         return await forward(request, await relay.port_proxy.target(raw_path))
