@@ -217,8 +217,15 @@ def _set_cookie(response: web.StreamResponse, relay: Relay, request: web.BaseReq
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """The relay's own answers get jupyter_server's CSP and nosniff; forwarded ones keep theirs."""
-    if isinstance(response, FORWARDED) or response.status == 101:
+    """The relay's own answers get jupyter_server's CSP and nosniff; forwarded ones keep theirs.
+
+    An upgrade answered with anything but 101 closes the connection, on both engines.
+    """
+    if response.status == 101:
+        return
+    if is_upgrade(request):
+        response.force_close()  # as on the fast path: a refused handshake ends the connection
+    if isinstance(response, FORWARDED):
         return
     for name, value in security_headers(response.content_type or "").items():
         response.headers.setdefault(name, value)
