@@ -2,8 +2,9 @@
 
 The echo app records only its routes; the gate's tests need to know that *nothing*
 arrived. Answers: `/hang` never (it waits for the relay to close), an upgrade a
-404 (reading on until the relay closes), anything else a page with the backend's token and login cookie, as
-jupyter_server's pages have. The relay's own health checks are not recorded.
+404 (reading on until the relay closes), anything else a page with the backend's
+token and login cookie, as jupyter_server's pages have. The relay's own health
+checks are not recorded.
 """
 
 from __future__ import annotations

@@ -132,8 +132,8 @@ async def test_a_rebound_name_is_refused(recorder: Recorder, engine: str, no_aut
             assert b"--allow-host" in body
         assert recorder.heads == []
         # The relay's own names still work.
-        request = f"GET /x HTTP/1.1\r\nHost: localhost:{running.port}\r\n{extra}\r\n{{}}"
-        status, _, _ = await raw_request(running.port, request.encode())
+        own = f"GET /x HTTP/1.1\r\nHost: localhost:{running.port}\r\n{extra}\r\n{{}}"
+        status, _, _ = await raw_request(running.port, own.encode())
         assert status == 200 and recorder.paths() == ["/x"]
     finally:
         await running.stop()

@@ -19,6 +19,7 @@ from typing import TextIO
 
 from aiohttp import web
 
+from . import fastpath
 from .app import Relay, make_app
 from .backends.base import Progress
 from .config import RelayConfig
@@ -104,6 +105,9 @@ async def start(config: RelayConfig, progress: Progress) -> RunningRelay:
             access_log_class=AccessLogger,
             access_log=logging.getLogger("jupyter_relay.access"),
             shutdown_timeout=config.shutdown_timeout,
+            # Counted from the connection's start or its last answer, not re-armed by each
+            # byte: it also bounds the time a head may take on connections aiohttp serves.
+            keepalive_timeout=fastpath.KEEPALIVE_TIMEOUT,
         )
         await runner.setup()
         fast = None
