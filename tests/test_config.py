@@ -79,6 +79,17 @@ def test_env_backends_and_colab() -> None:
     assert COLAB_ORIGIN in config.allow_origins
 
 
+def test_allowed_hosts_from_every_source(tmp_path: Path) -> None:
+    file = tmp_path / "relay.toml"
+    file.write_text('allow_hosts = ["Jupyter.Example.org."]\n')
+    assert load(path=str(file)).allow_hosts == ("jupyter.example.org",)
+    env = {"JUPYTER_RELAY_ALLOW_HOST": "a.example.org, [::2]"}
+    assert load(env=env).allow_hosts == ("a.example.org", "::2")
+    config = load({"allow_host": ["*", "*"]})
+    assert config.allow_hosts == ("*",) and config.loopback
+    assert not load({"ip": "0.0.0.0"}).loopback  # then any Host is answered
+
+
 @pytest.mark.parametrize(
     ("flags", "backends", "env", "message"),
     [
@@ -93,6 +104,8 @@ def test_env_backends_and_colab() -> None:
         ),
         ({"token": ""}, [], {}, "use --no-auth"),
         ({"allow_origin": ["example.org"]}, [], {}, "is not an origin"),
+        ({"allow_host": ["https://x.org"]}, [], {}, "--allow-host: 'https://x.org' is not a host"),
+        ({"allow_host": ["a b"]}, [], {}, "is not a host name like jupyter.example.org"),
         ({"primary": "gpu"}, [], {}, "--primary 'gpu' is not a backend; known: local"),
         (
             {"primary": "eg"},

@@ -14,6 +14,7 @@ canonical path; forwarding sends the client's bytes, which decode to it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -140,7 +141,12 @@ def host_allowed(host: str | None, allowed: frozenset[str] | None) -> bool:
     if allowed is None or not host or "*" in allowed:
         return True
     name = host_name(host)
-    if name in LOOPBACK_NAMES or name in allowed:
+    return name in allowed or _loopback(name)
+
+
+@functools.lru_cache(maxsize=64)  # a relay sees a handful of Host values, on every request
+def _loopback(name: str) -> bool:
+    if name in LOOPBACK_NAMES:
         return True
     try:
         return ipaddress.ip_address(name).is_loopback
