@@ -216,6 +216,7 @@ def response_headers(
     relay_cookie: str = "",
     cookie_scope: str = "",
     cookie_relative: bool = False,
+    base_path: str = "/",
 ) -> CIMultiDict[str]:
     """Headers to send to the client for a backend's response.
 
@@ -237,7 +238,7 @@ def response_headers(
         if lower in drop:
             continue
         if lower == "location":
-            value = rewrite_location(value, backend_origins)
+            value = rewrite_location(value, backend_origins, base_path)
             if (
                 location_prefix
                 and value.startswith("/")
@@ -271,10 +272,23 @@ def cookie_name_of(set_cookie: str) -> str:
     return set_cookie.split(";", 1)[0].split("=", 1)[0].strip()
 
 
-def rewrite_location(location: str, backend_origins: frozenset[str]) -> str:
-    """Make a redirect to the backend's own origin stay on the relay."""
-    if "://" not in location[:12]:
-        return location
+def rewrite_location(
+    location: str, backend_origins: frozenset[str], base_path: str = "/"
+) -> str:
+    """Make a redirect to the backend's own origin stay on the relay, in the relay's paths.
+
+    A backend at `/base/` says `/base/api/contents/x`; the relay's client knows that
+    as `/api/contents/x` (the relay puts the base back on the way up).
+    """
+    if "://" in location[:12]:
+        location = _own_path(location, backend_origins)
+    if base_path != "/" and location.startswith(base_path):
+        return "/" + location[len(base_path) :]
+    return location
+
+
+def _own_path(location: str, backend_origins: frozenset[str]) -> str:
+    """An absolute URL on the backend's origin as a path; any other URL as it is."""
     try:
         url = URL(location, encoded=True)
         if not url.is_absolute() or str(url.origin()).lower() not in backend_origins:

@@ -204,15 +204,27 @@ def _parse_url(uri: str, options: dict[str, object], where: str) -> tuple[str, U
             f"{where}: put credentials in token_file= or token_env=, not in the URL's user part"
         )
     _take_options(url, URL_OPTIONS, options, where, "backend URL")
-    path = url.path if url.path.endswith("/") else url.path + "/"
-    clean = url.with_query(None).with_fragment(None).with_path(path)
+    clean = url.with_query(None).with_fragment(None).with_path(_base(url), encoded=True)
     return kind, clean
 
 
+_SENDABLE = re.compile(r"[!-~]+")
+
+
+def _base(url: URL) -> str:
+    """The URL's path as written (`/a%40b/` stays so: servers route on raw paths), ending in /."""
+    path = url.raw_path or "/"
+    return path if path.endswith("/") else path + "/"
+
+
 def _read_url(uri: str, where: str, form: str) -> URL:
-    """A backend URL with a host, or one line saying what is wrong and the form expected."""
+    """A backend URL with a host, or one line saying what is wrong and the form expected.
+
+    A URL already in ASCII keeps its exact bytes (yarl would turn `%40` into `@`);
+    one with spaces or other characters is quoted as a browser would.
+    """
     try:
-        url = URL(uri)
+        url = URL(uri, encoded=True) if _SENDABLE.fullmatch(uri) else URL(uri)
     except ValueError as exc:
         raise ConfigError(f"{where}: malformed URL {_redact(uri)!r}: {exc}") from exc
     if not url.host:
@@ -244,8 +256,8 @@ def _parse_hub(uri: str, options: dict[str, object], where: str) -> tuple[URL, H
     server = str(options.get("server") or "")
     if server and not re.fullmatch(r"[A-Za-z0-9._~-]+", server):
         raise ConfigError(f"{where}: server={server!r} is not a server name")
-    path = url.path if url.path.endswith("/") else url.path + "/"
-    clean = url.with_user(None).with_query(None).with_fragment(None).with_path(path)
+    base = _base(url)
+    clean = url.with_user(None).with_query(None).with_fragment(None).with_path(base, encoded=True)
     return clean, HubTarget(user=url.user or None, server=server)
 
 

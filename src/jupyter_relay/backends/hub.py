@@ -405,7 +405,7 @@ class HubBackend(HttpBackend):
         up = super().upstream()
         path = server_url if server_url.endswith("/") else server_url + "/"
         if not path.startswith("/"):
-            path = URL(path).path
+            path = URL(path).raw_path
         base = up.base_url.with_path(path, encoded=True)
         # No fast path: every answer is looked at for the hub's "server not running".
         self._upstream = replace(up, base_url=base, open_raw=None)

@@ -92,8 +92,9 @@ class LocalBackend(HttpBackend):
                 preexec_fn=die_with_parent,
             )
         info = await self._wait_for_runtime_file(runtime, started)
+        # As the server has it: jupyter_server routes on raw paths (`/a%40b/`).
         base = URL(f"http://127.0.0.1:{int(info['port'])}").with_path(
-            str(info.get("base_url") or "/")
+            str(info.get("base_url") or "/"), encoded=True
         )
         self._open(base, Secret(self._token))
         while True:

@@ -260,7 +260,11 @@ class SshBackend(HttpBackend):
                 listener = await conn.forward_local_port("127.0.0.1", 0, host, port)
             self._local_port = listener.get_port()
             base = URL.build(
-                scheme="https", host="127.0.0.1", port=self._local_port, path=server.base_url
+                scheme="https",
+                host="127.0.0.1",
+                port=self._local_port,
+                path=server.base_url,
+                encoded=True,
             )
             return listener, base, None
         timeout = self.timeouts.connect
@@ -292,7 +296,8 @@ class SshBackend(HttpBackend):
             ) from exc
         probe.close()
         # The Host header the server gets is its own address, as a browser there would send.
-        return None, URL.build(scheme="http", host=host, port=port, path=server.base_url), opener
+        base = URL.build(scheme="http", host=host, port=port, path=server.base_url, encoded=True)
+        return None, base, opener
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
         t = self.target
