@@ -191,7 +191,7 @@ def make_gate_middleware(relay: Relay) -> Callable[..., Awaitable[web.StreamResp
                 decision.reason,
             )
         return error_response(
-            request, decision.status, decision.message, decision.reason, decision.headers
+            request, decision.status, decision.message, decision.reason, dict(decision.headers)
         )
 
     return gate_middleware

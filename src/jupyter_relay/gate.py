@@ -18,7 +18,7 @@ import functools
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import unquote
 
@@ -33,6 +33,8 @@ HEAD_LIMIT = 64 * 1024
 LOOPBACK_NAMES = frozenset({"localhost"})
 _ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What makes a path need a closer look: an escape, a backslash, a control, a dot segment.
+_SUSPECT = re.compile(r"[%\\\x00-\x1f\x7f]|/\.\.?(?:/|$)")
 
 
 class Outcome(Enum):
@@ -55,7 +57,7 @@ class Policy:
     allowed_hosts: frozenset[str] | None = frozenset()  # None: any Host (not on loopback)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     outcome: Outcome
     path: str = ""  # canonical
@@ -64,7 +66,7 @@ class Decision:
     status: int = 0
     message: str = ""
     reason: str = ""
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: tuple[tuple[str, str], ...] = ()  # REFUSE: to add to the answer
     location: str = ""  # REDIRECT: where to, the cookie set on the way
 
 
@@ -77,6 +79,8 @@ def canonical_path(raw_path: str) -> str:
     """
     if not raw_path.startswith("/") or raw_path.startswith("//"):
         raise BadPath("the request target must be a path starting with a single /")
+    if not _SUSPECT.search(raw_path):
+        return raw_path  # nothing to decode, no dot segment: most requests
     if "\\" in raw_path:
         raise BadPath("backslashes are not allowed in paths")
     if _ESCAPE.search(raw_path):
@@ -265,5 +269,5 @@ def _refuse(
         status=status,
         message=message,
         reason=reason,
-        headers=headers or {},
+        headers=tuple((headers or {}).items()),
     )

@@ -272,9 +272,7 @@ def cookie_name_of(set_cookie: str) -> str:
     return set_cookie.split(";", 1)[0].split("=", 1)[0].strip()
 
 
-def rewrite_location(
-    location: str, backend_origins: frozenset[str], base_path: str = "/"
-) -> str:
+def rewrite_location(location: str, backend_origins: frozenset[str], base_path: str = "/") -> str:
     """Make a redirect to the backend's own origin stay on the relay, in the relay's paths.
 
     A backend at `/base/` says `/base/api/contents/x`; the relay's client knows that
