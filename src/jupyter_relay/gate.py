@@ -140,17 +140,13 @@ def host_name(host: str) -> str:
     return host.rstrip(".")
 
 
+@functools.lru_cache(maxsize=256)  # a relay sees a handful of Host values, on every request
 def host_allowed(host: str | None, allowed: frozenset[str] | None) -> bool:
     """A loopback name or address, or one allowed by name (DNS rebinding guard)."""
     if allowed is None or not host or "*" in allowed:
         return True
     name = host_name(host)
-    return name in allowed or _loopback(name)
-
-
-@functools.lru_cache(maxsize=64)  # a relay sees a handful of Host values, on every request
-def _loopback(name: str) -> bool:
-    if name in LOOPBACK_NAMES:
+    if name in allowed or name in LOOPBACK_NAMES:
         return True
     try:
         return ipaddress.ip_address(name).is_loopback
@@ -213,7 +209,7 @@ def decide(
         policy.cookie_name,
         headers.get("token"),
     )
-    if creds.query is None and is_bridge(path) and query:
+    if query and creds.query is None and is_bridge(path):
         offered = auth.token_from_auth_url(query_param(query, AUTH_URL_PARAM), scheme, host)
         creds = auth.Credentials(offered, creds.header, creds.header_malformed, creds.cookie)
     if policy.token is not None:
