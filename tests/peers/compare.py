@@ -1,0 +1,71 @@
+"""Compare junit-xml results of jupyter_server's tests: alone (baseline) and through the relay.
+
+    python compare.py RESULTS_DIR baseline relay relay-root relay-nofast
+
+prints the counts of each pass, then every test that passes alone but not in a
+relay pass, with the first line of its failure, and in which passes it fails.
+"""
+
+from __future__ import annotations
+
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+Outcome = tuple[str, str]  # (passed|failed|error|skipped, first line of the message)
+
+
+def read(path: Path) -> dict[str, Outcome]:
+    results: dict[str, Outcome] = {}
+    for case in ET.parse(path).iter("testcase"):
+        test_id = f"{case.get('classname', '')}::{case.get('name', '')}"
+        outcome: Outcome = ("passed", "")
+        for kind in ("failure", "error", "skipped"):
+            node = case.find(kind)
+            if node is not None:
+                message = (node.get("message") or node.text or "").strip()
+                first = message.splitlines()[0] if message else ""
+                outcome = ("failed" if kind == "failure" else kind, first[:200])
+                if kind != "skipped":
+                    break
+        # A test's teardown error is a second <testcase> entry with the same id.
+        if test_id not in results or outcome[0] in ("failed", "error"):
+            results[test_id] = outcome
+    return results
+
+
+def main(argv: list[str]) -> int:
+    directory, names = Path(argv[1]), argv[2:]
+    passes = {name: read(directory / f"{name}.xml") for name in names if (directory / f"{name}.xml").exists()}
+    if "baseline" not in passes:
+        print("no baseline results", file=sys.stderr)
+        return 2
+    print(f"{'pass':<14}{'tests':>7}{'passed':>8}{'failed':>8}{'error':>7}{'skipped':>9}")
+    for name, results in passes.items():
+        counts = {k: sum(1 for o, _ in results.values() if o == k) for k in ("passed", "failed", "error", "skipped")}
+        print(
+            f"{name:<14}{len(results):>7}{counts['passed']:>8}{counts['failed']:>8}"
+            f"{counts['error']:>7}{counts['skipped']:>9}"
+        )
+    base = passes["baseline"]
+    relay_passes = [n for n in passes if n != "baseline"]
+    worse = sorted(
+        t
+        for t, (o, _) in base.items()
+        if o == "passed" and any(passes[n].get(t, ("missing", ""))[0] != "passed" for n in relay_passes)
+    )
+    print(f"\n{len(worse)} tests pass alone but not in every relay pass:")
+    for test_id in worse:
+        failing = [n for n in relay_passes if passes[n].get(test_id, ("missing", ""))[0] != "passed"]
+        print(f"\n{test_id}\n  fails in: {', '.join(failing)}")
+        seen: set[str] = set()
+        for n in failing:
+            outcome, message = passes[n].get(test_id, ("missing", ""))
+            if message not in seen:
+                seen.add(message)
+                print(f"  [{n}] {outcome}: {message}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
