@@ -17,7 +17,7 @@ Outcome = tuple[str, str]  # (passed|failed|error|skipped, first line of the mes
 
 def read(path: Path) -> dict[str, Outcome]:
     results: dict[str, Outcome] = {}
-    for case in ET.parse(path).iter("testcase"):
+    for case in ET.parse(path).iter("testcase"):  # noqa: S314 (our own pytest wrote it)
         test_id = f"{case.get('classname', '')}::{case.get('name', '')}"
         outcome: Outcome = ("passed", "")
         for kind in ("failure", "error", "skipped"):
@@ -36,13 +36,20 @@ def read(path: Path) -> dict[str, Outcome]:
 
 def main(argv: list[str]) -> int:
     directory, names = Path(argv[1]), argv[2:]
-    passes = {name: read(directory / f"{name}.xml") for name in names if (directory / f"{name}.xml").exists()}
+    passes = {
+        name: read(directory / f"{name}.xml")
+        for name in names
+        if (directory / f"{name}.xml").exists()
+    }
     if "baseline" not in passes:
         print("no baseline results", file=sys.stderr)
         return 2
     print(f"{'pass':<14}{'tests':>7}{'passed':>8}{'failed':>8}{'error':>7}{'skipped':>9}")
     for name, results in passes.items():
-        counts = {k: sum(1 for o, _ in results.values() if o == k) for k in ("passed", "failed", "error", "skipped")}
+        counts = {
+            k: sum(1 for o, _ in results.values() if o == k)
+            for k in ("passed", "failed", "error", "skipped")
+        }
         print(
             f"{name:<14}{len(results):>7}{counts['passed']:>8}{counts['failed']:>8}"
             f"{counts['error']:>7}{counts['skipped']:>9}"
@@ -52,18 +59,21 @@ def main(argv: list[str]) -> int:
     worse = sorted(
         t
         for t, (o, _) in base.items()
-        if o == "passed" and any(passes[n].get(t, ("missing", ""))[0] != "passed" for n in relay_passes)
+        if o == "passed"
+        and any(passes[n].get(t, ("missing", ""))[0] != "passed" for n in relay_passes)
     )
     print(f"\n{len(worse)} tests pass alone but not in every relay pass:")
     for test_id in worse:
-        failing = [n for n in relay_passes if passes[n].get(test_id, ("missing", ""))[0] != "passed"]
-        print(f"\n{test_id}\n  fails in: {', '.join(failing)}")
-        seen: set[str] = set()
+        failing = [
+            n for n in relay_passes if passes[n].get(test_id, ("missing", ""))[0] != "passed"
+        ]
+        by_message: dict[str, list[str]] = {}
         for n in failing:
             outcome, message = passes[n].get(test_id, ("missing", ""))
-            if message not in seen:
-                seen.add(message)
-                print(f"  [{n}] {outcome}: {message}")
+            by_message.setdefault(f"{outcome}: {message}", []).append(n)
+        print(test_id)
+        for message, where in by_message.items():
+            print(f"    [{', '.join(where)}] {message}")
     return 0
 
 

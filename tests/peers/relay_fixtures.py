@@ -23,6 +23,7 @@ import tornado.testing
 import tornado.websocket
 from jupyter_server.utils import url_path_join
 from tornado.escape import url_escape
+from traitlets.config import Config
 
 RELAY = os.environ.get("PEERS_RELAY") == "1"
 RELAY_ARGS = shlex.split(os.environ.get("PEERS_RELAY_ARGS", ""))
@@ -46,7 +47,7 @@ class RelayProcess:
     def __init__(self, backend: str, state_dir: Path) -> None:
         self.token = secrets.token_hex(16)
         self.port: int | None = None
-        self.stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+        self.stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115
         cmd = [
             sys.executable,
             "-m",
@@ -146,7 +147,7 @@ if RELAY and REUSE:
     @pytest.fixture
     def jp_serverapp(jp_server_config, jp_argv, jp_configurable_serverapp):
         """pytest-jupyter's, with the same token for every test server (unless a test sets one)."""
-        config = copy.deepcopy(jp_server_config)
+        config = Config(copy.deepcopy(jp_server_config))  # tests give dicts or Configs
         if "token" not in config.ServerApp and not config.IdentityProvider.get("token"):
             config.IdentityProvider.token = TOKEN
         return jp_configurable_serverapp(config=config, argv=jp_argv)
@@ -154,8 +155,10 @@ if RELAY and REUSE:
     @pytest.fixture(scope="session")
     def peers_relays(tmp_path_factory):
         state = tmp_path_factory.mktemp("relay-state")
-        yield lambda backend: RELAYS.get(backend) or RELAYS.setdefault(
-            backend, RelayProcess(backend, state)
+        yield (
+            lambda backend: (
+                RELAYS.get(backend) or RELAYS.setdefault(backend, RelayProcess(backend, state))
+            )
         )
         for relay in RELAYS.values():
             relay.stop()
@@ -218,9 +221,17 @@ if RELAY:
         def client_fetch(*parts, headers=None, params=None, **kwargs) -> Awaitable[Any]:
             headers = dict(headers or {})
             headers.setdefault("Authorization", f"token {peers_relay.token}")
-            allowed = {"callback", "connect_timeout", "on_message_callback",
-                       "compression_options", "ping_interval", "ping_timeout",
-                       "max_message_size", "subprotocols", "resolver"}
+            allowed = {
+                "callback",
+                "connect_timeout",
+                "on_message_callback",
+                "compression_options",
+                "ping_interval",
+                "ping_timeout",
+                "max_message_size",
+                "subprotocols",
+                "resolver",
+            }
             kwargs = {k: v for k, v in kwargs.items() if k in allowed}
 
             async def connect() -> Any:

@@ -16,6 +16,7 @@ Paths are escaped exactly as pytest-jupyter's jp_fetch escapes them.
 from __future__ import annotations
 
 import os
+
 import pytest
 
 
