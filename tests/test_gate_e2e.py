@@ -294,5 +294,5 @@ async def test_security_headers_on_the_relays_own_answers(
             assert resp.headers["X-Content-Type-Options"] == "nosniff", path
             assert "frame-ancestors 'self'" in resp.headers["Content-Security-Policy"], path
     async with aiohttp.ClientSession() as anon, anon.get(base + "/api/status") as resp:
-        assert resp.status == 401
+        assert resp.status == 403
         assert "frame-ancestors 'self'" in resp.headers["Content-Security-Policy"]

@@ -182,7 +182,7 @@ def make_gate_middleware(relay: Relay) -> Callable[..., Awaitable[web.StreamResp
             response = web.Response(status=302, headers={"Location": decision.location})
             _set_cookie(response, relay, request)
             return response
-        if decision.status != 401:
+        if decision.reason != "Token Required":  # a stranger's first try is routine
             log.warning(
                 "refused %s %s (%s): %s",
                 request.method,

@@ -215,9 +215,11 @@ def decide(
     if policy.token is not None:
         verdict = auth.check(policy.token, creds)
         if verdict is auth.Verdict.MISSING:
+            # 403 as jupyter_server answers (clients and their test suites expect it);
+            # WWW-Authenticate still says what is wanted.
             return _refuse(
                 raw_path,
-                401,
+                403,
                 f"This jupyter-relay needs its token. {HOW}",
                 "Token Required",
                 {"WWW-Authenticate": 'token realm="jupyter-relay"'},
