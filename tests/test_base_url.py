@@ -53,6 +53,12 @@ async def test_a_base_url_keeps_its_bytes_and_locations_are_the_relays(
         # The prefixed form (pages served by the backend use it) reaches the same file.
         async with client.get(URL(f"{url}{base}api/contents/{name}", encoded=True)) as resp:
             assert resp.status == 200
+        # ...and is answered in those paths: it asked with the base, it keeps the base.
+        prefixed = URL(f"{url}{base}api/contents", encoded=True)
+        async with client.post(prefixed, json={"type": "directory"}) as resp:
+            assert resp.status == 201, await resp.text()
+            made = (await resp.json())["name"]
+            assert resp.headers["Location"] == f"{base}api/contents/{made}".replace(" ", "%20")
         async with client.post(f"{url}/api/kernels", json={}) as resp:
             assert resp.status == 201, await resp.text()
             kernel = (await resp.json())["id"]

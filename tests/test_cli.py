@@ -130,7 +130,7 @@ def test_default_local_backend_serves_cwd_and_stops_cleanly(local_relay: RelayPr
     assert status == 200
     assert [item["name"] for item in json.loads(body)["content"]] == ["data.csv"]
     status, _ = get(local_relay.base + "api/contents")
-    assert status == 401
+    assert status == 403
     status, body = get(local_relay.base + "api/kernels", local_relay.token)
     assert status == 200
     children = children_of(local_relay.proc.pid)

@@ -51,7 +51,7 @@ missing-fields error ("...the following keys: {...}. Got: ..." in the reference,
 following fields: ..." in the relay) and `has_authentication_cookie` (the reference means
 Notebook's `_xsrf` cookie, the relay its own cookie).
 
-On the relay alone: bad Origin (403, no upgrade), no token (401), a wrong token (403), in
+On the relay alone: bad Origin (403, no upgrade), no token (403), a wrong token (403), in
 the query or in the auth URL, the token as query, header or cookie, an auth URL on another
 origin, host name or scheme (its token does not count; the URL is never fetched; with the
 token given otherwise the socket closes with 4000), `proxied_ws` forwarding neither the
@@ -562,10 +562,10 @@ async def test_relay_refuses_handshakes_without_its_token(relay_target: Target) 
     bare = Target("no-token", base, relay_target.session)
     for endpoint in (*ENDPOINTS, kernel_channels):
         refusals: tuple[tuple[dict[str, str], int], ...] = (
-            ({}, 401),
+            ({}, 403),
             ({"token": "wrong"}, 403),
             ({colab.AUTH_URL_PARAM: f"{base}?token=wrong"}, 403),
-            ({colab.AUTH_URL_PARAM: base}, 401),
+            ({colab.AUTH_URL_PARAM: base}, 403),
         )
         for query, status in refusals:
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
@@ -621,7 +621,7 @@ async def test_relay_auth_url_only_from_its_own_origin(
     for auth_url in other_names:
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await bare.ws_connect("http_over_websocket", query={colab.AUTH_URL_PARAM: auth_url})
-        assert refused.value.status == 401, auth_url
+        assert refused.value.status == 403, auth_url
     # With the token given otherwise, a foreign auth URL still closes the socket, unfetched.
     query = {"token": RELAY_TOKEN}
     async with Target("query", base, relay_target.session, query=query).bridge(

@@ -183,7 +183,9 @@ def test_only_the_health_check_needs_no_token(
 
 
 def test_token_origin_and_navigation() -> None:
-    assert decide(POLICY, "GET", "/api/status", LOOPBACK).status == 401
+    missing = decide(POLICY, "GET", "/api/status", LOOPBACK)
+    assert (missing.status, missing.reason) == (403, "Token Required")  # as jupyter_server
+    assert dict(missing.headers)["WWW-Authenticate"].startswith("token")
     wrong = {**LOOPBACK, "authorization": "token nope"}
     assert decide(POLICY, "GET", "/api/status", wrong).status == 403
     assert decide(POLICY, "GET", "/api/status", WITH_TOKEN).outcome is Outcome.PASS
@@ -217,7 +219,7 @@ def test_colab_auth_url_counts_only_on_the_bridge() -> None:
         bridge = decide(POLICY, "GET", f"/http_over_websocket?{query}", LOOPBACK, websocket=True)
         assert bridge.outcome is Outcome.PASS
         other = decide(POLICY, "GET", f"/api/kernels?{query}", LOOPBACK)
-        assert other.status == 401
+        assert other.reason == "Token Required"
         encoded = decide(POLICY, "GET", f"/http_over_websocket%2Fx?{query}", LOOPBACK)
         assert encoded.status == 400
 
@@ -243,4 +245,4 @@ def test_without_a_credential_only_the_health_check_passes(
         assert decision.outcome is Outcome.PASS
         assert decision.path == gate.HEALTH and method in ("GET", "HEAD") and not websocket
     else:
-        assert decision.status in (400, 401)
+        assert decision.status in (400, 403)

@@ -294,5 +294,21 @@ async def test_security_headers_on_the_relays_own_answers(
             assert resp.headers["X-Content-Type-Options"] == "nosniff", path
             assert "frame-ancestors 'self'" in resp.headers["Content-Security-Policy"], path
     async with aiohttp.ClientSession() as anon, anon.get(base + "/api/status") as resp:
-        assert resp.status == 401
+        assert resp.status == 403
         assert "frame-ancestors 'self'" in resp.headers["Content-Security-Policy"]
+
+
+async def test_a_refused_upgrade_says_that_it_closes(
+    gated: tuple[Recorder, RunningRelay], client: aiohttp.ClientSession
+) -> None:
+    """The connection of a refused handshake closes, and says so: a client that reuses
+    connections (aiohttp's) then sends its next request on a fresh one."""
+    _, relay = gated
+    for path in ("api/kernels/not-an-id/channels", "terminals/websocket/1", "relay%2Fx"):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect(relay.base_url + path)
+        assert refused.value.status in (400, 404), path
+        assert refused.value.headers is not None
+        assert refused.value.headers.get("Connection") == "close", path
+        async with client.get(relay.base_url + "x") as resp:
+            assert resp.status == 200, path

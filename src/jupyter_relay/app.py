@@ -182,7 +182,7 @@ def make_gate_middleware(relay: Relay) -> Callable[..., Awaitable[web.StreamResp
             response = web.Response(status=302, headers={"Location": decision.location})
             _set_cookie(response, relay, request)
             return response
-        if decision.status != 401:
+        if decision.reason != "Token Required":  # a stranger's first try is routine
             log.warning(
                 "refused %s %s (%s): %s",
                 request.method,
@@ -224,7 +224,11 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     if response.status == 101:
         return
     if is_upgrade(request):
-        response.force_close()  # as on the fast path: a refused handshake ends the connection
+        # As on the fast path: a refused handshake ends the connection. The header too:
+        # aiohttp chose its Connection field before this hook, and a client that is not
+        # told would send its next request on a connection about to close.
+        response.force_close()
+        response.headers["Connection"] = "close"
     if isinstance(response, FORWARDED):
         return
     for name, value in security_headers(response.content_type or "").items():

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from yarl import URL
 
@@ -26,9 +26,8 @@ class Verdict(Enum):
     OK = "ok"
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """What a request offers, gathered from its query, header and cookie."""
+class Credentials(NamedTuple):
+    """What a request offers, gathered from its query, header and cookie (on every request)."""
 
     query: str | None
     header: str | None

@@ -34,6 +34,7 @@ from .backends.tcp import QUICKACK
 from .errors import BackendError
 from .forward import SCRUB_LIMIT, ClosedEarly, translate_client_error
 from .headers import (
+    location_base,
     page_to_scrub,
     request_headers,
     response_headers,
@@ -700,7 +701,7 @@ class UpstreamConnection(asyncio.Protocol):
             relay_cookie=ex.client.server.relay.cookie_name,
             cookie_scope=ex.up.cookie_scope,
             cookie_relative=bool(ex.up.strip_prefix),
-            base_path=ex.up.base_url.raw_path,
+            base_path=location_base(ex.path, ex.up.base_url.raw_path),
         )
         lower = {k.lower(): v for k, v in self.headers}
         self.chunked = "chunked" in lower.get("transfer-encoding", "").lower()
@@ -1073,7 +1074,7 @@ class TunnelUpstream(asyncio.Protocol):
             relay_cookie=tunnel.client.server.relay.cookie_name,
             cookie_scope=up.cookie_scope,
             cookie_relative=bool(up.strip_prefix),
-            base_path=up.base_url.raw_path,
+            base_path=location_base(self.tunnel.path, up.base_url.raw_path),
         )
         self.upgraded = True
         out["Connection"] = "Upgrade"

@@ -34,6 +34,7 @@ from .errors import (
     BackendUnreachable,
 )
 from .headers import (
+    location_base,
     page_to_scrub,
     request_headers,
     response_headers,
@@ -259,7 +260,7 @@ class Forwarder:
             relay_cookie=self.settings.relay_cookie,
             cookie_scope=up.cookie_scope,
             cookie_relative=bool(up.strip_prefix),
-            base_path=up.base_url.raw_path,
+            base_path=location_base(request.raw_path, up.base_url.raw_path),
         )
         if up.secrets and _is_scrubbable(resp):
             body = await resp.content.read(SCRUB_LIMIT + 1)

@@ -74,6 +74,15 @@ def upstream_path(raw_path: str, base_path: str) -> str:
     return base_path[:-1] + raw_path
 
 
+def location_base(raw_path: str, base_path: str) -> str:
+    """The backend base to take off its redirects: none for a client that asked with it.
+
+    A client at the relay's root (`/api/...`) is answered in those paths; one that
+    used the backend's own prefix (pages a hub serves do) keeps it, as it asked.
+    """
+    return "/" if upstream_path(raw_path, base_path) == raw_path else base_path
+
+
 def upstream_target(raw_path: str, base_path: str, strip_prefix: str = "") -> str:
     """The path to send upstream: `strip_prefix` taken off (port proxy), else the base mapped."""
     if strip_prefix:

@@ -258,7 +258,9 @@ class Mixer:
         if known is not None:
             return known
         path = f"api/kernels/{kernel_id}"
-        backend = await self._first(lambda b: self._has(b, path), f"kernel {kernel_id}")
+        # jupyter_server's own words (clients and its tests compare them); ours in `reason`.
+        missing = f"Kernel does not exist: {kernel_id}"
+        backend = await self._first(lambda b: self._has(b, path), f"kernel {kernel_id}", missing)
         self.kernel_owner[kernel_id] = backend
         return backend
 
@@ -375,7 +377,11 @@ class Mixer:
             backend, _ = await self._kernel_target(None)
             return backend, None
         if isinstance(kernel.get("id"), str) and kernel["id"]:
-            return await self.kernel_owner_of(kernel["id"]), dict(kernel)
+            # A running kernel's session goes where it runs. An id no backend has is a
+            # kernel the client asks to start under that id, as jupyter_server allows:
+            # it starts where a kernel of its spec would.
+            with contextlib.suppress(NotFound):
+                return await self.kernel_owner_of(kernel["id"]), dict(kernel)
         backend, own = await self._kernel_target(kernel.get("name"))
         out = dict(kernel)
         if own is not None:
@@ -679,12 +685,14 @@ class Mixer:
         self,
         has: Callable[[str], Awaitable[bool]],
         what: str,
+        missing: str = "",
         among: Sequence[str] | None = None,
     ) -> str:
         """The first backend for which `has` is true, asking all at once.
 
-        NotFound if none has it; if some could not be asked, their error says so,
-        since the thing may be there.
+        NotFound if none has it (saying `missing`, when given, as a Jupyter server
+        would, and which backends were asked in its reason); if some could not be
+        asked, their error says so, since the thing may be there.
         """
         candidates = list(self.backends) if among is None else list(among)
 
@@ -713,4 +721,8 @@ class Mixer:
             raise error_type(
                 first.backend, f"{what} was not found on the backends that answered; {why}"
             )
-        raise NotFound(f"{what} does not exist on any backend ({asked})")
+        if not missing:
+            raise NotFound(f"{what} does not exist on any backend ({asked})")
+        error = NotFound(missing)
+        error.reason = f"Not Found on any backend ({asked})"
+        raise error
