@@ -1,9 +1,11 @@
 """Compare junit-xml results of jupyter_server's tests: alone (baseline) and through the relay.
 
-    python compare.py RESULTS_DIR baseline relay relay-root relay-nofast
+    python compare.py [--check] RESULTS_DIR baseline relay relay-root relay-nofast
 
 prints the counts of each pass, then every test that passes alone but not in a
 relay pass, with the first line of its failure, and in which passes it fails.
+With --check it exits 1 when there is any such test (or a pass has no results),
+and ends with one line: `peers: N passed, M failed`.
 """
 
 from __future__ import annotations
@@ -35,14 +37,17 @@ def read(path: Path) -> dict[str, Outcome]:
 
 
 def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    argv = [a for a in argv if a != "--check"]
     directory, names = Path(argv[1]), argv[2:]
     passes = {
         name: read(directory / f"{name}.xml")
         for name in names
         if (directory / f"{name}.xml").exists()
     }
-    if "baseline" not in passes:
-        print("no baseline results", file=sys.stderr)
+    if "baseline" not in passes or (check and len(passes) < len(names)):
+        missing = ", ".join(n for n in names if n not in passes)
+        print(f"no results of the passes {missing}", file=sys.stderr)
         return 2
     print(f"{'pass':<14}{'tests':>7}{'passed':>8}{'failed':>8}{'error':>7}{'skipped':>9}")
     for name, results in passes.items():
@@ -74,7 +79,12 @@ def main(argv: list[str]) -> int:
         print(test_id)
         for message, where in by_message.items():
             print(f"    [{', '.join(where)}] {message}")
-    return 0
+    if not check:
+        return 0
+    relay_results = [o for n in relay_passes for o, _ in passes[n].values()]
+    failed = sum(1 for o in relay_results if o in ("failed", "error"))
+    print(f"peers: {sum(1 for o in relay_results if o == 'passed')} passed, {failed} failed")
+    return 1 if worse else 0
 
 
 if __name__ == "__main__":

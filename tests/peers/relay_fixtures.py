@@ -12,7 +12,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.parse
+import urllib.request
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,13 @@ BASE_URL = os.environ.get("PEERS_BASE_URL") or "/a%40b/"
 # same token, so the relay in front of the first serves them all (PEERS_REUSE=0:
 # a relay of its own for each test server, ~1 s more a test).
 REUSE = os.environ.get("PEERS_REUSE", "1") == "1"
+# PEERS_CLIENT=prefixed: the client asks the relay at the server's base URL (as
+# pytest-jupyter's jp_fetch composes it); the relay serves those paths too, and answers
+# them with the base kept. Otherwise the client asks at the relay's root.
+PREFIXED = os.environ.get("PEERS_CLIENT") == "prefixed"
+# PEERS_MIXED=1: a second, real Jupyter server behind the relay, mixed into its lists.
+MIXED = os.environ.get("PEERS_MIXED") == "1"
+EXTRA: list[str] = []  # --backend arguments of the second server, once it runs
 URL_RE = re.compile(r"http://[^/\s]+:(\d+)/")
 START_TIMEOUT = 30.0
 
@@ -62,6 +71,7 @@ class RelayProcess:
             "warning",
             "--state-dir",
             str(state_dir),
+            *EXTRA,
             *RELAY_ARGS,
         ]
         self.proc = subprocess.Popen(
@@ -127,6 +137,42 @@ def jp_base_url() -> str:
     return BASE_URL
 
 
+@pytest.fixture(scope="session")
+def peers_second_backend(tmp_path_factory):
+    """With PEERS_MIXED=1: a second `jupyter server` for the whole run, behind every relay."""
+    if not MIXED:
+        yield None
+        return
+    root = tmp_path_factory.mktemp("second-root")
+    token = secrets.token_hex(16)
+    port = tornado.testing.bind_unused_port()
+    number = port[0].getsockname()[1]
+    port[0].close()
+    env = {**os.environ, "JUPYTER_TOKEN": token, "JUPYTER_RUNTIME_DIR": str(root)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_server", "--no-browser", "--ServerApp.ip=127.0.0.1",
+         f"--ServerApp.port={number}", "--ServerApp.port_retries=0",
+         f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{number}/"
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}api/status?token={token}", timeout=2):
+                break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("the second jupyter server did not start") from None
+            time.sleep(0.2)
+    EXTRA[:] = ["--backend", f"second={url}?token={token}"]
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
 if RELAY and REUSE:
     PORT = tornado.testing.bind_unused_port()[0]
     PORT_NUMBER = PORT.getsockname()[1]
@@ -153,7 +199,7 @@ if RELAY and REUSE:
         return jp_configurable_serverapp(config=config, argv=jp_argv)
 
     @pytest.fixture(scope="session")
-    def peers_relays(tmp_path_factory):
+    def peers_relays(tmp_path_factory, peers_second_backend):
         state = tmp_path_factory.mktemp("relay-state")
         yield (
             lambda backend: (
@@ -174,7 +220,7 @@ if RELAY and REUSE:
 elif RELAY:
 
     @pytest.fixture
-    def peers_relay(jp_serverapp, jp_http_port, jp_base_url, tmp_path):
+    def peers_relay(jp_serverapp, jp_http_port, jp_base_url, tmp_path, peers_second_backend):
         token = jp_serverapp.identity_provider.token
         query = urllib.parse.urlencode({"token": token})
         backend = f"http://127.0.0.1:{jp_http_port}{jp_base_url}?{query}"
@@ -188,10 +234,11 @@ elif RELAY:
 if RELAY:
 
     def _path(parts: tuple[str, ...], params: dict[str, Any] | None) -> str:
-        # As pytest-jupyter's jp_fetch: the joined parts url-escaped, then under the base,
-        # which for a client of the relay is its root.
+        # As pytest-jupyter's jp_fetch: the joined parts url-escaped, then under the base:
+        # the server's (PEERS_CLIENT=prefixed) or the relay's root.
         path_url = url_escape(url_path_join(*parts), plus=False)
-        return url_path_join("/", path_url) + "?" + urllib.parse.urlencode(params or {})
+        base = BASE_URL if PREFIXED else "/"
+        return url_path_join(base, path_url) + "?" + urllib.parse.urlencode(params or {})
 
     @pytest.fixture
     def jp_fetch(peers_relay, http_server_client):
