@@ -27,6 +27,31 @@ from .servers import (
 )
 
 RELAY_TOKEN = "relay-test-token-0123456789abcdef"
+# The unit tier (`pytest -m unit`, a few seconds): modules of pure rules, no sockets.
+UNIT_MODULES = frozenset(
+    {
+        "test_auth",
+        "test_colab_protocol",
+        "test_config",
+        "test_fastpath",
+        "test_gate",
+        "test_headers",
+        "test_mixer_names",
+        "test_proxy_rules",
+    }
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "unit: pure rules without sockets (pytest -m unit)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in UNIT_MODULES:
+            item.add_marker(pytest.mark.unit)
+
+
 # In-process relays keep gateway sessions here, not in the user's runtime directory.
 STATE_DIR = tempfile.mkdtemp(prefix="jupyter-relay-state-")
 
