@@ -20,6 +20,8 @@ import time
 import urllib.error
 import urllib.request
 
+from relay_command import relay_command  # type: ignore[import-not-found]  # tests/peers on the path
+
 BASE = "/a%40b/"
 REQUESTS = [
     # (method, path, body): what the failing tests send
@@ -90,22 +92,7 @@ def main() -> int:
         stderr=subprocess.DEVNULL,
     )
     relay = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyter_relay",
-            "--port",
-            "0",
-            "--token",
-            relay_token,
-            "--backend",
-            f"t=http://127.0.0.1:{port}{BASE}?token={token}",
-            "--log-level",
-            "warning",
-            "--state-dir",
-            root,
-            *extra,
-        ],
+        relay_command(relay_token, f"http://127.0.0.1:{port}{BASE}?token={token}", root, extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -24,6 +24,7 @@ import tornado.httpclient
 import tornado.testing
 import tornado.websocket
 from jupyter_server.utils import url_path_join
+from relay_command import relay_command  # type: ignore[import-not-found]  # tests/peers on the path
 from tornado.escape import url_escape
 from traitlets.config import Config
 
@@ -57,23 +58,7 @@ class RelayProcess:
         self.token = secrets.token_hex(16)
         self.port: int | None = None
         self.stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115
-        cmd = [
-            sys.executable,
-            "-m",
-            "jupyter_relay",
-            "--port",
-            "0",
-            "--token",
-            self.token,
-            "--backend",
-            f"t={backend}",
-            "--log-level",
-            "warning",
-            "--state-dir",
-            str(state_dir),
-            *EXTRA,
-            *RELAY_ARGS,
-        ]
+        cmd = relay_command(self.token, backend, str(state_dir), [*EXTRA, *RELAY_ARGS])
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
