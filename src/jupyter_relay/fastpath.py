@@ -310,7 +310,6 @@ class ClientConnection(asyncio.Protocol):
         if head is None:
             self._handoff()
             return
-        path, _, query = head.target.partition("?")
         relay = self.server.relay
         # The gate first: routing may make a port-proxy target, never for a stranger.
         # Whatever it does not pass, aiohttp answers, with the same gate's words.
@@ -320,7 +319,8 @@ class ClientConnection(asyncio.Protocol):
         if decision.outcome is not gate.Outcome.PASS:
             self._handoff()
             return
-        backend = relay.route(decision.path, decision.raw_path)
+        path, query = decision.raw_path, decision.query  # the client's bytes, split once
+        backend = relay.route(decision.path, path)
         if backend is None:
             self._handoff()
             return

@@ -87,10 +87,11 @@ def canonical_path(raw_path: str) -> str:
         raise BadPath("a % in the path is not followed by two hex digits (write it as %25)")
     opaque = _OPAQUE.match(raw_path)
     end = opaque.end() if opaque else len(raw_path)
-    segments = raw_path.split("/")[1:]
     decoded = []
-    for index, segment in enumerate(segments):
-        apps = opaque is not None and _offset(segments, index) >= end
+    start = 1  # where the segment begins in the raw path
+    for segment in raw_path.split("/")[1:]:
+        apps = opaque is not None and start >= end
+        start += len(segment) + 1
         text = _decode(segment, strict=not apps)
         if "/" in text or "\\" in text:
             if not apps:
@@ -114,11 +115,6 @@ _KEEP_SEPARATORS = re.compile(r"%(2[Ff]|5[Cc])")
 
 def _escape_separator(match: re.Match[str]) -> str:
     return "%25" + match.group(1).upper()  # decodes to the escape itself: kept encoded
-
-
-def _offset(segments: list[str], index: int) -> int:
-    """Where segment `index` starts in the raw path."""
-    return sum(len(s) + 1 for s in segments[:index]) + 1
 
 
 def _decode(segment: str, strict: bool) -> str:
