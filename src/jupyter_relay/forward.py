@@ -54,6 +54,10 @@ SKIP_AUTO_HEADERS = ("Accept-Encoding", "User-Agent", "Content-Type")
 UNSENDABLE_CLOSE = frozenset({1005, 1006, 1015})
 WS_GOING_AWAY = 1001
 WS_BACKEND_LOST = 1011
+# How long a close frame waits for the peer's: a peer that stopped reading (a client whose
+# event loop ended, a backend that hung) must not hold a splice or a shutdown for aiohttp's
+# default 10 s. The fast path does not wait at all.
+WS_CLOSE_WAIT = 2.0
 T = TypeVar("T")
 
 
@@ -311,6 +315,7 @@ class Forwarder:
                         autoping=False,
                         autoclose=False,
                         max_msg_size=0,
+                        timeout=aiohttp.ClientWSTimeout(ws_close=WS_CLOSE_WAIT),
                         compress=15 if deflate else 0,
                         server_hostname=up.server_hostname,
                     ),
@@ -330,6 +335,7 @@ class Forwarder:
 
         chosen = upstream_ws.protocol
         client_ws = web.WebSocketResponse(
+            timeout=WS_CLOSE_WAIT,
             protocols=(chosen,) if chosen else (),
             autoping=False,
             autoclose=False,
