@@ -38,6 +38,7 @@ UNIT_MODULES = frozenset(
         "test_headers",
         "test_mixer_names",
         "test_proxy_rules",
+        "test_scrub",
     }
 )
 

@@ -19,6 +19,8 @@ class Echo:
     port: int
     requests: list[dict[str, object]] = field(default_factory=list)
     close_codes: list[int | None] = field(default_factory=list)
+    # /stream-page sends its second half only once this is set (by a client that saw the first).
+    page_more: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def backend_arg(self) -> str:
@@ -82,6 +84,21 @@ def make_echo_app(echo: Echo) -> web.Application:
         html = f'<html><script>{{"token": "{BACKEND_TOKEN}"}}</script></html>'
         return web.Response(text=html, content_type="text/html")
 
+    async def stream_page(request: web.Request) -> web.StreamResponse:
+        """A page that streams (as a report or an event stream does), its token split
+        across its two halves; the second waits for `echo.page_more`."""
+        echo.page_more.clear()
+        resp = web.StreamResponse(headers={"Content-Type": "text/html"})
+        if request.query.get("length"):
+            resp.content_length = int(request.query["length"])
+        await resp.prepare(request)
+        half = len(BACKEND_TOKEN) // 2
+        await resp.write(f"<p>first half, then {BACKEND_TOKEN[:half]}".encode())
+        await asyncio.wait_for(echo.page_more.wait(), 30)
+        await resp.write(f"{BACKEND_TOKEN[half:]} second half</p>".encode())
+        await resp.write_eof()
+        return resp
+
     async def ws_handler(request: web.Request) -> web.StreamResponse:
         await record(request)
         ws = web.WebSocketResponse(
@@ -143,6 +160,7 @@ def make_echo_app(echo: Echo) -> web.Application:
     app.router.add_route("*", "/status/{code}", status)
     app.router.add_get("/chunked", chunked)
     app.router.add_get("/page", page)
+    app.router.add_get("/stream-page", stream_page)
     app.router.add_get("/ws", ws_handler)
     return app
 

@@ -149,6 +149,28 @@ async def test_backend_token_scrubbed_from_pages(
     assert '"token": ""' in text
 
 
+@pytest.mark.parametrize("framing", ["chunked", "content-length"])
+async def test_a_page_streams_through_while_its_token_is_taken_out(
+    echo_relay: RunningRelay, client: aiohttp.ClientSession, echo: Echo, framing: str
+) -> None:
+    """The backend sends the rest of its page only after the client has read the first
+    part: a relay that held pages whole (to scrub them) would never deliver that part."""
+    half = len(BACKEND_TOKEN) // 2
+    length = len(f"<p>first half, then {BACKEND_TOKEN} second half</p>")
+    query = f"?length={length}" if framing == "content-length" else ""
+    async with client.get(raw(echo_relay, "/stream-page" + query)) as resp:
+        assert resp.status == 200
+        assert "Content-Length" not in resp.headers  # it changes as the token is taken out
+        first = b""
+        while b"first half, then " not in first:
+            first += await asyncio.wait_for(resp.content.readany(), 10)
+        echo.page_more.set()
+        rest = await resp.read()
+    page = (first + rest).decode()
+    assert page == "<p>first half, then  second half</p>"
+    assert BACKEND_TOKEN[:half] not in page
+
+
 async def test_websocket_subprotocol_chosen_by_backend(
     echo_relay: RunningRelay, client: aiohttp.ClientSession, echo: Echo
 ) -> None:

@@ -32,7 +32,7 @@ from . import gate
 from .backends.base import Target, Upstream
 from .backends.tcp import QUICKACK
 from .errors import BackendError
-from .forward import SCRUB_LIMIT, ClosedEarly, translate_client_error
+from .forward import ClosedEarly, translate_client_error
 from .headers import (
     location_base,
     page_to_scrub,
@@ -42,6 +42,7 @@ from .headers import (
     upstream_target,
 )
 from .responses import error_bytes, websocket_refusal
+from .scrub import Scrubber
 
 if TYPE_CHECKING:
     from .app import Relay
@@ -671,9 +672,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.informational = False
         self.chunked = False
         self.close_delimited = False
-        self.scrub: list[bytes] | None = None
-        self.scrub_size = 0
-        self.held_head: Any = None
+        self.scrubber: Scrubber | None = None
 
     def on_status(self, status: bytes) -> None:
         self.reason += status
@@ -712,9 +711,11 @@ class UpstreamConnection(asyncio.Protocol):
             and page_to_scrub(lower.get("content-type", ""), lower.get("content-encoding"))
             and not no_body
         ):
-            self.scrub = []  # hold the page to take the backend's token out of it
-            self.held_head = out
-            return
+            # A page the backend may have printed its token into streams through a
+            # Scrubber; its length changes, so it goes chunked (or to the close).
+            self.scrubber = Scrubber(ex.up.secrets)
+            out.popall("Content-Length", None)
+            self.chunked = not self.close_delimited
         if self.chunked:
             out["Transfer-Encoding"] = "chunked"
         if self.close_delimited or not ex.head.keep_alive:
@@ -726,12 +727,10 @@ class UpstreamConnection(asyncio.Protocol):
         ex = self.exchange
         if ex is None:
             return
-        if self.scrub is not None:
-            self.scrub.append(bytes(body))
-            self.scrub_size += len(body)
-            if self.scrub_size > SCRUB_LIMIT:
-                self._release_held(ex)
-            return
+        if self.scrubber is not None:
+            body = self.scrubber.feed(bytes(body))
+            if not body:
+                return
         if self.chunked:
             ex.client.write(b"%x\r\n%s\r\n" % (len(body), body))
         else:
@@ -744,33 +743,15 @@ class UpstreamConnection(asyncio.Protocol):
         ex = self.exchange
         if ex is None:
             return
-        if self.scrub is not None:
-            body = b"".join(self.scrub)
-            for secret in ex.up.secrets:
-                body = body.replace(secret, b"")
-            out = self.held_head
-            out.popall("Content-Length", None)
-            out["Content-Length"] = str(len(body))
-            ex.client.write(self._head_bytes(ex.status, out.items()) + body)
-            self.scrub = None
-        elif self.chunked:
+        if self.chunked:
+            tail = self.scrubber.flush() if self.scrubber is not None else b""
+            if tail:
+                ex.client.write(b"%x\r\n%s\r\n" % (len(tail), tail))
             ex.client.write(b"0\r\n\r\n")
         self.head_sent = True
         self.message_done = True
         # llhttp forgets the message once this callback returns: ask now.
         self.reusable = self.parser.should_keep_alive()
-
-    def _release_held(self, ex: Exchange) -> None:
-        """A page too large to hold: send it as it is, as the aiohttp path does."""
-        out = self.held_head
-        out.popall("Content-Length", None)
-        out["Transfer-Encoding"] = "chunked"
-        held = b"".join(self.scrub or [])
-        ex.client.write(self._head_bytes(ex.status, out.items()))
-        ex.client.write(b"%x\r\n%s\r\n" % (len(held), held))
-        self.scrub = None
-        self.chunked = True
-        self.head_sent = True
 
     # --- asyncio protocol -------------------------------------------------------------
 
@@ -822,11 +803,13 @@ class UpstreamConnection(asyncio.Protocol):
         ex, self.exchange = self.exchange, None
         if ex is None or ex.done:
             return
-        if not self.head_sent and self.scrub is None and self.reused and ex.can_retry():
+        if not self.head_sent and self.reused and ex.can_retry():
             ex.retry()  # a kept-alive connection the backend had just closed: try a fresh one
-        elif not self.head_sent and self.scrub is None:
+        elif not self.head_sent:
             ex.fail(ex.failure(ClosedEarly()))
-        elif self.close_delimited and self.scrub is None:
+        elif self.close_delimited:
+            if self.scrubber is not None:
+                ex.client.write(self.scrubber.flush())
             ex.complete(upstream_reusable=False, client_keep_alive=False)
         else:
             # Cut short mid-body: close the client's connection so it sees the truncation.

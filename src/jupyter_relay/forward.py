@@ -2,10 +2,10 @@
 
 Bodies are streamed both ways: request bodies are handed to aiohttp's client
 as the server's stream reader, response bodies are copied chunk by chunk,
-each write waiting for the client to drain (backpressure). The only exception
-is a backend's HTML page, which is read (bounded) to scrub the backend's own
-token, which Jupyter prints into its pages. Errors from aiohttp are translated
-here into the relay's error tree.
+each write waiting for the client to drain (backpressure). A backend's HTML
+page streams through a `Scrubber`, which takes out the backend's own token
+(Jupyter prints it into its pages). Errors from aiohttp are translated here
+into the relay's error tree.
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ from .headers import (
     upstream_target,
 )
 from .responses import error_response, websocket_refusal
+from .scrub import Scrubber
 
 log = logging.getLogger("jupyter_relay.forward")
 
-SCRUB_LIMIT = 8 * 1024 * 1024
 # How often a request waiting for a backend looks whether its client is still there.
 CLIENT_CHECK = 1.0
 CLIENT_CLOSED = 499  # as nginx logs it: nobody reads this answer
@@ -68,15 +68,11 @@ class ForwardSettings:
     relay_is_https: bool = False
 
 
-class ForwardedPage(web.Response):
-    """A backend's page, held to scrub its token: its own security headers stay as they are."""
-
-
 class ForwardedStream(web.StreamResponse):
     """A backend's answer, streamed: its own security headers stay as they are."""
 
 
-FORWARDED = (ForwardedPage, ForwardedStream)
+FORWARDED = (ForwardedStream,)
 
 
 class ClosedEarly(ConnectionResetError):
@@ -266,25 +262,20 @@ class Forwarder:
             cookie_relative=bool(up.strip_prefix),
             base_path=location_base(request.raw_path, up.base_url.raw_path),
         )
-        if up.secrets and _is_scrubbable(resp):
-            body = await resp.content.read(SCRUB_LIMIT + 1)
-            if len(body) <= SCRUB_LIMIT:
-                for secret in up.secrets:
-                    body = body.replace(secret, b"")
-                out_headers.popall("Content-Length", None)
-                return ForwardedPage(
-                    status=resp.status, reason=resp.reason, headers=out_headers, body=body
-                )
-            prefix: bytes | None = body
-        else:
-            prefix = None
+        # A page the backend may have printed its token into streams through a Scrubber;
+        # its length changes, so it goes chunked.
+        scrubber = Scrubber(up.secrets) if up.secrets and _is_scrubbable(resp) else None
+        if scrubber is not None:
+            out_headers.popall("Content-Length", None)
         response = ForwardedStream(status=resp.status, reason=resp.reason, headers=out_headers)
         try:
             await response.prepare(request)
-            if prefix:
-                await response.write(prefix)
             async for chunk in resp.content.iter_any():
-                await response.write(chunk)
+                data = scrubber.feed(chunk) if scrubber is not None else chunk
+                if data:
+                    await response.write(data)
+            if scrubber is not None:
+                await response.write(scrubber.flush())
             await response.write_eof()
         except ConnectionError as exc:
             # The client went away (tab closed, download cancelled): routine, not an error.
@@ -474,6 +465,4 @@ async def _timed_body(
 
 
 def _is_scrubbable(resp: aiohttp.ClientResponse) -> bool:
-    return page_to_scrub(resp.content_type, resp.headers.get("Content-Encoding")) and (
-        resp.content_length is None or resp.content_length <= SCRUB_LIMIT
-    )
+    return page_to_scrub(resp.content_type, resp.headers.get("Content-Encoding"))
