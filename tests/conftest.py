@@ -45,6 +45,9 @@ UNIT_MODULES = frozenset(
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "unit: pure rules without sockets (pytest -m unit)")
+    config.addinivalue_line(
+        "markers", 'peers: the peers\' own suites through the relay (pytest -m "not peers")'
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

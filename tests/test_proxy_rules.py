@@ -98,7 +98,7 @@ def test_relative_mode_strips_the_prefix_and_says_so() -> None:
     assert dict(context_headers("/proxy/8050")) == {
         "X-Forwarded-Prefix": "/proxy/8050",
         "X-Forwarded-Context": "/proxy/8050",
-        "X-ProxyContextPath": "/proxy/8050",
+        "X-Proxycontextpath": "/proxy/8050",
     }
 
 

@@ -126,10 +126,12 @@ def context_headers(prefix: str) -> tuple[tuple[str, str], ...]:
     """What a relative-mode app is told about the prefix the relay took off.
 
     `X-Forwarded-Prefix` is what werkzeug/Flask, Dash and most frameworks read;
-    the other two are jupyter-server-proxy's, kept for apps that read those.
+    the other two are jupyter-server-proxy's, kept for apps that read those, and
+    spelled as it sends them (tornado normalises the name to `X-Proxycontextpath`
+    on the wire; its own tests compare the header as the app received it).
     """
     return (
         ("X-Forwarded-Prefix", prefix),
         ("X-Forwarded-Context", prefix),
-        ("X-ProxyContextPath", prefix),
+        ("X-Proxycontextpath", prefix),
     )
