@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from jupyter_relay.fastpath import FrameCursor, parse_head
+from jupyter_relay.fast.head import parse_head
+from jupyter_relay.fast.tunnel import FrameCursor
 
 
 def frame(payload: bytes, opcode: int = 2, masked: bool = False, fin: bool = True) -> bytes:

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from jupyter_relay import fastpath
+from jupyter_relay.fast import client as fast_client
 from jupyter_relay.server import RunningRelay
 
 from .conftest import RELAY_TOKEN, start_relay
@@ -300,8 +300,8 @@ async def test_bare_line_feeds_are_refused_at_once(echo_relay: RunningRelay) -> 
 async def test_idle_or_half_sent_connections_time_out(
     echo: Echo, monkeypatch: pytest.MonkeyPatch, sent: bytes
 ) -> None:
-    monkeypatch.setattr(fastpath, "KEEPALIVE_TIMEOUT", 0.3)
-    monkeypatch.setattr(fastpath, "HEAD_TIMEOUT", 0.3)
+    monkeypatch.setattr(fast_client, "KEEPALIVE_TIMEOUT", 0.3)
+    monkeypatch.setattr(fast_client, "HEAD_TIMEOUT", 0.3)
     running = await start_relay([echo.backend_arg])
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
@@ -323,8 +323,8 @@ async def test_a_dribbled_head_is_bounded_in_time(
     aiohttp alone bounds it by its keep-alive timeout, counted from the connection's
     start, and closes without a word.
     """
-    monkeypatch.setattr(fastpath, "KEEPALIVE_TIMEOUT", 1.0)
-    monkeypatch.setattr(fastpath, "HEAD_TIMEOUT", 1.0)
+    monkeypatch.setattr(fast_client, "KEEPALIVE_TIMEOUT", 1.0)
+    monkeypatch.setattr(fast_client, "HEAD_TIMEOUT", 1.0)
     running = await start_relay([echo.backend_arg], no_fast_path=engine != "fast-path")
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", running.port)

@@ -19,12 +19,12 @@ from typing import TextIO
 
 from aiohttp import web
 
-from . import fastpath
 from .app import Relay, make_app
 from .backends.base import Progress
 from .config import RelayConfig
 from .errors import ConfigError
-from .fastpath import FastServer
+from .fast import FastServer
+from .fast import client as fast_client
 from .logs import AccessLogger
 
 log = logging.getLogger("jupyter_relay")
@@ -107,7 +107,7 @@ async def start(config: RelayConfig, progress: Progress) -> RunningRelay:
             shutdown_timeout=config.shutdown_timeout,
             # Counted from the connection's start or its last answer, not re-armed by each
             # byte: it also bounds the time a head may take on connections aiohttp serves.
-            keepalive_timeout=fastpath.KEEPALIVE_TIMEOUT,
+            keepalive_timeout=fast_client.KEEPALIVE_TIMEOUT,
         )
         await runner.setup()
         fast = None

@@ -1,0 +1,64 @@
+"""The listening side of the fast path: its connections, pools and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .client import ClientConnection
+from .pool import MAX_POOLS, Pool
+
+if TYPE_CHECKING:
+    from ..app import Relay
+
+log = logging.getLogger("jupyter_relay.fast")
+access_log = logging.getLogger("jupyter_relay.access")
+
+
+class FastServer:
+    """The listening side: makes a `ClientConnection` per accepted connection."""
+
+    def __init__(self, relay: Relay, fallback: Callable[[], asyncio.Protocol]) -> None:
+        self.relay = relay
+        self.fallback = fallback
+        self.connections: set[ClientConnection] = set()
+        self.pools: dict[str, Pool] = {}
+        self.server: asyncio.AbstractServer | None = None
+
+    def __call__(self) -> ClientConnection:
+        return ClientConnection(self)
+
+    def pool(self, backend: str) -> Pool:
+        pool = self.pools.get(backend)
+        if pool is None:
+            if len(self.pools) >= MAX_POOLS:
+                self._retire_idle_pools()
+            pool = self.pools[backend] = Pool()
+        return pool
+
+    def _retire_idle_pools(self) -> None:
+        """Bound the pools (one per port-proxy prefix, too): drop those holding nothing."""
+        for name, pool in list(self.pools.items()):
+            if not pool.idle:
+                pool.retired = True
+                del self.pools[name]
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop accepting, close idle connections, let exchanges finish within `timeout`."""
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.connections):
+            if conn.tunnel is not None:
+                conn.tunnel.going_away()
+            elif conn.exchange is None:
+                conn.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(c.exchange is not None for c in self.connections) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.close()
+        for pool in self.pools.values():
+            pool.close()

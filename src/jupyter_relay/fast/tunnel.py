@@ -1,0 +1,288 @@
+"""A websocket on the fast path: the handshake checked, then bytes both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from ..backends.base import Target, Upstream
+from ..backends.tcp import QUICKACK
+from ..forward import ClosedEarly
+from ..headers import (
+    location_base,
+    response_headers,
+)
+from ..responses import websocket_refusal
+from .base import PIPELINE_LIMIT, WRITE_HIGH, Forwarding
+from .head import HEAD_LIMIT, Head, upstream_head
+
+if TYPE_CHECKING:
+    from .client import ClientConnection
+
+log = logging.getLogger("jupyter_relay.fast")
+access_log = logging.getLogger("jupyter_relay.access")
+
+WS_GOING_AWAY = b"\x88\x02\x03\xe9"  # a server's close frame, code 1001, unmasked
+
+
+class FrameCursor:
+    """Follows websocket frame boundaries in a byte stream, without copying payloads.
+
+    A close frame may only be injected between frames; this says when that is.
+    """
+
+    __slots__ = ("left", "partial")
+
+    def __init__(self) -> None:
+        self.left = 0
+        self.partial = b""
+
+    def feed(self, data: bytes) -> None:
+        if self.partial:
+            data = self.partial + data
+            self.partial = b""
+        pos, end = 0, len(data)
+        while True:
+            if self.left:
+                step = min(self.left, end - pos)
+                pos += step
+                self.left -= step
+                if self.left:
+                    return
+            if pos >= end:
+                return
+            if end - pos < 2:
+                self.partial = data[pos:]
+                return
+            second = data[pos + 1]
+            length = second & 0x7F
+            size = 2 + (2 if length == 126 else 8 if length == 127 else 0)
+            size += 4 if second & 0x80 else 0
+            if end - pos < size:
+                self.partial = data[pos:]
+                return
+            if length == 126:
+                length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+            elif length == 127:
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+            pos += size
+            self.left = length
+
+    @property
+    def at_boundary(self) -> bool:
+        return self.left == 0 and not self.partial
+
+
+class Tunnel(Forwarding):
+    """A websocket: the handshake forwarded, then bytes spliced both ways, frames untouched.
+
+    The backend chooses among the subprotocols the client offered and answers the
+    client's own key; frame types, pings and close codes pass as they are.
+    """
+
+    def __init__(
+        self,
+        client: ClientConnection,
+        backend: Target,
+        up: Upstream,
+        head: Head,
+        path: str,
+        query: str,
+    ) -> None:
+        super().__init__(client, backend, up, head, path)
+        self.upstream: TunnelUpstream | None = None
+        self.stash: list[bytes] = [bytes(client.buffer)] if client.buffer else []
+        client.buffer.clear()
+        self.cursor = FrameCursor()
+        self.closed = False
+        request = upstream_head(client, up, head, path, query)
+        self.task = asyncio.ensure_future(self._open(request))
+
+    async def _open(self, request: bytes) -> None:
+        assert self.up.open_raw is not None
+        try:
+            _, protocol = await self.up.open_raw(lambda: TunnelUpstream(self))
+        except (OSError, TimeoutError) as exc:
+            error = self.failure(exc, self.up.host_header)
+            self.client.write(self.error_answer(error))
+            self.close()
+            return
+        upstream = cast(TunnelUpstream, protocol)
+        if self.closed:
+            upstream.close()
+            return
+        self.upstream = upstream
+        upstream.write(request)
+
+    def from_client(self, data: bytes) -> None:
+        if self.upstream is not None and self.upstream.upgraded:
+            self.upstream.write(data)
+        else:
+            # Until the backend's 101, nothing after the handshake is the backend's: if it
+            # refuses, these bytes (a pipelined request, say) were never let through the gate.
+            self.stash.append(data)
+            if sum(map(len, self.stash)) > PIPELINE_LIMIT:
+                self.client.pause("upgrade")
+
+    def upgraded(self) -> None:
+        """The backend said 101: what the client sent meanwhile is websocket frames."""
+        assert self.upstream is not None
+        if self.stash:
+            self.upstream.write(b"".join(self.stash))
+            self.stash = []
+        self.client.resume("upgrade")
+
+    def to_client(self, data: bytes) -> None:
+        cursor = self.cursor
+        n = len(data)
+        # Most reads are one whole small frame (unmasked, length < 126): see that cheaply.
+        if cursor.left or cursor.partial or n < 2 or data[1] > 125 or n != 2 + data[1]:
+            cursor.feed(data)
+        self.client.write(data)
+
+    def client_paused(self, paused: bool) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            if paused:
+                upstream.transport.pause_reading()
+            else:
+                upstream.transport.resume_reading()
+
+    def upstream_paused(self, paused: bool) -> None:
+        if paused:
+            self.client.pause("upstream")
+        else:
+            self.client.resume("upstream")
+
+    def going_away(self) -> None:
+        """Shutdown: tell the client with 1001 (between frames), close both sides."""
+        if self.upstream is not None and self.upstream.upgraded and self.cursor.at_boundary:
+            self.client.write(WS_GOING_AWAY)
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.upstream is not None:
+            self.upstream.close()
+        self.client.tunnel = None
+        self.client.close()
+        if access_log.isEnabledFor(logging.DEBUG):
+            status = self.upstream.status if self.upstream is not None else 0
+            access_log.debug("GET %s %d websocket closed (fast)", self.path, status)
+
+
+class TunnelUpstream(asyncio.Protocol):
+    """The backend side of a tunnel: reads the handshake answer, then splices."""
+
+    def __init__(self, tunnel: Tunnel) -> None:
+        self.tunnel = tunnel
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.head = bytearray()
+        self.headers: list[tuple[str, str]] = []
+        self.reason = b""
+        self.status = 0
+        self.upgraded = False
+        self.refused = False
+        self.rearm: Callable[[], None] | None = None
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH)
+        sock = transport.get_extra_info("socket")
+        if QUICKACK is not None and sock is not None:
+            self.rearm = functools.partial(sock.setsockopt, socket.IPPROTO_TCP, QUICKACK, 1)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        self.tunnel.upstream_paused(True)
+
+    def resume_writing(self) -> None:
+        self.tunnel.upstream_paused(False)
+
+    def data_received(self, data: bytes) -> None:
+        if self.rearm is not None:
+            # Kernel websockets: jupyter_server leaves Nagle on; acknowledge at once.
+            try:
+                self.rearm()
+            except OSError:
+                self.rearm = None
+        if self.upgraded:
+            self.tunnel.to_client(data)
+            return
+        if self.refused:
+            return
+        self.head += data
+        end = self.head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.head) > HEAD_LIMIT:
+                self.tunnel.close()
+            return
+        self._feed(bytes(self.head[: end + 4]))
+        rest = bytes(self.head[end + 4 :])
+        self.head = bytearray()
+        self.status = self.parser.get_status_code()
+        tunnel = self.tunnel
+        if self.status != 101:
+            # Refused (unknown kernel, auth, a page): the relay says so in its own words, as
+            # for any refused upgrade; the backend's answer may hold its token. Then close.
+            self.refused = True
+            status, message, reason = websocket_refusal(tunnel.backend.name, self.status)
+            tunnel.client.write(tunnel.answer(status, message, reason))
+            tunnel.close()
+            return
+        up = tunnel.up
+        out = response_headers(
+            self.headers,
+            backend_origins=up.origins,
+            relay_is_https=False,
+            relay_cookie=tunnel.client.server.relay.cookie_name,
+            cookie_scope=up.cookie_scope,
+            cookie_relative=bool(up.strip_prefix),
+            base_path=location_base(self.tunnel.path, up.base_url.raw_path),
+        )
+        self.upgraded = True
+        out["Connection"] = "Upgrade"
+        out["Upgrade"] = "websocket"
+        lines = [f"HTTP/1.1 {self.status} {self.reason.decode('latin-1')}"]
+        lines.extend(f"{k}: {v}" for k, v in out.items())
+        tunnel.client.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        tunnel.upgraded()
+        if rest:
+            tunnel.to_client(rest)
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # the 101 head ends here; what follows are frames
+        except httptools.HttpParserError:
+            self.tunnel.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if not self.upgraded and not self.refused and not self.tunnel.closed:
+            # Closed before answering the handshake: the client has had nothing yet.
+            self.tunnel.client.write(self.tunnel.error_answer(self.tunnel.failure(ClosedEarly())))
+        self.tunnel.close()
