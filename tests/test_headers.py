@@ -6,6 +6,7 @@ import pytest
 from multidict import CIMultiDict
 
 from jupyter_relay.headers import (
+    is_upgrade,
     page_to_scrub,
     query_param,
     remove_cookie,
@@ -274,3 +275,19 @@ def test_query_param(query: str, value: str | None) -> None:
 )
 def test_page_to_scrub(content_type: str, encoding: str | None, expected: bool) -> None:
     assert page_to_scrub(content_type, encoding) is expected
+
+
+@pytest.mark.parametrize(
+    ("upgrade", "connection", "expected"),
+    [
+        ("websocket", "Upgrade", True),
+        ("WebSocket", "keep-alive, Upgrade", True),
+        ("websocket", "upgraded", False),  # a token, not a substring
+        ("websocket", "", False),
+        ("h2c", "Upgrade", False),
+        ("", "Upgrade", False),
+    ],
+)
+def test_is_upgrade(upgrade: str, connection: str, expected: bool) -> None:
+    headers = CIMultiDict({"upgrade": upgrade, "connection": connection})
+    assert is_upgrade(headers) is expected

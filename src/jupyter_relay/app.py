@@ -21,6 +21,7 @@ from .backends.base import Progress, Target
 from .config import RelayConfig
 from .errors import BackendError, RelayError
 from .forward import FORWARDED, Forwarder, ForwardSettings
+from .headers import is_upgrade
 from .logs import add_secret, known_secrets
 from .mixer import Mixer, held
 from .mixer import routes as mixer_routes
@@ -144,13 +145,6 @@ RELAY_KEY = web.AppKey("relay", Relay)
 HEALTH_TASK_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("health_task")
 
 
-def is_upgrade(request: web.BaseRequest) -> bool:
-    return (
-        request.headers.get("Upgrade", "").lower() == "websocket"
-        and "upgrade" in request.headers.get("Connection", "").lower()
-    )
-
-
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -172,7 +166,7 @@ def make_gate_middleware(relay: Relay) -> Callable[..., Awaitable[web.StreamResp
             request.raw_path,
             request.headers,
             scheme=request.scheme,
-            websocket=is_upgrade(request),
+            websocket=is_upgrade(request.headers),
             head_size=_head_size(request),
         )
         if decision.outcome is gate.Outcome.PASS:
@@ -223,7 +217,7 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     """
     if response.status == 101:
         return
-    if is_upgrade(request):
+    if is_upgrade(request.headers):
         # As on the fast path: a refused handshake ends the connection. The header too:
         # aiohttp chose its Connection field before this hook, and a client that is not
         # told would send its next request on a connection about to close.
@@ -247,7 +241,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             "which hold no files. Add one that does, e.g. --backend local",
             "Not Found",
         )
-    if is_upgrade(request):
+    if is_upgrade(request.headers):
         return await relay.forwarder.websocket(request, backend)
     return await relay.forwarder.http(request, backend)
 

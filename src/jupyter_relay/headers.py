@@ -7,7 +7,7 @@ are written to be cheap and are tested with tables.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from urllib.parse import unquote_plus
 
 from multidict import CIMultiDict
@@ -123,6 +123,16 @@ def query_param(raw_query: str, name: str) -> str | None:
         if _param_name(item) == name:
             return unquote_plus(item.partition("=")[2])
     return None
+
+
+def is_upgrade(headers: Mapping[str, str]) -> bool:
+    """A websocket upgrade: `Upgrade: websocket` with `upgrade` among `Connection`'s tokens.
+
+    `headers` must look names up case-insensitively (aiohttp's and multidict's do).
+    """
+    return headers.get("Upgrade", "").lower() == "websocket" and "upgrade" in {
+        token.strip().lower() for token in headers.get("Connection", "").split(",")
+    }
 
 
 def page_to_scrub(content_type: str, content_encoding: str | None) -> bool:

@@ -21,6 +21,7 @@ from ..credentials import Secret
 from ..errors import BackendAuthError, BackendError, BackendTLSError, BackendUnreachable
 from ..logs import add_secret
 from ..specs import BackendSpec, TlsSettings
+from ..translate import translate_client_error
 from .tcp import OpenerConnector, QuickAckConnector
 
 Progress = Callable[[str], None]
@@ -225,7 +226,6 @@ class HttpBackend:
 
     async def check(self) -> HealthResult:
         """Ask the backend's `check_path` with our credentials, and time it."""
-        from ..forward import translate_client_error
 
         started = time.monotonic()
         try:

@@ -40,6 +40,7 @@ from ..errors import (
     ConfigError,
 )
 from ..logs import add_secret
+from ..translate import translate_client_error
 from .base import HttpBackend, Progress, Upstream
 
 log = logging.getLogger("jupyter_relay.hub")
@@ -156,7 +157,6 @@ class HubBackend(HttpBackend):
         self, method: str, path: str, body: Any = None, *, doing: str = "read the user"
     ) -> tuple[int, Any]:
         """One call to the Hub API; a GET the hub refuses (401/403) raises, saying why."""
-        from ..forward import translate_client_error
 
         up = super().upstream()
         url = URL(str(self.hub_url) + "hub/api/" + path, encoded=True)

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 from ..backends.base import Target, Upstream
 from ..errors import BackendError
-from ..forward import translate_client_error
 from ..responses import error_bytes
+from ..translate import translate_client_error
 from .head import Head
 
 if TYPE_CHECKING:

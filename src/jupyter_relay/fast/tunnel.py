@@ -13,12 +13,12 @@ import httptools
 
 from ..backends.base import Target, Upstream
 from ..backends.tcp import QUICKACK
-from ..forward import ClosedEarly
 from ..headers import (
     location_base,
     response_headers,
 )
 from ..responses import websocket_refusal
+from ..translate import ClosedEarly
 from .base import PIPELINE_LIMIT, WRITE_HIGH, Forwarding
 from .head import HEAD_LIMIT, Head, upstream_head
 

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
-from ..forward import ClosedEarly
 from ..headers import (
     location_base,
     page_to_scrub,
     response_headers,
 )
 from ..scrub import Scrubber
+from ..translate import ClosedEarly
 from .base import WRITE_HIGH
 
 if TYPE_CHECKING:

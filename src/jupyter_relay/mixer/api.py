@@ -18,7 +18,7 @@ from yarl import URL
 
 from ..backends import Backend
 from ..errors import BackendBadAnswer
-from ..forward import translate_client_error
+from ..translate import translate_client_error
 
 ANSWER_LIMIT = 16 * 1024 * 1024
 # Jupyter checks XSRF on state-changing requests that a token did not authenticate

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..headers import is_upgrade
 from ..responses import error_response
 from .api import read_bounded
 from .core import Passed, Result
@@ -145,7 +146,7 @@ def handlers(relay: Relay) -> list[tuple[str, Handler]]:
             if request.method != "GET":
                 return not_allowed(request, ("GET",))
             backend = relay.backends[await mixer.kernel_owner_of(kernel_id)]
-            if request.headers.get("Upgrade", "").lower() == "websocket":
+            if is_upgrade(request.headers):
                 return await relay.forwarder.websocket(request, backend)
             return await relay.forwarder.http(request, backend)
         if request.method != "POST":

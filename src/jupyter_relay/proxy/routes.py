@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ..headers import is_upgrade
 from .target import ProxyTarget
 
 if TYPE_CHECKING:
@@ -21,11 +22,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def handlers(relay: Relay) -> list[tuple[str, Handler]]:
-    from ..app import is_upgrade  # the app module imports this one
-
     async def forward(request: web.Request, target: ProxyTarget) -> web.StreamResponse:
         async with target.held():
-            if is_upgrade(request):
+            if is_upgrade(request.headers):
                 return await relay.forwarder.websocket(request, target)
             return await relay.forwarder.http(request, target)
 
