@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from jupyter_relay.config import COLAB_ORIGIN, RelayConfig, load_config
+from jupyter_relay.config import RelayConfig, load_config
 from jupyter_relay.errors import ConfigError
+from jupyter_relay.settings import COLAB_ORIGIN
 from jupyter_relay.specs import SshTarget, parse_backend
 
 NO_FILE = {"JUPYTER_CONFIG_DIR": "/nonexistent"}

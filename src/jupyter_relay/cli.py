@@ -9,10 +9,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from .config import ENV_PREFIX, SETTINGS, default_config_path, load_config
+from .config import default_config_path, load_config
 from .errors import ConfigError, RelayError
 from .logs import setup_logging
 from .server import serve
+from .settings import ENV_PREFIX, SETTINGS
 
 DESCRIPTION = """\
 One local Jupyter endpoint in front of any number of Jupyter backends.
