@@ -23,7 +23,7 @@ from jupyter_relay.mixer import held
 from jupyter_relay.server import RunningRelay
 
 from .conftest import RELAY_TOKEN, Mixed, start_relay
-from .kernel_client import V1, execute, run_code
+from .kernel_client import V1, execute, run_code, start_kernel
 from .servers import start_relay_process
 
 WHERE = 'import os; print(os.environ["RELAY_TEST_BACKEND"])'
@@ -467,3 +467,35 @@ async def test_the_issues_command_local_gpu_and_gateway(
             async with client.delete(f"{base}api/kernels/{kernel_id}"):
                 pass
         assert proc.stop() == 0, proc.logs()
+
+
+async def test_a_kernel_websocket_takes_the_fast_path_before_its_owner_is_known(
+    mixed: Mixed, client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Right after a restart the relay knows no kernel's owner: the fast path asks the
+    mixer itself, then tunnels, so a notebook's websocket never changes engine."""
+    caplog.set_level(logging.DEBUG, logger="jupyter_relay.access")
+    b = mixed.b  # not the primary (a): only asking every backend finds the kernel
+    async with aiohttp.ClientSession(headers=b.headers) as direct:
+        kernel_id = await start_kernel(direct, b.base)
+        try:
+            running = await start_relay(mixed.backend_args)
+            try:
+                assert await run_code(client, running.base_url, kernel_id, "print(6 * 7)") == "42"
+                channels = f"/api/kernels/{kernel_id}/channels"
+
+                def tunnelled() -> bool:
+                    return any(
+                        channels in r.getMessage() and "(fast)" in r.getMessage()
+                        for r in caplog.records
+                    )
+
+                async with asyncio.timeout(10):
+                    while not tunnelled():  # logged when the tunnel closes
+                        await asyncio.sleep(0.05)
+                assert running.relay.mixer.kernel_owner[kernel_id] == "b"
+            finally:
+                await running.stop()
+        finally:
+            async with direct.delete(f"{b.base}api/kernels/{kernel_id}") as resp:
+                assert resp.status == 204

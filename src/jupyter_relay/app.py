@@ -133,6 +133,17 @@ class Relay:
             return self.backends[owner] if owner else None
         return self.primary
 
+    def unknown_kernel(self, path: str) -> str | None:
+        """The kernel a websocket at canonical `path` is for, when its owner is not known yet.
+
+        The fast path asks the mixer for it (every backend at once) and routes again,
+        so a notebook's websocket takes the same engine right after a restart as later.
+        """
+        match = mixer_routes.CHANNELS_RE.fullmatch(path)
+        if match is None or match.group(1) in self.mixer.kernel_owner:
+            return None
+        return match.group(1)
+
     def url(self, host: str) -> str:
         shown = f"[{host}]" if ":" in host else host
         base = f"http://{shown}:{self.port}/"

@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING, cast
 
 from .. import gate
-from ..errors import BackendError
+from ..errors import BackendError, RelayError
 from ..responses import error_bytes
 from .base import PIPELINE_LIMIT, WRITE_HIGH
 from .exchange import Exchange
@@ -37,6 +37,8 @@ class ClientConnection(asyncio.Protocol):
         self.exchange: Exchange | None = None
         self.tunnel: Tunnel | None = None
         self.paused: set[str] = set()
+        self.asking: asyncio.Task[None] | None = None  # the mixer, for a kernel's owner
+        self.asked_owner: str | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
         self.head_timer: asyncio.TimerHandle | None = None
 
@@ -64,6 +66,8 @@ class ClientConnection(asyncio.Protocol):
             if not data:
                 return
         self.buffer += data
+        if self.asking is not None:
+            return  # the request waits for its kernel's owner; the rest, for it
         if self.exchange is None:
             self._next()
         elif len(self.buffer) > PIPELINE_LIMIT:
@@ -72,6 +76,8 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self._stop_timers()
+        if self.asking is not None:
+            self.asking.cancel()
         if self.exchange is not None:
             self.exchange.abort()
             self.exchange = None
@@ -128,7 +134,11 @@ class ClientConnection(asyncio.Protocol):
         path, query = decision.raw_path, decision.query  # the client's bytes, split once
         backend = relay.route(decision.path, path)
         if backend is None:
-            self._handoff()
+            kernel = relay.unknown_kernel(decision.path) if head.websocket else None
+            if kernel is not None and kernel != self.asked_owner:
+                self._ask_owner(kernel)  # then here again, the owner known
+            else:
+                self._handoff()
             return
         try:
             up = backend.upstream()
@@ -146,6 +156,25 @@ class ClientConnection(asyncio.Protocol):
         del self.buffer[: len(body)]
         self.exchange = Exchange(self, backend, up, head, path, query)
         self.exchange.begin(body)
+
+    def _ask_owner(self, kernel: str) -> None:
+        """Find which backend runs `kernel`, with reading paused, then route the request again.
+
+        Whatever the mixer cannot find (an unknown kernel, no backend answering),
+        aiohttp answers, in the mixer's words.
+        """
+        self.asked_owner = kernel
+        self.pause("owner")
+        self.asking = self.loop.create_task(self._owner_known(kernel))
+
+    async def _owner_known(self, kernel: str) -> None:
+        try:
+            await self.server.relay.mixer.kernel_owner_of(kernel)
+        except RelayError as exc:
+            log.debug("the owner of kernel %s: %s", kernel, exc)
+        self.asking = None
+        self.resume("owner")
+        self._next()
 
     def _handoff(self) -> None:
         """Give this connection, from the current request on, to aiohttp."""
