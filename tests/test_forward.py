@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import hashlib
 import json
+import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -349,3 +350,25 @@ async def test_a_dribbled_head_is_bounded_in_time(
         assert echo.requests == []
     finally:
         await running.stop()
+
+
+async def test_the_access_log_is_as_loud_on_either_engine(
+    echo_relay: RunningRelay, client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A backend's 404 is an INFO line on both engines; a 200 is DEBUG (quiet by default)."""
+    caplog.set_level(logging.INFO, logger="jupyter_relay.access")
+    async with client.get(raw(echo_relay, "/no-such-route?token=" + RELAY_TOKEN)) as resp:
+        assert resp.status == 404
+    async with client.get(raw(echo_relay, "/echo/fine")) as resp:
+        assert resp.status == 200
+
+    def lines() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "jupyter_relay.access"]
+
+    async with asyncio.timeout(5):
+        while not any("/no-such-route 404" in r.getMessage() for r in lines()):
+            await asyncio.sleep(0.02)
+    logged = [r for r in lines() if "/no-such-route" in r.getMessage()]
+    assert [r.levelno for r in logged] == [logging.INFO]
+    assert RELAY_TOKEN not in logged[0].getMessage()
+    assert not any("/echo/fine" in r.getMessage() for r in lines())

@@ -59,14 +59,17 @@ def setup_logging(level: str) -> None:
     logging.getLogger("asyncssh").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
+def access_level(status: int) -> int:
+    """How loud an answer is in the access log, on either engine: 5xx WARNING, 4xx INFO."""
+    return logging.WARNING if status >= 500 else logging.INFO if status >= 400 else logging.DEBUG
+
+
 class AccessLogger(AbstractAccessLogger):
     """One line a request: method, path without query, status, time."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         status = response.status
-        level = (
-            logging.WARNING if status >= 500 else logging.INFO if status >= 400 else logging.DEBUG
-        )
+        level = access_level(status)
         if self.logger.isEnabledFor(level):
             self.logger.log(
                 level, "%s %s %d %.1fms", request.method, request.path, status, time * 1000

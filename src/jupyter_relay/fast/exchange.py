@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, cast
 
 from ..backends.base import Target, Upstream
 from ..errors import BackendError
+from ..logs import access_level
 from .base import Forwarding
 from .head import Head, upstream_head
 from .upstream import UpstreamConnection
@@ -184,6 +185,8 @@ class Exchange(Forwarding):
             self.timer = None
 
     def _log(self, status: int) -> None:
-        if access_log.isEnabledFor(logging.DEBUG):
+        level = access_level(status)
+        if access_log.isEnabledFor(level):
             elapsed = (self.client.loop.time() - self.started) * 1000
-            access_log.debug("%s %s %d %.1fms (fast)", self.head.method, self.path, status, elapsed)
+            path = self.path.partition("?")[0]
+            access_log.log(level, "%s %s %d %.1fms (fast)", self.head.method, path, status, elapsed)

@@ -17,6 +17,7 @@ from ..headers import (
     location_base,
     response_headers,
 )
+from ..logs import access_level
 from ..responses import websocket_refusal
 from ..translate import ClosedEarly
 from .base import PIPELINE_LIMIT, WRITE_HIGH, Forwarding
@@ -174,9 +175,11 @@ class Tunnel(Forwarding):
             self.upstream.close()
         self.client.tunnel = None
         self.client.close()
-        if access_log.isEnabledFor(logging.DEBUG):
-            status = self.upstream.status if self.upstream is not None else 0
-            access_log.debug("GET %s %d websocket closed (fast)", self.path, status)
+        status = self.upstream.status if self.upstream is not None else 0
+        level = access_level(status) if status else logging.INFO
+        if access_log.isEnabledFor(level):
+            path = self.path.partition("?")[0]
+            access_log.log(level, "GET %s %d websocket closed (fast)", path, status)
 
 
 class TunnelUpstream(asyncio.Protocol):
