@@ -33,6 +33,7 @@ UNIT_MODULES = frozenset(
         "test_auth",
         "test_colab_protocol",
         "test_config",
+        "test_fast_client",
         "test_fastpath",
         "test_gate",
         "test_headers",
