@@ -34,6 +34,7 @@ UNIT_MODULES = frozenset(
         "test_colab_protocol",
         "test_config",
         "test_fast_client",
+        "test_fast_exchange",
         "test_fastpath",
         "test_gate",
         "test_headers",
