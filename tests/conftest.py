@@ -35,6 +35,7 @@ UNIT_MODULES = frozenset(
         "test_config",
         "test_fast_client",
         "test_fast_exchange",
+        "test_fast_tunnel",
         "test_fastpath",
         "test_gate",
         "test_headers",
