@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import sys
 import time
@@ -605,8 +606,12 @@ CONCURRENT_KERNELS = 30
 LISTERS = 10
 
 
+LEFT_OUT = re.compile(r"left (\w+) out of /api/kernels")
+BACKEND_OF = {"python3": "a", "b--python3": "b", "eg--python3": "eg"}
+
+
 async def test_concurrent_starts_lists_and_stops_stay_consistent(
-    mixed: Mixed, api: aiohttp.ClientSession
+    mixed: Mixed, api: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     names = ["python3", "b--python3", "eg--python3"]
     owners: dict[str, JupyterServer | KernelGateway] = {
@@ -629,7 +634,17 @@ async def test_concurrent_starts_lists_and_stops_stay_consistent(
             while busy.is_set():
                 # Started (answered 201) before this list was asked, and not being stopped.
                 expected = set(started) - stopping
+                mark = len(caplog.records)
                 answer = await call(api, "GET", base + "api/kernels")
+                # A backend answering 500 while a kernel is half started is left out of
+                # that list (and the status page says why): its kernels may be missing
+                # from it, and only its kernels.
+                left_out = {
+                    match.group(1)
+                    for r in caplog.records[mark:]
+                    if (match := LEFT_OUT.match(r.getMessage()))
+                }
+                expected = {k for k in expected if BACKEND_OF[started[k]] not in left_out}
                 if answer.status != 200:
                     # Only when every backend failed this list (jupyter_server and the
                     # gateway answer GET /api/kernels with 500 while a kernel is half
