@@ -9,7 +9,7 @@ from ..backends.base import Target, Upstream
 from ..errors import BackendError
 from ..responses import error_bytes
 from ..translate import translate_client_error
-from .head import Head
+from .head import Head, upstream_head
 
 if TYPE_CHECKING:
     from .client import ClientConnection
@@ -33,11 +33,13 @@ class Forwarding:
         up: Upstream,
         head: Head,
         path: str,
+        query: str,
     ) -> None:
         self.client = client
         self.backend = backend
         self.up = up
         self.head = head
+        self.request_head = upstream_head(client, up, head, path, query)
         self.path = path
 
     def failure(self, exc: BaseException, address: str | None = None) -> BackendError:

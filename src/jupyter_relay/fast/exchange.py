@@ -10,7 +10,7 @@ from ..backends.base import Target, Upstream
 from ..errors import BackendError
 from ..logs import access_level
 from .base import Forwarding
-from .head import Head, upstream_head
+from .head import Head
 from .upstream import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ class Exchange(Forwarding):
         path: str,
         query: str,
     ) -> None:
-        super().__init__(client, backend, up, head, path)
+        super().__init__(client, backend, up, head, path, query)
         self.started = client.loop.time()
         self.body_left = head.content_length
         self.pending: list[bytes] | None = []
@@ -46,7 +46,6 @@ class Exchange(Forwarding):
         self.done = False
         self.task: asyncio.Future[None] | None = None
         self.retried = False
-        self.request_head = upstream_head(client, up, head, path, query)
 
     def begin(self, body: bytes) -> None:
         self.body_left -= len(body)

@@ -21,7 +21,7 @@ from ..logs import access_level
 from ..responses import websocket_refusal
 from ..translate import ClosedEarly
 from .base import PIPELINE_LIMIT, WRITE_HIGH, Forwarding
-from .head import HEAD_LIMIT, Head, upstream_head
+from .head import HEAD_LIMIT, Head
 
 if TYPE_CHECKING:
     from .client import ClientConnection
@@ -96,16 +96,15 @@ class Tunnel(Forwarding):
         path: str,
         query: str,
     ) -> None:
-        super().__init__(client, backend, up, head, path)
+        super().__init__(client, backend, up, head, path, query)
         self.upstream: TunnelUpstream | None = None
         self.stash: list[bytes] = [bytes(client.buffer)] if client.buffer else []
         client.buffer.clear()
         self.cursor = FrameCursor()
         self.closed = False
-        request = upstream_head(client, up, head, path, query)
-        self.task = asyncio.ensure_future(self._open(request))
+        self.task = asyncio.ensure_future(self._open())
 
-    async def _open(self, request: bytes) -> None:
+    async def _open(self) -> None:
         assert self.up.open_raw is not None
         try:
             _, protocol = await self.up.open_raw(lambda: TunnelUpstream(self))
@@ -119,7 +118,7 @@ class Tunnel(Forwarding):
             upstream.close()
             return
         self.upstream = upstream
-        upstream.write(request)
+        upstream.write(self.request_head)
 
     def from_client(self, data: bytes) -> None:
         if self.upstream is not None and self.upstream.upgraded:
