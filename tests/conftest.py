@@ -33,14 +33,16 @@ UNIT_MODULES = frozenset(
         "test_auth",
         "test_colab_protocol",
         "test_config",
+        "test_fast_chunked",
         "test_fast_client",
         "test_fast_exchange",
+        "test_fast_head",
         "test_fast_tunnel",
-        "test_fastpath",
         "test_gate",
         "test_headers",
         "test_mixer_names",
         "test_proxy_rules",
+        "test_routes",
         "test_scrub",
     }
 )

@@ -1,16 +1,16 @@
-"""Fakes for driving the fast path without sockets (tests/test_fast_*.py).
+"""Fakes for driving the engine without sockets (tests/test_fast_*.py).
 
 A fake transport records what a protocol writes and whether it reads; a fake relay
-routes every request to `FakeRelay.target` (None: the relay answers it, so it is
-handed to a recording fallback, aiohttp's place); a fake backend opens "raw
-connections" that are fake transports too, so a test plays the backend by feeding
-bytes to the upstream protocol.
+routes every request to `FakeRelay.target` (None: the relay answers it, so it goes
+to the fake house, aiohttp's place) and a kernel's websocket to its owner once a
+fake mixer has said who that is; a fake backend opens "raw connections" that are
+fake transports too, so a test plays the backend by feeding bytes to the upstream
+protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from typing import Any, cast
 
 from yarl import URL
@@ -20,6 +20,7 @@ from jupyter_relay.backends.base import Upstream
 from jupyter_relay.errors import BackendError
 from jupyter_relay.fast.client import ClientConnection
 from jupyter_relay.fast.server import FastServer
+from jupyter_relay.routes import Forward, Later
 
 TOKEN = "fast-client-test-token"
 KERNEL = "0f4a6c3e-1b2d-4e5f-8a9b-0c1d2e3f4a5b"
@@ -58,18 +59,33 @@ class FakeTransport(asyncio.Transport):
         return ("127.0.0.1", 50000) if name == "peername" else default
 
 
-class Fallback(asyncio.Protocol):
-    """aiohttp's place: records the bytes it is handed."""
+class FakeClock:
+    """The loop's clock and timers for the engine, moved by hand; tasks run on the real loop."""
 
     def __init__(self) -> None:
-        self.received = bytearray()
-        self.transport: asyncio.BaseTransport | None = None
+        self.now = 0.0
+        self.timers: list[tuple[float, asyncio.TimerHandle]] = []
+        self.real = asyncio.get_running_loop()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+    def time(self) -> float:
+        return self.now
 
-    def data_received(self, data: bytes) -> None:
-        self.received += data
+    def call_later(self, delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+        handle = asyncio.TimerHandle(self.now + delay, callback, args, self.real)
+        self.timers.append((self.now + delay, handle))
+        return handle
+
+    def create_task(self, coro: Any) -> asyncio.Task[Any]:
+        return self.real.create_task(coro)
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock on, running every timer that falls due, in order."""
+        self.now += seconds
+        due = sorted((t for t in self.timers if t[0] <= self.now), key=lambda t: t[0])
+        self.timers = [t for t in self.timers if t[0] > self.now]
+        for _, handle in due:
+            if not handle.cancelled():
+                handle._run()
 
 
 class FakeMixer:
@@ -89,9 +105,19 @@ BACKEND_TOKEN = "fake-backend-token-5d1e"
 class FakeBackend:
     """A backend at http://127.0.0.1:9/base/ whose raw connections are fake transports."""
 
-    name = "fake"
-
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        name: str = "fake",
+        *,
+        verbatim: bool = False,
+        veto: BackendError | None = None,
+        vetoes: Any = None,
+    ) -> None:
+        self.name = name
+        self.verbatim = verbatim  # the house: heads pass as they are
+        self.vetoes = vetoes  # Upstream.vetoes: which answers `answered` is asked about
+        self.veto = veto  # what `answered` says of them
+        self.asked: list[tuple[int, str | None]] = []
         self.opened: list[tuple[FakeTransport, asyncio.Protocol]] = []
 
     async def _open(self, factory: Any) -> tuple[asyncio.Transport, asyncio.Protocol]:
@@ -110,57 +136,63 @@ class FakeBackend:
             secrets=(BACKEND_TOKEN.encode(),),
             open_raw=self._open,
             host_header="127.0.0.1:9",
+            verbatim=self.verbatim,
+            vetoes=self.vetoes,
         )
 
     def explain(self, error: BackendError) -> BackendError:
         return error
 
     async def answered(self, status: int, location: str | None) -> BackendError | None:
-        return None
+        self.asked.append((status, location))
+        return self.veto
 
 
 class FakeRelay:
-    """Routes every request to `target` (None: the relay answers it); knows no kernel's owner."""
+    """Routes every request to `target` (None: to the house); a kernel's websocket to its
+    owner, which the fake mixer is asked for while unknown."""
 
     def __init__(self) -> None:
         self.policy = gate.Policy(token=TOKEN, cookie_name="c", allowed_hosts=None)
         self.cookie_name = "c"
+        self.backend_timeout = 60.0
         self.mixer = FakeMixer()
         self.target: FakeBackend | None = None
-        self.config = SimpleNamespace(backend_timeout=60.0)
+        self.owners: dict[str, FakeBackend] = {}
+        self.house_backend = FakeBackend("relay", verbatim=True)
+        self.house = Forward(self.house_backend)
 
-    def route(self, path: str, raw_path: str) -> FakeBackend | None:
-        return self.target
+    def route(self, path: str, raw_path: str, query: str) -> Forward | Later:
+        if path == f"/api/kernels/{KERNEL}/channels":
+            owner = self.mixer.kernel_owner.get(KERNEL)
+            if owner is None:
+                return self._owner
+            return Forward(self.owners.setdefault(owner, FakeBackend(owner)))
+        return Forward(self.target) if self.target is not None else self.house
 
-    def unknown_kernel(self, path: str) -> str | None:
-        channels = f"/api/kernels/{KERNEL}/channels"
-        return KERNEL if path == channels and KERNEL not in self.mixer.kernel_owner else None
+    async def _owner(self) -> Forward:
+        owner = await self.mixer.kernel_owner_of(KERNEL)
+        return Forward(self.owners.setdefault(owner, FakeBackend(owner)))
 
 
 class Harness:
     def __init__(self, target: FakeBackend | None = None) -> None:
         self.relay = FakeRelay()
         self.relay.target = target
-        self.fallbacks: list[Fallback] = []
-        self.server = FastServer(cast(Any, self.relay), self._fallback)
+        self.server = FastServer(self.relay)
         self.transport = FakeTransport()
         self.conn = ClientConnection(self.server)
+        self.clock = FakeClock()
+        self.conn.loop = cast(asyncio.AbstractEventLoop, self.clock)
         self.conn.connection_made(self.transport)
 
-    def _fallback(self) -> asyncio.Protocol:
-        self.fallbacks.append(Fallback())
-        return self.fallbacks[-1]
-
     def send(self, data: bytes) -> None:
-        proto = self.transport.protocol
-        if proto is None:
-            self.conn.data_received(data)
-        else:
-            cast(asyncio.Protocol, proto).data_received(data)
+        self.conn.data_received(data)
 
     @property
     def handed(self) -> bytes:
-        return bytes(self.fallbacks[0].received) if self.fallbacks else b""
+        """What the house was sent, on all its connections."""
+        return b"".join(bytes(t.written) for t, _ in self.relay.house_backend.opened)
 
 
 def request(path: str = "/api/status", *, token: bool = True, extra: str = "") -> bytes:

@@ -33,13 +33,12 @@ def based(
     server.stop()
 
 
-@pytest.mark.parametrize("engine", ["fast-path", "aiohttp-only"])
 async def test_a_base_url_keeps_its_bytes_and_locations_are_the_relays(
-    based: tuple[JupyterServer, str], client: aiohttp.ClientSession, engine: str
+    based: tuple[JupyterServer, str], client: aiohttp.ClientSession
 ) -> None:
     server, base = based
     arg = f"t=http://127.0.0.1:{server.port}{base}?token={server.token}"
-    running = await start_relay([arg], no_fast_path=engine != "fast-path")
+    running = await start_relay([arg])
     try:
         url = running.base_url.rstrip("/")
         async with client.get(f"{url}/api/status") as resp:

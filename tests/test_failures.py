@@ -405,12 +405,9 @@ async def test_slow_upload_is_not_a_backend_timeout(
         (jupyter.root / name).unlink(missing_ok=True)
 
 
-@pytest.mark.parametrize("mode", ["fast-path", "aiohttp-only"])
-async def test_websocket_to_a_backend_that_is_down_is_502(
-    client: aiohttp.ClientSession, mode: str
-) -> None:
+async def test_websocket_to_a_backend_that_is_down_is_502(client: aiohttp.ClientSession) -> None:
     port = closed_port()
-    running = await start_relay([f"lab=http://127.0.0.1:{port}/"], no_fast_path=mode != "fast-path")
+    running = await start_relay([f"lab=http://127.0.0.1:{port}/"])
     try:
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
             kernel = "6e8a4c0e-1f7b-4a8e-9d2c-3b5f7a9c1d2e"

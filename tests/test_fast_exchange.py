@@ -1,4 +1,4 @@
-"""The fast path's exchanges, driven without sockets: the test plays client and backend.
+"""The engine's exchanges, driven without sockets: the test plays client and backend.
 
 With the fakes of `fast_fakes`, every request is routed to a fake backend whose raw
 connections are fake transports: what the relay sends upstream is read from one,
@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
+import pytest
+
+from jupyter_relay.errors import BackendUnreachable
 from jupyter_relay.fast.exchange import Exchange
 
 from .fast_fakes import BACKEND_TOKEN, TOKEN, FakeBackend, FakeTransport, Harness, request
@@ -90,3 +93,180 @@ async def test_a_kept_alive_connection_the_backend_closed_is_retried_once() -> N
     feed(fresh_proto, b"HTTP/1.1 204 No Content\r\n\r\n")
     assert h.transport.written.count(b"HTTP/1.1 204 ") == 2
     assert not h.transport.closed
+
+
+async def test_the_backend_is_timed_once_it_has_the_whole_request() -> None:
+    """The clock starts when the body is all sent (a slow upload is the client's pace)."""
+    h = Harness(FakeBackend())
+    timeout = h.relay.backend_timeout
+    h.send(b"POST /api/x HTTP/1.1\r\nHost: h\r\nAuthorization: token " + TOKEN.encode())
+    h.send(b"\r\nContent-Length: 10\r\n\r\n12345")
+    up, _ = await upstream_of(h)
+    h.clock.advance(timeout * 3)  # the client is slow: nobody is timed yet
+    assert h.transport.written == b""
+    h.send(b"67890")
+    assert up.written.endswith(b"\r\n\r\n1234567890")
+    h.clock.advance(timeout - 1)
+    assert h.transport.written == b""
+    h.clock.advance(1)
+    assert h.transport.written.startswith(b"HTTP/1.1 504 ")
+    assert up.closed and h.transport.closed
+
+
+async def test_an_idle_connection_is_closed_and_a_dribbled_head_gets_408() -> None:
+    from jupyter_relay.fast.client import HEAD_TIMEOUT, KEEPALIVE_TIMEOUT
+
+    idle = Harness(FakeBackend())
+    idle.clock.advance(KEEPALIVE_TIMEOUT - 1)
+    assert not idle.transport.closed
+    idle.clock.advance(1)
+    assert idle.transport.closed and idle.transport.written == b""
+
+    slow = Harness(FakeBackend())
+    for byte in b"GET /api/status HTTP/1.1\r\n":  # a byte a second: no timer is re-armed
+        slow.send(bytes([byte]))
+        slow.clock.advance(1)
+    slow.clock.advance(HEAD_TIMEOUT)
+    assert slow.transport.written.startswith(b"HTTP/1.1 408 ")
+    assert slow.transport.closed
+
+
+async def test_backpressure_pauses_the_other_side_both_ways() -> None:
+    h = Harness(FakeBackend())
+    h.send(request("/files/big"))
+    up, proto = await upstream_of(h)
+    feed(proto, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+    h.conn.pause_writing()  # the client reads slowly: stop reading the backend
+    assert not up.reading
+    h.conn.resume_writing()
+    assert up.reading
+    cast(asyncio.Protocol, proto).pause_writing()  # the backend reads slowly: stop the client
+    assert not h.transport.reading
+    cast(asyncio.Protocol, proto).resume_writing()
+    assert h.transport.reading
+
+
+async def test_a_chunked_upload_is_framed_anew_for_the_backend() -> None:
+    h = Harness(FakeBackend())
+    head = b"PUT /api/contents/a HTTP/1.1\r\nHost: h\r\nAuthorization: token " + TOKEN.encode()
+    h.send(head + b"\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhel")
+    up, proto = await upstream_of(h)
+    h.send(b"lo\r\n0\r\nX-Trailer: t\r\n\r\n" + request("/api/next"))
+    sent = bytes(up.written)
+    assert b"Transfer-Encoding: chunked\r\n" in sent
+    assert sent.endswith(b"\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n")  # no extension, no trailer
+    assert b"/api/next" not in sent  # the next request waits for this one's answer
+    feed(proto, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+    assert b"GET /base/api/next HTTP/1.1" in up.written
+
+
+async def test_a_broken_chunked_upload_is_400_and_goes_no_further() -> None:
+    h = Harness(FakeBackend())
+    head = b"PUT /api/contents/a HTTP/1.1\r\nHost: h\r\nAuthorization: token " + TOKEN.encode()
+    h.send(head + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    up, _ = await upstream_of(h)
+    h.send(b"zz\r\nsmuggled\r\n")
+    assert h.transport.written.startswith(b"HTTP/1.1 400 ")
+    assert b"chunked request body" in h.transport.written
+    assert b"smuggled" not in up.written and up.closed and h.transport.closed
+
+
+async def test_a_head_answer_has_no_body_whatever_its_length_says() -> None:
+    h = Harness(FakeBackend())
+    h.send(request("/files/big").replace(b"GET", b"HEAD", 1) + request("/api/next"))
+    up, proto = await upstream_of(h)
+    feed(proto, b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+    assert h.transport.written.endswith(b"Content-Length: 1000\r\n\r\n")
+    assert up.closed  # llhttp would wait for 1000 bytes: this connection is not reused
+    _, fresh = await upstream_of(h, 1)
+    feed(fresh, b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert h.transport.written.count(b"HTTP/1.1 ") == 2
+
+
+async def test_an_http10_client_gets_no_chunks_and_the_close_ends_the_body() -> None:
+    h = Harness(FakeBackend())
+    h.send(b"GET /files/x HTTP/1.0\r\nAuthorization: token " + TOKEN.encode() + b"\r\n\r\n")
+    up, proto = await upstream_of(h)
+    assert up.written.startswith(b"GET /base/files/x HTTP/1.1\r\n")
+    feed(proto, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    out = bytes(h.transport.written)
+    assert b"Transfer-Encoding" not in out and b"Connection: close\r\n" in out
+    assert out.endswith(b"\r\n\r\nhello")
+    assert h.transport.closed
+
+
+async def test_the_house_gets_the_clients_head_and_gives_its_own_answer() -> None:
+    """Verbatim both ways: the relay's own answers set its cookie, which a backend may not."""
+    h = Harness()  # no target: the house
+    sent = request("/relay/api/status", extra=f"Cookie: c={TOKEN}\r\n")
+    h.send(sent)
+    exchange = cast(Exchange, h.conn.exchange)
+    if exchange.task is not None:
+        await exchange.task
+    up, proto = h.relay.house_backend.opened[0]
+    assert bytes(up.written) == sent
+    answer = b"HTTP/1.1 302 Found\r\nLocation: /lab\r\nSet-Cookie: c=v; HttpOnly\r\n"
+    feed(proto, answer + b"Content-Length: 0\r\n\r\n")
+    assert h.transport.written.startswith(answer)
+
+
+@pytest.mark.parametrize("veto", [True, False])
+async def test_an_answer_the_backend_may_veto_waits_for_its_word(veto: bool) -> None:
+    error = BackendUnreachable("fake", "the hub says the server 'fake' is not running")
+    backend = FakeBackend(
+        vetoes=lambda status, location: status == 424, veto=error if veto else None
+    )
+    h = Harness(backend)
+    h.send(request("/api/contents"))
+    up, proto = await upstream_of(h)
+    feed(proto, b"HTTP/1.1 424 Failed Dependency\r\nContent-Length: 8\r\n\r\nhub page")
+    assert h.transport.written == b""  # held while the backend is asked
+    exchange = cast(Exchange, h.conn.exchange)
+    assert exchange.task is not None
+    await exchange.task
+    assert backend.asked == [(424, None)]
+    if veto:
+        assert h.transport.written.startswith(b"HTTP/1.1 502 ")
+        assert b"is not running" in h.transport.written and b"hub page" not in h.transport.written
+        assert up.closed
+    else:
+        assert h.transport.written.startswith(b"HTTP/1.1 424 ")
+        assert h.transport.written.endswith(b"\r\n\r\nhub page")
+        assert up.reading and h.conn.exchange is None
+
+
+async def test_an_answer_not_vetoable_passes_without_asking() -> None:
+    backend = FakeBackend(vetoes=lambda status, location: status == 424)
+    h = Harness(backend)
+    h.send(request("/api/contents"))
+    _, proto = await upstream_of(h)
+    feed(proto, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+    assert h.transport.written.endswith(b"\r\n\r\n{}") and backend.asked == []
+
+
+async def test_a_house_answer_that_says_close_closes_the_clients_connection() -> None:
+    """A refused upgrade, say: the house said `Connection: close`, so the client was told."""
+    h = Harness()
+    h.send(request("/", token=False).replace(b"GET", b"HEAD", 1))
+    exchange = cast(Exchange, h.conn.exchange)
+    if exchange.task is not None:
+        await exchange.task
+    _, proto = h.relay.house_backend.opened[0]
+    feed(proto, b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 20\r\nConnection: close\r\n\r\n")
+    assert h.transport.written.endswith(b"Connection: close\r\n\r\n")
+    assert h.transport.closed
+
+
+async def test_the_house_is_not_timed_by_the_engine() -> None:
+    """The mixer waits for slow backends itself and names them; the engine must not cut in
+    first with a timeout of "backend 'relay'"."""
+    h = Harness()
+    h.send(request("/api/kernels"))
+    exchange = cast(Exchange, h.conn.exchange)
+    if exchange.task is not None:
+        await exchange.task
+    h.clock.advance(h.relay.backend_timeout * 2)
+    assert h.transport.written == b""
+    _, proto = h.relay.house_backend.opened[0]
+    feed(proto, b"HTTP/1.1 504 Gateway Timeout\r\nContent-Length: 2\r\n\r\n{}")
+    assert h.transport.written.startswith(b"HTTP/1.1 504 Gateway Timeout\r\n")

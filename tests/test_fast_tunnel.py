@@ -1,4 +1,4 @@
-"""The fast path's websocket tunnels, driven without sockets: the test plays both ends.
+"""The engine's websocket tunnels, driven without sockets: the test plays both ends.
 
 The client's bytes after the handshake wait for the backend's 101 (a refusal must
 never let them through); after it, bytes pass both ways untouched; a refusal is
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
+from jupyter_relay.errors import BackendUnreachable
 from jupyter_relay.fast.tunnel import Tunnel
 
 from .fast_fakes import BACKEND_TOKEN, FakeBackend, FakeTransport, Harness, request
@@ -85,3 +86,35 @@ async def test_shutdown_says_1001_only_between_frames() -> None:
     proto2.data_received(SWITCHED + HELLO)  # a whole frame
     tunnel2.going_away()
     assert h2.transport.written.endswith(b"\x88\x02\x03\xe9")  # close, 1001
+
+
+async def test_the_houses_refusal_of_an_upgrade_passes_whole_until_it_closes() -> None:
+    h = Harness()  # no target: the house (the gate's refusals, the Colab bridge)
+    h.send(request("/http_over_websocket", token=False, extra=UPGRADE))
+    tunnel = h.conn.tunnel
+    assert tunnel is not None
+    await tunnel.task
+    up, proto = h.relay.house_backend.opened[0]
+    assert bytes(up.written) == request("/http_over_websocket", token=False, extra=UPGRADE)
+    refusal = b"HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 20\r\n\r\n"
+    proto.data_received(refusal + b'{"message": ')
+    proto.data_received(b'"401"}  ')
+    assert bytes(h.transport.written) == refusal + b'{"message": "401"}  '
+    proto.connection_lost(None)
+    assert tunnel.closed and h.transport.closed
+
+
+async def test_a_refusal_the_backend_may_veto_is_answered_in_its_words() -> None:
+    error = BackendUnreachable("fake", "the hub says the server 'fake' is not running")
+    backend = FakeBackend(vetoes=lambda status, location: status == 503, veto=error)
+    h = Harness(backend)
+    h.send(request("/api/kernels/k/channels", extra=UPGRADE))
+    tunnel, _, proto = await opened(h)
+    proto.data_received(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+    proto.connection_lost(None)  # the hub closes: the answer still waits for the veto
+    assert h.transport.written == b"" and tunnel.vetting
+    await tunnel.task
+    assert backend.asked == [(503, None)]
+    assert h.transport.written.startswith(b"HTTP/1.1 502 ")
+    assert b"is not running" in h.transport.written
+    assert tunnel.closed

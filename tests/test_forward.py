@@ -29,10 +29,10 @@ async def echo() -> AsyncIterator[Echo]:
         yield server
 
 
-@pytest.fixture(params=["fast-path", "aiohttp-only"])
-async def echo_relay(echo: Echo, request: pytest.FixtureRequest) -> AsyncIterator[RunningRelay]:
-    """The relay in front of the echo backend, with and without the fast path: both agree."""
-    running = await start_relay([echo.backend_arg], no_fast_path=request.param != "fast-path")
+@pytest.fixture
+async def echo_relay(echo: Echo) -> AsyncIterator[RunningRelay]:
+    """The relay in front of the echo backend."""
+    running = await start_relay([echo.backend_arg])
     yield running
     await running.stop()
 
@@ -268,12 +268,11 @@ class ForgetfulBackend:
         writer.close()
 
 
-@pytest.mark.parametrize("mode", ["fast-path", "aiohttp-only"])
-async def test_request_on_a_connection_the_backend_dropped_is_retried(mode: str) -> None:
+async def test_request_on_a_connection_the_backend_dropped_is_retried() -> None:
     backend = ForgetfulBackend()
     backend.server = await asyncio.start_server(backend.handle, "127.0.0.1", 0)
     port = backend.server.sockets[0].getsockname()[1]
-    running = await start_relay([f"f=http://127.0.0.1:{port}/"], no_fast_path=mode != "fast-path")
+    running = await start_relay([f"f=http://127.0.0.1:{port}/"])
     # A fresh client connection each time: aiohttp's client would otherwise retry by itself.
     connector = aiohttp.TCPConnector(force_close=True)
     headers = {"Authorization": f"token {RELAY_TOKEN}"}
@@ -315,18 +314,13 @@ async def test_idle_or_half_sent_connections_time_out(
         await running.stop()
 
 
-@pytest.mark.parametrize("engine", ["fast-path", "aiohttp-only"])
 async def test_a_dribbled_head_is_bounded_in_time(
-    echo: Echo, monkeypatch: pytest.MonkeyPatch, engine: str
+    echo: Echo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A byte now and then re-arms no timer: the whole head has HEAD_TIMEOUT, then 408.
-
-    aiohttp alone bounds it by its keep-alive timeout, counted from the connection's
-    start, and closes without a word.
-    """
+    """A byte now and then re-arms no timer: the whole head has HEAD_TIMEOUT, then 408."""
     monkeypatch.setattr(fast_client, "KEEPALIVE_TIMEOUT", 1.0)
     monkeypatch.setattr(fast_client, "HEAD_TIMEOUT", 1.0)
-    running = await start_relay([echo.backend_arg], no_fast_path=engine != "fast-path")
+    running = await start_relay([echo.backend_arg])
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
         head = f"GET /echo/x HTTP/1.1\r\nAuthorization: token {RELAY_TOKEN}\r\n" + "X: y\r\n" * 50
@@ -341,21 +335,18 @@ async def test_a_dribbled_head_is_bounded_in_time(
                 break
         answer += await asyncio.wait_for(reader.read(), 5)
         writer.close()
-        if engine == "fast-path":
-            assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
-            assert b"did not arrive within 1 s" in answer
-        else:
-            assert answer == b""
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b"did not arrive within 1 s" in answer
         assert loop.time() - started < 5
         assert echo.requests == []
     finally:
         await running.stop()
 
 
-async def test_the_access_log_is_as_loud_on_either_engine(
+async def test_the_access_log_says_4xx_at_info_and_success_at_debug(
     echo_relay: RunningRelay, client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A backend's 404 is an INFO line on both engines; a 200 is DEBUG (quiet by default)."""
+    """A backend's 404 is an INFO line; a 200 is DEBUG (quiet by default)."""
     caplog.set_level(logging.INFO, logger="jupyter_relay.access")
     async with client.get(raw(echo_relay, "/no-such-route?token=" + RELAY_TOKEN)) as resp:
         assert resp.status == 404

@@ -1,4 +1,4 @@
-"""What an outside red team found, each as a regression test on both engines.
+"""What an outside red team found, each as a regression test.
 
 A real relay in front of a backend that records every head it is sent (and, where
 the finding was about jupyter_server, a real Jupyter server): each test asserts
@@ -22,7 +22,6 @@ from .proxying import raw_request
 from .recorder import BACKEND_TOKEN, LOGIN_COOKIE, Recorder, run_recorder
 from .servers import JupyterServer
 
-ENGINES = ["fast-path", "aiohttp-only"]
 TOKEN_HEADER = f"Authorization: token {RELAY_TOKEN}\r\n"
 UPGRADE = (
     "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
@@ -36,13 +35,9 @@ async def recorder() -> AsyncIterator[Recorder]:
         yield backend
 
 
-@pytest.fixture(params=ENGINES)
-async def gated(
-    recorder: Recorder, request: pytest.FixtureRequest
-) -> AsyncIterator[tuple[Recorder, RunningRelay]]:
-    running = await start_relay(
-        [recorder.backend_arg], no_fast_path=request.param != "fast-path", backend_timeout="30"
-    )
+@pytest.fixture
+async def gated(recorder: Recorder) -> AsyncIterator[tuple[Recorder, RunningRelay]]:
+    running = await start_relay([recorder.backend_arg], backend_timeout="30")
     yield recorder, running
     await running.stop()
 
@@ -97,29 +92,27 @@ async def test_jupyters_login_cookie_never_reaches_a_client(
     Now a stranger gets 400, and not even the relay's own user gets the cookie:
     the relay logs in to the backend on every request.
     """
-    for fast in (True, False):
-        running = await start_relay([f"lab={jupyter.backend_arg}"], no_fast_path=not fast)
-        try:
-            base = running.base_url.rstrip("/")
-            async with anon.get(f"{base}/relay%2Fhealthz", allow_redirects=False) as resp:
-                assert resp.status == 400
-                assert "Set-Cookie" not in resp.headers
-            for path in ("/lab", "/tree", "/api/status", "/login"):
-                async with client.get(base + path, allow_redirects=False) as resp:
-                    cookies = resp.headers.getall("Set-Cookie", [])
-                    assert not [c for c in cookies if c.startswith("username-")], (path, cookies)
-                    assert jupyter.token not in await resp.text()
-        finally:
-            await running.stop()
+    running = await start_relay([f"lab={jupyter.backend_arg}"])
+    try:
+        base = running.base_url.rstrip("/")
+        async with anon.get(f"{base}/relay%2Fhealthz", allow_redirects=False) as resp:
+            assert resp.status == 400
+            assert "Set-Cookie" not in resp.headers
+        for path in ("/lab", "/tree", "/api/status", "/login"):
+            async with client.get(base + path, allow_redirects=False) as resp:
+                cookies = resp.headers.getall("Set-Cookie", [])
+                assert not [c for c in cookies if c.startswith("username-")], (path, cookies)
+                assert jupyter.token not in await resp.text()
+    finally:
+        await running.stop()
 
 
 # --- 2. DNS rebinding, --no-auth included ---------------------------------------------------
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("no_auth", [True, False])
-async def test_a_rebound_name_is_refused(recorder: Recorder, engine: str, no_auth: bool) -> None:
-    flags: dict[str, object] = {"no_fast_path": engine != "fast-path"}
+async def test_a_rebound_name_is_refused(recorder: Recorder, no_auth: bool) -> None:
+    flags: dict[str, object] = {}
     if no_auth:
         flags["no_auth"] = True
     running = await start_relay([recorder.backend_arg], **flags)
@@ -154,17 +147,16 @@ async def test_allow_host_lets_a_named_proxy_in(recorder: Recorder) -> None:
 
 
 async def test_a_page_answering_an_upgrade_is_not_passed_on(jupyter: JupyterServer) -> None:
-    for fast in (True, False):
-        running = await start_relay([f"lab={jupyter.backend_arg}"], no_fast_path=not fast)
-        try:
-            status, answer_head, body = await raw_request(
-                running.port, head("GET", "/lab", running.port, TOKEN_HEADER + UPGRADE)
-            )
-            assert status >= 400, (fast, status)
-            assert jupyter.token.encode() not in answer_head + body
-            assert b"refused the websocket" in body
-        finally:
-            await running.stop()
+    running = await start_relay([f"lab={jupyter.backend_arg}"])
+    try:
+        status, answer_head, body = await raw_request(
+            running.port, head("GET", "/lab", running.port, TOKEN_HEADER + UPGRADE)
+        )
+        assert status >= 400, status
+        assert jupyter.token.encode() not in answer_head + body
+        assert b"refused the websocket" in body
+    finally:
+        await running.stop()
 
 
 # --- 4. the relay's token under another spelling ---------------------------------------------

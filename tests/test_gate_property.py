@@ -139,13 +139,11 @@ def engines() -> Iterator[Engines]:
     async def up() -> Engines:
         recorder = await recording.__aenter__()
         relays = {
-            engine: await start_relay(
+            "engine": await start_relay(
                 [recorder.backend_arg],
-                no_fast_path=engine == "aiohttp-only",
                 allow_origin=["https://trusted.example.org"],
                 log_level="error",
             )
-            for engine in ("fast-path", "aiohttp-only")
         }
         return Engines(loop, recorder, relays)
 

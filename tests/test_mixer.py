@@ -216,7 +216,7 @@ async def test_a_second_relay_serves_kernels_it_never_listed(
     kernel = await send_json(
         client, "POST", relay.base_url + "api/kernels", {"name": "b--python3"}, 201
     )
-    beside = await start_relay(mixed.backend_args, no_fast_path=True)
+    beside = await start_relay(mixed.backend_args)
     try:
         assert not beside.relay.mixer.kernel_owner  # nothing learnt yet
         assert await run_on(client, beside, kernel["id"]) == "b"
@@ -469,11 +469,11 @@ async def test_the_issues_command_local_gpu_and_gateway(
         assert proc.stop() == 0, proc.logs()
 
 
-async def test_a_kernel_websocket_takes_the_fast_path_before_its_owner_is_known(
+async def test_a_kernel_websocket_is_tunnelled_before_its_owner_is_known(
     mixed: Mixed, client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Right after a restart the relay knows no kernel's owner: the fast path asks the
-    mixer itself, then tunnels, so a notebook's websocket never changes engine."""
+    """Right after a restart the relay knows no kernel's owner: the engine asks the
+    mixer (every backend), then tunnels to the owner."""
     caplog.set_level(logging.DEBUG, logger="jupyter_relay.access")
     b = mixed.b  # not the primary (a): only asking every backend finds the kernel
     async with aiohttp.ClientSession(headers=b.headers) as direct:
@@ -486,7 +486,7 @@ async def test_a_kernel_websocket_takes_the_fast_path_before_its_owner_is_known(
 
                 def tunnelled() -> bool:
                     return any(
-                        channels in r.getMessage() and "(fast)" in r.getMessage()
+                        channels in r.getMessage() and "websocket closed" in r.getMessage()
                         for r in caplog.records
                     )
 

@@ -37,7 +37,6 @@ from .proxying import (
 from .servers import free_port
 from .webapps import WebApp, run_webapp
 
-MODES = ["fast-path", "aiohttp-only"]
 # A GET that asks for nothing in particular gets the HTML page; API clients ask for JSON.
 JSON = {"Accept": "application/json"}
 
@@ -55,11 +54,9 @@ async def backend() -> AsyncIterator[Echo]:
         yield echo
 
 
-@pytest.fixture(params=MODES)
-async def relay(backend: Echo, request: pytest.FixtureRequest) -> AsyncIterator[WatchedRelay]:
-    async with proxy_relay(
-        [f"lab=http://127.0.0.1:{backend.port}/"], no_fast_path=request.param != "fast-path"
-    ) as running:
+@pytest.fixture
+async def relay(backend: Echo) -> AsyncIterator[WatchedRelay]:
+    async with proxy_relay([f"lab=http://127.0.0.1:{backend.port}/"]) as running:
         yield running
 
 

@@ -24,8 +24,6 @@ from .proxying import PREFIX_HEADERS, proxy_relay, url
 from .servers import free_port
 from .webapps import DEFLATE_BITS, WebApp, run_webapp
 
-MODES = ["fast-path", "aiohttp-only"]
-
 
 @pytest.fixture
 async def app() -> AsyncIterator[WebApp]:
@@ -33,14 +31,12 @@ async def app() -> AsyncIterator[WebApp]:
         yield state
 
 
-@pytest.fixture(params=MODES)
-async def relay(request: pytest.FixtureRequest) -> AsyncIterator[WatchedRelay]:
+@pytest.fixture
+async def relay() -> AsyncIterator[WatchedRelay]:
     backend: Echo
     async with (
         run_echo() as backend,
-        proxy_relay(
-            [f"lab=http://127.0.0.1:{backend.port}/"], no_fast_path=request.param != "fast-path"
-        ) as running,
+        proxy_relay([f"lab=http://127.0.0.1:{backend.port}/"]) as running,
     ):
         yield running
 
@@ -110,15 +106,9 @@ async def test_compression_is_negotiated_with_the_app(
     base = relay.base
     text = "compressible " * 50_000
     target = url(base, f"/proxy/{app.port}/_ws?deflate={DEFLATE_BITS}")
-    fast = relay.running.relay.config.fast_path
     async with asyncio.timeout(30), client.ws_connect(target, compress=15, max_msg_size=0) as ws:
-        if fast:
-            # The window size only the app answers: the client got the app's answer as is.
-            assert ws.compress == DEFLATE_BITS
-        else:
-            # aiohttp's path negotiates each leg: the app was asked first and agreed, then the
-            # relay agreed with the client; frames are inflated and deflated again in between.
-            assert ws.compress == 15
+        # The window size only the app answers: the client got the app's answer as is.
+        assert ws.compress == DEFLATE_BITS
         seen = await info(ws)
         offered = header(seen, "Sec-WebSocket-Extensions") or ""
         assert offered.startswith("permessage-deflate"), seen

@@ -10,7 +10,6 @@ import re
 from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
 
 from .conftest import start_relay
 from .echo_app import run_echo
@@ -71,16 +70,13 @@ async def silent_websocket_backend() -> AsyncIterator[tuple[str, asyncio.Event]]
         server.close()
 
 
-@pytest.mark.parametrize("engine", ["fast-path", "aiohttp"])
 async def test_a_backend_that_never_answers_a_close_does_not_hold_the_shutdown(
-    client: aiohttp.ClientSession, engine: str
+    client: aiohttp.ClientSession,
 ) -> None:
     """At shutdown the relay closes each websocket; a backend that never answers the close
     frame must not hold the relay for aiohttp's default 10 s (nor the shutdown timeout)."""
     async with silent_websocket_backend() as (backend, upgraded):
-        running = await start_relay(
-            [backend], shutdown_timeout="30", no_fast_path=engine == "aiohttp"
-        )
+        running = await start_relay([backend], shutdown_timeout="30")
         ws = await client.ws_connect(running.base_url + "ws")
         await upgraded.wait()
         loop = asyncio.get_running_loop()

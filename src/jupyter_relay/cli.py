@@ -77,7 +77,6 @@ GROUPS = {
         "proxy_allow",
         "proxy_deny_port",
     ),
-    "performance": ("no_fast_path",),
 }
 
 

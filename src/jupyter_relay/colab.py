@@ -27,7 +27,9 @@ import contextlib
 import functools
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+import weakref
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -35,12 +37,9 @@ from yarl import URL
 
 from . import auth
 from . import colab_protocol as protocol
-from .forward import splice
 from .headers import raw_after, strip_query_param
 from .responses import error_response
-
-if TYPE_CHECKING:
-    from .app import Relay
+from .wsplice import WS_GOING_AWAY, splice
 
 log = logging.getLogger("jupyter_relay.colab")
 
@@ -53,22 +52,34 @@ HEARTBEAT = 30.0  # a ping every so often: a vanished page is noticed, its reque
 AUTH_URL_PARAM = protocol.AUTH_URL_PARAM
 
 
+@dataclass(frozen=True)
+class BridgeSettings:
+    """What the bridge knows of the relay: where it listens, and its token and cookie."""
+
+    ip: str
+    port: int
+    token: str | None
+    cookie_name: str
+    backend_timeout: float
+
+
 class Bridge:
     """The bridge's handlers and its loopback client to the relay itself."""
 
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
+    def __init__(self, settings: BridgeSettings) -> None:
+        self.settings = settings
         self._session: aiohttp.ClientSession | None = None
+        self.websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
 
     @property
     def own_base(self) -> str:
-        host = self.relay.config.ip
+        host = self.settings.ip
         if host in ("0.0.0.0", ""):
             host = "127.0.0.1"
         elif host == "::":
             host = "::1"
         shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self.relay.port}"
+        return f"http://{shown}:{self.settings.port}"
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -81,12 +92,20 @@ class Bridge:
         return self._session
 
     async def close(self) -> None:
+        """Shutdown: close the bridge's websockets with 1001, then its client."""
+        await asyncio.gather(
+            *(
+                ws.close(code=WS_GOING_AWAY, message=b"relay shutting down")
+                for ws in self.websockets
+            ),
+            return_exceptions=True,
+        )
         if self._session is not None:
             await self._session.close()
 
     def credentials(self) -> dict[str, str]:
-        token = self.relay.config.token
-        return {"Authorization": f"token {token.value}"} if token is not None else {}
+        token = self.settings.token
+        return {"Authorization": f"token {token}"} if token is not None else {}
 
     # --- /http_over_websocket ------------------------------------------------------------
 
@@ -109,7 +128,7 @@ class Bridge:
             async with lock:
                 await ws.send_str(json.dumps(message))
 
-        self.relay.forwarder.websockets.add(ws)
+        self.websockets.add(ws)
         try:
             async for msg in ws:
                 if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -133,7 +152,7 @@ class Bridge:
                 task.add_done_callback(tasks.discard)
                 task.add_done_callback(functools.partial(_free, slots, budget, size))
         finally:
-            self.relay.forwarder.websockets.discard(ws)
+            self.websockets.discard(ws)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -149,7 +168,7 @@ class Bridge:
         mid = inner.message_id
         url = URL(self.own_base + inner.path, encoded=True)
         headers = {**self.credentials(), "Accept-Encoding": "identity"}
-        timeout = self.relay.config.backend_timeout + 5
+        timeout = self.settings.backend_timeout + 5
         stage = "No answer"
         try:
             async with self.session().request(
@@ -191,7 +210,7 @@ class Bridge:
         ws = web.WebSocketResponse(max_msg_size=64 * 1024)
         await ws.prepare(request)
         has_cookie = (
-            auth.cookie_from_header(request.headers.get("Cookie"), self.relay.cookie_name)
+            auth.cookie_from_header(request.headers.get("Cookie"), self.settings.cookie_name)
             is not None
         )
         outdated = protocol.is_outdated(request.query.get("min_version"))
@@ -245,21 +264,22 @@ class Bridge:
         except Exception:
             await upstream.close()
             raise
-        self.relay.forwarder.websockets.add(client)
+        self.websockets.add(client)
         try:
             await splice(client, upstream)
         finally:
-            self.relay.forwarder.websockets.discard(client)
+            self.websockets.discard(client)
             if not upstream.closed:
                 await upstream.close()
         return client
 
-    def routes(self) -> list[tuple[str, Any]]:
-        return [
-            (PREFIX, self.http_over_websocket),
-            (PREFIX + "/diagnose", self.diagnose),
-            (PREFIX + "/proxied_ws/{path:.+}", self.proxied_ws),
-        ]
+    def handlers(self) -> dict[str, Any]:
+        """The handlers by the names `routes.TABLE` gives them."""
+        return {
+            "http_over_websocket": self.http_over_websocket,
+            "diagnose": self.diagnose,
+            "proxied_ws": self.proxied_ws,
+        }
 
 
 async def _read_chunk(resp: aiohttp.ClientResponse) -> bytes:

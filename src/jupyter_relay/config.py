@@ -51,7 +51,6 @@ class RelayConfig:
     start_timeout: float
     shutdown_timeout: float
     log_level: str
-    fast_path: bool = True
     proxy_allow: Allowlist = field(default_factory=lambda: Allowlist.parse(["loopback"]))
     proxy_deny_ports: tuple[tuple[int, int], ...] = ()
     apps: tuple[AppSpec, ...] = ()
@@ -152,7 +151,6 @@ def load_config(
         start_timeout=values["start_timeout"],
         shutdown_timeout=values["shutdown_timeout"],
         log_level=values["log_level"],
-        fast_path=not values["no_fast_path"],
         proxy_allow=Allowlist.parse(values["proxy_allow"]),
         proxy_deny_ports=parse_port_ranges(values["proxy_deny_port"]),
         apps=parse_apps(file_apps, str(path)),

@@ -19,13 +19,13 @@ from typing import TextIO
 
 from aiohttp import web
 
-from .app import Relay, make_app
+from .app import make_app
 from .backends.base import Progress
 from .config import RelayConfig
 from .errors import ConfigError
-from .fast import FastServer
+from .fast import FastServer, House
 from .fast import client as fast_client
-from .logs import AccessLogger
+from .relay import Relay
 
 log = logging.getLogger("jupyter_relay")
 
@@ -64,9 +64,7 @@ def progress_printer(stream: TextIO) -> Progress:
 class RunningRelay:
     """A relay that is serving: its address, and how to stop it."""
 
-    def __init__(
-        self, relay: Relay, runner: web.AppRunner, host: str, fast: FastServer | None
-    ) -> None:
+    def __init__(self, relay: Relay, runner: web.AppRunner, host: str, fast: FastServer) -> None:
         self.relay = relay
         self.runner = runner
         self.host = host
@@ -86,9 +84,6 @@ class RunningRelay:
         return self.relay.url(self.host)
 
     async def stop(self) -> None:
-        if self.fast is None:
-            await self.runner.cleanup()
-            return
         timeout = self.relay.config.shutdown_timeout
         await asyncio.gather(self.fast.shutdown(timeout), self.runner.cleanup())
 
@@ -99,24 +94,19 @@ async def start(config: RelayConfig, progress: Progress) -> RunningRelay:
     try:
         relay = Relay(config, sock.getsockname()[1])
         await relay.start_backends(progress)
+        # The relay's own answers: reached by the engine only, which logs every request.
         runner = web.AppRunner(
             make_app(relay),
             handle_signals=False,
-            access_log_class=AccessLogger,
-            access_log=logging.getLogger("jupyter_relay.access"),
+            access_log=None,
             shutdown_timeout=config.shutdown_timeout,
-            # Counted from the connection's start or its last answer, not re-armed by each
-            # byte: it also bounds the time a head may take on connections aiohttp serves.
             keepalive_timeout=fast_client.KEEPALIVE_TIMEOUT,
         )
         await runner.setup()
-        fast = None
-        if config.fast_path:
-            assert runner.server is not None
-            fast = FastServer(relay, runner.server)
-            fast.server = await asyncio.get_running_loop().create_server(fast, sock=sock)
-        else:
-            await web.SockSite(runner, sock).start()
+        assert runner.server is not None
+        relay.serve_house(House(runner.server))
+        fast = FastServer(relay)
+        fast.server = await asyncio.get_running_loop().create_server(fast, sock=sock)
     except BaseException:
         sock.close()
         raise

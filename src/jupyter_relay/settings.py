@@ -207,13 +207,6 @@ SETTINGS: tuple[Setting, ...] = (
         is_list=True,
     ),
     Setting("log_level", _log_level, "info", "debug, info, warning or error", "LEVEL"),
-    Setting(
-        "no_fast_path",
-        _bool,
-        False,
-        "forward every request through aiohttp (slower; rules the fast path out when debugging)",
-        is_flag=True,
-    ),
 )
 SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}
 # TOML spells list settings in the plural, as users expect.

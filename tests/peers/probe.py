@@ -1,6 +1,6 @@
 """The answers behind the failures: the same requests to a Jupyter server and to a relay before it.
 
-    python probe.py [--no-fast-path]
+    python probe.py [relay flags]
 
 Starts `jupyter server` (base URL /a%40b/) and `python -m jupyter_relay` in front of
 it, sends each request to both (the relay first: what it creates, the server then

@@ -5,7 +5,7 @@ It does nothing unless asked, through the environment:
 
   PEERS_RELAY=1            jp_fetch and jp_ws_fetch go through a relay started as a
                            subprocess in front of the test's own server
-  PEERS_RELAY_ARGS="..."   extra relay flags (e.g. --no-fast-path)
+  PEERS_RELAY_ARGS="..."   extra relay flags (e.g. --log-level debug)
   PEERS_BASE_URL=/         the test server's base URL (pytest-jupyter's default: /a%40b/)
 
 The client speaks to the relay at its root: `http://127.0.0.1:<relay port>/<path>`,

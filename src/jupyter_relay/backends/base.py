@@ -42,14 +42,16 @@ class Upstream:
     """How to reach a backend over HTTP right now."""
 
     base_url: URL  # scheme://host:port/base/ (base ends with /)
-    session: aiohttp.ClientSession
+    # Open a raw connection to the backend: the engine forwards every request on these.
+    open_raw: RawOpener
+    # For the relay's own calls to the backend (the mixer, health checks); None for a
+    # target only the engine speaks to (the port proxy's apps, the relay's own answers).
+    session: aiohttp.ClientSession | None
     credentials: tuple[tuple[str, str], ...]
     server_hostname: str | None
     # Values a backend may print into its pages (its token): scrubbed from HTML.
     secrets: tuple[bytes, ...]
     origins: frozenset[str] = field(default_factory=frozenset)
-    # For the fast path: open a raw connection to the backend, or None to use aiohttp.
-    open_raw: RawOpener | None = None
     host_header: str = ""
     # The port proxy's relative mode: the relay path's prefix, taken off on the way
     # up and put back in front of the redirects that come down.
@@ -57,6 +59,18 @@ class Upstream:
     location_prefix: str = ""
     # A port-proxy app's prefix: its cookies are kept under it ("" for a backend).
     cookie_scope: str = ""
+    # A backend that may veto an answer (a hub saying its server is gone): for an answer
+    # this returns True for, the engine awaits `Target.answered` before passing it on.
+    vetoes: Callable[[int, str | None], bool] | None = None
+    # The relay's own answers: request and answer heads pass as they are.
+    verbatim: bool = False
+
+    @property
+    def client(self) -> aiohttp.ClientSession:
+        """The session for the relay's own calls to this backend."""
+        if self.session is None:
+            raise RuntimeError(f"no HTTP client for {self.base_url}")
+        return self.session
 
     @property
     def origin(self) -> str:
@@ -231,7 +245,7 @@ class HttpBackend:
         try:
             up = self.upstream()
             async with asyncio.timeout(self.timeouts.connect):
-                async with up.session.get(
+                async with up.client.get(
                     up.base_url / self.check_path,
                     headers=dict(up.credentials),
                     server_hostname=up.server_hostname,

@@ -163,7 +163,7 @@ class HubBackend(HttpBackend):
         headers = dict(up.credentials)
         try:
             async with asyncio.timeout(API_TIMEOUT):
-                async with up.session.request(
+                async with up.client.request(
                     method,
                     url,
                     headers=headers,
@@ -351,7 +351,7 @@ class HubBackend(HttpBackend):
         last_message = ""
         try:
             async with asyncio.timeout(self.timeouts.start):
-                async with up.session.get(
+                async with up.client.get(
                     url, headers=headers, server_hostname=up.server_hostname
                 ) as resp:
                     if resp.status != 200:
@@ -407,9 +407,18 @@ class HubBackend(HttpBackend):
         if not path.startswith("/"):
             path = URL(path).raw_path
         base = up.base_url.with_path(path, encoded=True)
-        # No fast path: every answer is looked at for the hub's "server not running".
-        self._upstream = replace(up, base_url=base, open_raw=None)
+        # The engine shows this backend the answers that may be the hub's "server not running".
+        self._upstream = replace(up, base_url=base, vetoes=self._may_veto)
         self._problem = None
+
+    def _may_veto(self, status: int, location: str | None) -> bool:
+        """Could this answer be the hub's rather than the server's? (`answered` decides.)"""
+        into_hub = location is not None and URL(location).path.startswith(
+            self.hub_url.path + "hub/"
+        )
+        return (
+            status in (401, 403) or status in STOPPED_STATUSES or (300 <= status < 400 and into_hub)
+        )
 
     # --- while running ------------------------------------------------------------------
 
@@ -437,7 +446,7 @@ class HubBackend(HttpBackend):
             self.hub_url.path + "hub/"
         )
         refused = status in (401, 403)
-        if not (refused or status in STOPPED_STATUSES or (300 <= status < 400 and into_hub)):
+        if not self._may_veto(status, location):
             return None
         try:
             server = await self._server_model()

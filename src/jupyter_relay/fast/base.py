@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from .client import ClientConnection
 
 log = logging.getLogger("jupyter_relay.fast")
-access_log = logging.getLogger("jupyter_relay.access")
 
 PIPELINE_LIMIT = 256 * 1024
 # Write buffer high-water mark: with asyncio's 64 KiB, a 1 GiB download paused and
@@ -39,7 +38,9 @@ class Forwarding:
         self.backend = backend
         self.up = up
         self.head = head
-        self.request_head = upstream_head(client, up, head, path, query)
+        self.request_head = (
+            head.raw if up.verbatim else upstream_head(client, up, head, path, query)
+        )
         self.path = path
 
     def failure(self, exc: BaseException, address: str | None = None) -> BackendError:

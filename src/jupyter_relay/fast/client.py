@@ -1,4 +1,4 @@
-"""One client connection: its buffer, its timers, and the exchange or tunnel it serves."""
+"""One client connection: its buffer, timers and routing, and the exchange or tunnel it serves."""
 
 from __future__ import annotations
 
@@ -8,17 +8,18 @@ from typing import TYPE_CHECKING, cast
 
 from .. import gate
 from ..errors import BackendError, RelayError
+from ..logs import log_access
 from ..responses import error_bytes
+from ..routes import Forward, Later, Redirect
 from .base import PIPELINE_LIMIT, WRITE_HIGH
 from .exchange import Exchange
-from .head import HEAD_LIMIT, parse_head
+from .head import HEAD_LIMIT, BadHead, Head, parse_head
 from .tunnel import Tunnel
 
 if TYPE_CHECKING:
     from .server import FastServer
 
 log = logging.getLogger("jupyter_relay.fast")
-access_log = logging.getLogger("jupyter_relay.access")
 
 # A whole request head must arrive within this, however it is dribbled (nginx's
 # client_header_timeout); the keep-alive timer alone is re-armed by every byte.
@@ -37,8 +38,8 @@ class ClientConnection(asyncio.Protocol):
         self.exchange: Exchange | None = None
         self.tunnel: Tunnel | None = None
         self.paused: set[str] = set()
-        self.asking: asyncio.Task[None] | None = None  # the mixer, for a kernel's owner
-        self.asked_owner: str | None = None
+        self.asking: asyncio.Task[None] | None = None  # a road decided later (`Later`)
+        self.resolved: Forward | None = None  # its answer, for the request it was asked for
         self.idle_timer: asyncio.TimerHandle | None = None
         self.head_timer: asyncio.TimerHandle | None = None
 
@@ -60,9 +61,7 @@ class ClientConnection(asyncio.Protocol):
             self.idle_timer = None
         ex = self.exchange
         if ex is not None and ex.body_left:
-            taken = data[: ex.body_left]
-            ex.send_body(taken)
-            data = data[len(taken) :]
+            data = data[ex.take(data) :]
             if not data:
                 return
         self.buffer += data
@@ -100,16 +99,16 @@ class ClientConnection(asyncio.Protocol):
     # --- requests ---------------------------------------------------------------------
 
     def _next(self) -> None:
-        """Start the next buffered request, or hand the connection to aiohttp."""
+        """Start the next buffered request."""
         if self.transport is None or self.transport.is_closing():
             return
         end = self.buffer.find(b"\r\n\r\n")
         if (end < 0 and len(self.buffer) > HEAD_LIMIT) or end + 4 > HEAD_LIMIT:
-            self._refuse(431, "Request Header Fields Too Large")
+            self._refuse(431, "Request Header Fields Too Large", gate.head_too_large().message)
             return
         if end < 0:
             if b"\n\n" in self.buffer:
-                self._handoff()  # bare line feeds: aiohttp answers those
+                self._refuse(400, "Bad Request", "request head lines must end with CRLF")
             elif self.buffer:
                 self._arm_head()  # a head under way: it has HEAD_TIMEOUT to arrive, in all
             else:
@@ -119,80 +118,83 @@ class ClientConnection(asyncio.Protocol):
             self.head_timer.cancel()
             self.head_timer = None
         head = parse_head(bytes(self.buffer[: end + 4]))
-        if head is None:
-            self._handoff()
+        if isinstance(head, BadHead):
+            self._refuse(head.status, head.reason, head.message)
             return
         relay = self.server.relay
         # The gate first: routing may make a port-proxy target, never for a stranger.
-        # Whatever it does not pass, aiohttp answers, with the same gate's words.
+        # Whatever it does not pass, the house answers, with the same gate's words.
         decision = gate.decide(
             relay.policy, head.method, head.target, head.index, websocket=head.websocket
         )
-        if decision.outcome is not gate.Outcome.PASS:
-            self._handoff()
-            return
         path, query = decision.raw_path, decision.query  # the client's bytes, split once
-        backend = relay.route(decision.path, path)
-        if backend is None:
-            kernel = relay.unknown_kernel(decision.path) if head.websocket else None
-            if kernel is not None and kernel != self.asked_owner:
-                self._ask_owner(kernel)  # then here again, the owner known
-            else:
-                self._handoff()
+        if decision.outcome is not gate.Outcome.PASS:
+            route: Forward | Later = relay.house
+        elif self.resolved is not None:
+            route, self.resolved = self.resolved, None
+        else:
+            route = relay.route(decision.path, path, query)
+        if not isinstance(route, Forward):
+            self._resolve(route, head)  # then here again, with its answer
             return
+        target = route.target
         try:
-            up = backend.upstream()
-        except BackendError:
-            self._handoff()
-            return
-        if up.open_raw is None:
-            self._handoff()
+            up = target.upstream()
+        except RelayError as exc:
+            self._answer_error(head, path, exc)
             return
         del self.buffer[: end + 4]
+        if route.path is not None:
+            path = route.path
         if head.websocket:
-            self.tunnel = Tunnel(self, backend, up, head, path, query)
+            self.tunnel = Tunnel(self, target, up, head, path, query)
             return
-        body = bytes(self.buffer[: head.content_length])
-        del self.buffer[: len(body)]
-        self.exchange = Exchange(self, backend, up, head, path, query)
-        self.exchange.begin(body)
+        exchange = self.exchange = Exchange(self, target, up, head, path, query)
+        del self.buffer[: exchange.begin(bytes(self.buffer))]
 
-    def _ask_owner(self, kernel: str) -> None:
-        """Find which backend runs `kernel`, with reading paused, then route the request again.
+    def _resolve(self, later: Later, head: Head) -> None:
+        """Await a road decided later (an owner to ask, a name to resolve, an app to start).
 
-        Whatever the mixer cannot find (an unknown kernel, no backend answering),
-        aiohttp answers, in the mixer's words.
+        Reading is paused meanwhile; the request stays buffered and is routed
+        again with the answer. A `RelayError` is the answer itself.
         """
-        self.asked_owner = kernel
-        self.pause("owner")
-        self.asking = self.loop.create_task(self._owner_known(kernel))
+        self.pause("route")
+        self.asking = self.loop.create_task(self._resolved(later, head))
 
-    async def _owner_known(self, kernel: str) -> None:
+    async def _resolved(self, later: Later, head: Head) -> None:
         try:
-            await self.server.relay.mixer.kernel_owner_of(kernel)
+            found = await later()
         except RelayError as exc:
-            log.debug("the owner of kernel %s: %s", kernel, exc)
+            self.asking = None
+            self._answer_error(head, head.target.partition("?")[0], exc)
+            return
         self.asking = None
-        self.resume("owner")
+        self.resume("route")
+        if isinstance(found, Redirect):
+            self._redirect(head, found.location)
+            return
+        self.resolved = found
         self._next()
 
-    def _handoff(self) -> None:
-        """Give this connection, from the current request on, to aiohttp."""
-        transport = self.transport
-        if transport is None:
-            return
-        self.server.connections.discard(self)
-        self._stop_timers()
-        handler = self.server.fallback()
-        transport.set_protocol(handler)
-        handler.connection_made(transport)
-        if self.paused:
-            self.paused.clear()
-            transport.resume_reading()
-        if self.buffer:
-            handler.data_received(bytes(self.buffer))
+    def _answer_error(self, head: Head, path: str, exc: RelayError) -> None:
+        """The relay's error answer for a request not forwarded; the connection closes."""
+        if isinstance(exc, BackendError):
+            log.warning("%s %s: %s", head.method, path, exc.message)
+        accept = head.index.get("accept", "")
         self.buffer.clear()
-        self.transport = None
+        self.write(error_bytes(path, head.method, accept, exc.status, exc.message, exc.reason))
+        log_access(head.method, path, exc.status, 0.0)
+        self.close()
+
+    def _redirect(self, head: Head, location: str) -> None:
+        answer = (
+            f"HTTP/1.1 301 Moved Permanently\r\nLocation: {location}\r\n"
+            "Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        self.buffer.clear()
+        self.write(answer.encode("latin-1"))
+        log_access(head.method, head.target.partition("?")[0], 301, 0.0)
+        self.close()
 
     def finished(self, keep_alive: bool) -> None:
         self.exchange = None
@@ -229,8 +231,9 @@ class ClientConnection(asyncio.Protocol):
 
     def _arm_head(self) -> None:
         if self.head_timer is None:
+            message = f"the request head did not arrive within {HEAD_TIMEOUT:g} s"
             self.head_timer = self.loop.call_later(
-                HEAD_TIMEOUT, self._refuse, 408, "Request Timeout"
+                HEAD_TIMEOUT, self._refuse, 408, "Request Timeout", message
             )
 
     def _stop_timers(self) -> None:
@@ -239,14 +242,11 @@ class ClientConnection(asyncio.Protocol):
                 timer.cancel()
         self.idle_timer = self.head_timer = None
 
-    def _refuse(self, status: int, reason: str) -> None:
-        """Answer a head too large or too slow to read, and close: it is not parsed."""
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        """Answer a head that cannot be read (too large, too slow, malformed), and close."""
         self.head_timer = None
-        if status == 431:
-            message = gate.head_too_large().message
-        else:
-            message = f"the request head did not arrive within {HEAD_TIMEOUT:g} s"
         log.warning("refused a request head: %s", message)
         self.buffer.clear()
         self.write(error_bytes("/", "GET", "", status, message, reason))
+        log_access("-", "-", status, 0.0)
         self.close()

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, cast
 
 from ..backends.base import Target, Upstream
 from ..errors import BackendError
-from ..logs import access_level
+from ..logs import log_access
 from .base import Forwarding
+from .chunked import BadChunk, ChunkedReader
 from .head import Head
 from .upstream import UpstreamConnection
 
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
     from .pool import Pool
 
 log = logging.getLogger("jupyter_relay.fast")
-access_log = logging.getLogger("jupyter_relay.access")
 # Request body bytes an exchange holds while it waits for an upstream connection.
 PENDING_BODY_LIMIT = 1024 * 1024
 
@@ -37,7 +37,9 @@ class Exchange(Forwarding):
     ) -> None:
         super().__init__(client, backend, up, head, path, query)
         self.started = client.loop.time()
-        self.body_left = head.content_length
+        self.reader = ChunkedReader() if head.chunked else None
+        # Body bytes still to come from the client (for a chunked body: 1 until its end).
+        self.body_left = 1 if head.chunked else head.content_length
         self.pending: list[bytes] | None = []
         self.pending_size = 0
         self.conn: UpstreamConnection | None = None
@@ -47,19 +49,17 @@ class Exchange(Forwarding):
         self.task: asyncio.Future[None] | None = None
         self.retried = False
 
-    def begin(self, body: bytes) -> None:
-        self.body_left -= len(body)
+    def begin(self, data: bytes) -> int:
+        """Send the request on; return how many bytes of `data` were its body."""
         pool = self.client.server.pool(self.backend.name)
         conn = pool.take()
         if conn is not None:
-            self._attach(conn, body)
-            return
-        if body:
-            self._stash(body)
-        self.task = asyncio.ensure_future(self._connect(pool))
+            self._attach(conn)
+        else:
+            self.task = asyncio.ensure_future(self._connect(pool))
+        return self.take(data) if self.body_left and data else 0
 
     async def _connect(self, pool: Pool) -> None:
-        assert self.up.open_raw is not None
         try:
             _, protocol = await self.up.open_raw(UpstreamConnection)
         except (OSError, TimeoutError) as exc:
@@ -72,14 +72,13 @@ class Exchange(Forwarding):
         if self.done:
             pool.give(conn)
             return
-        pending, self.pending = self.pending or [], None
-        self._attach(conn, b"".join(pending))
+        self._attach(conn)
 
-    def _attach(self, conn: UpstreamConnection, body: bytes) -> None:
-        self.pending = None
+    def _attach(self, conn: UpstreamConnection) -> None:
+        pending, self.pending = self.pending or [], None
         self.conn = conn
         conn.exchange = self
-        conn.write(self.request_head + body if body else self.request_head)
+        conn.write(self.request_head + b"".join(pending) if pending else self.request_head)
         if self.body_left == 0:
             self._start_clock()
         if self.client.paused & {"pending"}:
@@ -87,7 +86,8 @@ class Exchange(Forwarding):
 
     def can_retry(self) -> bool:
         """Nothing is lost by sending again: no body, no answer yet, not retried."""
-        return self.head.content_length == 0 and self.status == 0 and not self.retried
+        no_body = self.head.content_length == 0 and self.reader is None
+        return no_body and self.status == 0 and not self.retried
 
     def retry(self) -> None:
         self.retried = True
@@ -105,20 +105,35 @@ class Exchange(Forwarding):
         if self.pending_size > PENDING_BODY_LIMIT:
             self.client.pause("pending")
 
-    def send_body(self, data: bytes) -> None:
-        self.body_left -= len(data)
+    def take(self, data: bytes) -> int:
+        """Send on what of `data` is this request's body; return how many bytes that was."""
+        if self.reader is None:
+            taken = min(self.body_left, len(data))
+            out = data[:taken]
+            self.body_left -= taken
+        else:
+            try:
+                out, taken = self.reader.feed(data)
+            except BadChunk as exc:
+                self.refuse(400, "Bad Request", f"the chunked request body is broken: {exc}")
+                return len(data)
+            if self.reader.done:
+                self.body_left = 0
         if self.conn is not None:
-            self.conn.write(data)
+            if out:
+                self.conn.write(out)
             if self.body_left == 0:
                 self._start_clock()
-        else:
-            self._stash(data)
+        elif out:
+            self._stash(out)
+        return taken
 
     def _start_clock(self) -> None:
         # The backend is timed once it has the whole request, not while the client uploads.
-        if self.timer is None and not self.done:
+        # The house is not: it bounds its own calls to backends, and says which one failed.
+        if self.timer is None and not self.done and not self.up.verbatim:
             self.timer = self.client.loop.call_later(
-                self.client.server.relay.config.backend_timeout, self._timed_out
+                self.client.server.relay.backend_timeout, self._timed_out
             )
 
     def _timed_out(self) -> None:
@@ -143,6 +158,36 @@ class Exchange(Forwarding):
             self.client.pause("upstream")
         else:
             self.client.resume("upstream")
+
+    def vet(self, status: int, location: str | None) -> None:
+        """Ask the backend whether an answer is its own (`Upstream.vetoes`), then go on."""
+        self.task = asyncio.ensure_future(self._vetted(status, location))
+
+    async def _vetted(self, status: int, location: str | None) -> None:
+        try:
+            error = await self.backend.answered(status, location)
+        except Exception as exc:  # asking failed: pass the answer on, as it came
+            log.debug("asking %s about its %d: %s", self.backend.name, status, exc)
+            error = None
+        if self.done or self.conn is None:
+            return
+        if error is not None:
+            self.status = 0  # nothing was sent: the relay answers instead
+            self.fail(error)
+        else:
+            self.conn.release()
+
+    def refuse(self, status: int, reason: str, message: str) -> None:
+        """The client's request cannot go on (its body is broken): say so, close both."""
+        sent = self.status != 0
+        self._end()
+        if self.conn is not None:
+            self.conn.exchange = None
+            self.conn.close()
+        if not sent:
+            self.client.write(self.answer(status, message, reason))
+            self._log(status)
+        self.client.finished(keep_alive=False)
 
     def fail(self, error: BackendError) -> None:
         """Answer with the error if nothing was sent yet; close both sides."""
@@ -184,8 +229,5 @@ class Exchange(Forwarding):
             self.timer = None
 
     def _log(self, status: int) -> None:
-        level = access_level(status)
-        if access_log.isEnabledFor(level):
-            elapsed = (self.client.loop.time() - self.started) * 1000
-            path = self.path.partition("?")[0]
-            access_log.log(level, "%s %s %d %.1fms (fast)", self.head.method, path, status, elapsed)
+        elapsed = (self.client.loop.time() - self.started) * 1000
+        log_access(self.head.method, self.path.partition("?")[0], status, elapsed)

@@ -1,4 +1,4 @@
-"""Request heads on the fast path: framing and parsing one, and the head for the backend."""
+"""Request heads: parsing one (llhttp), and the head for the backend."""
 
 from __future__ import annotations
 
@@ -20,11 +20,10 @@ if TYPE_CHECKING:
     from .client import ClientConnection
 
 log = logging.getLogger("jupyter_relay.fast")
-access_log = logging.getLogger("jupyter_relay.access")
 
 HEAD_LIMIT = gate.HEAD_LIMIT
-FAST_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-HANDS_OFF = frozenset({"expect", "transfer-encoding"})
+# CONNECT asks a proxy for a tunnel to anywhere: the relay is no such proxy.
+REFUSED_METHODS = frozenset({"CONNECT"})
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,18 @@ class Head:
     content_length: int
     keep_alive: bool
     websocket: bool = False
+    raw: bytes = b""  # as the client sent it, for the house
+    chunked: bool = False  # the body comes in chunks (Transfer-Encoding: chunked)
+    http10: bool = False  # an HTTP/1.0 client: no chunked answer, no keep-alive unless asked
+
+
+@dataclass(frozen=True)
+class BadHead:
+    """A head the relay cannot forward: the answer says why."""
+
+    status: int
+    reason: str
+    message: str
 
 
 class _HeadCollector:
@@ -62,8 +73,8 @@ class _HeadCollector:
         self.keep_alive = self.parser.should_keep_alive()
 
 
-def parse_head(data: bytes) -> Head | None:
-    """Parse a request head; None for anything the fast path does not take."""
+def parse_head(data: bytes) -> Head | BadHead:
+    """Parse a request head (its bytes up to and with the blank line)."""
     collector = _HeadCollector()
     parser = httptools.HttpRequestParser(collector)
     collector.parser = parser
@@ -72,29 +83,43 @@ def parse_head(data: bytes) -> Head | None:
         parser.feed_data(data)
     except httptools.HttpParserUpgrade:
         upgrade = True
-    except httptools.HttpParserError:
-        return None
-    if not collector.complete or parser.get_http_version() != "1.1":
-        return None
+    except httptools.HttpParserError as exc:
+        return BadHead(400, "Bad Request", f"the request head is not valid HTTP/1.1: {exc}")
+    version = parser.get_http_version()
+    if not collector.complete or version not in ("1.1", "1.0"):
+        return BadHead(
+            505, "HTTP Version Not Supported", "the relay speaks HTTP/1.1 (and 1.0) only"
+        )
     method = parser.get_method().decode("ascii", "replace")
-    if method not in FAST_METHODS:
-        return None
+    if method in REFUSED_METHODS:
+        return BadHead(405, "Method Not Allowed", f"the relay does not take {method} requests")
     index: dict[str, str] = {}
     for name, value in collector.headers:
         index.setdefault(name.lower(), value)
-    if HANDS_OFF & index.keys():
-        return None
-    websocket = upgrade and method == "GET" and index.get("upgrade", "").lower() == "websocket"
-    if "upgrade" in index and not websocket:
-        return None
+    coding = [c.strip().lower() for c in index.get("transfer-encoding", "").split(",") if c.strip()]
+    chunked = coding == ["chunked"]
+    if coding and not chunked:
+        return BadHead(501, "Not Implemented", "a request body may only be sent chunked or whole")
     length = index.get("content-length", "0")
+    if chunked and "content-length" in index:
+        return BadHead(400, "Bad Request", "a request has Content-Length or is chunked, not both")
     if not length.isdigit():
-        return None
+        return BadHead(400, "Bad Request", f"Content-Length {length!r} is not a number")
+    websocket = upgrade and method == "GET" and index.get("upgrade", "").lower() == "websocket"
     target = collector.url.decode("latin-1")
     if not target.startswith("/") or target.startswith("//"):
-        return None
+        return BadHead(400, "Bad Request", "the request target must be a path, as /lab")
     return Head(
-        method, target, collector.headers, index, int(length), collector.keep_alive, websocket
+        method,
+        target,
+        collector.headers,
+        index,
+        0 if chunked else int(length),
+        collector.keep_alive,
+        websocket,
+        data,
+        chunked,
+        version == "1.0",
     )
 
 
@@ -118,6 +143,8 @@ def upstream_head(
     )
     lines = [f"{head.method} {target} HTTP/1.1", f"Host: {up.host_header}"]
     lines.extend(f"{k}: {v}" for k, v in headers.items())
+    if head.chunked:
+        lines.append("Transfer-Encoding: chunked")  # re-framed chunk by chunk, as it comes
     if head.websocket:
         # The handshake fields (key, version, protocols, extensions) pass as they are:
         # the backend answers the client's own handshake.

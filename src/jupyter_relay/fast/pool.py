@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     from .upstream import UpstreamConnection
 
 log = logging.getLogger("jupyter_relay.fast")
-access_log = logging.getLogger("jupyter_relay.access")
 
 POOL_SIZE = 64
 MAX_POOLS = 1024

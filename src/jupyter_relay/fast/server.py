@@ -4,25 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from ..gate import Policy
+from ..routes import Forward, Later
 from .client import ClientConnection
 from .pool import MAX_POOLS, Pool
 
-if TYPE_CHECKING:
-    from ..app import Relay
+
+class Router(Protocol):
+    """What the engine needs of the relay (`relay.Relay` is one): the gate, and the roads."""
+
+    policy: Policy
+    cookie_name: str  # the relay's own cookie: never forwarded, never set by a backend
+
+    @property
+    def backend_timeout(self) -> float: ...
+
+    @property
+    def house(self) -> Forward: ...
+
+    def route(self, path: str, raw_path: str, query: str) -> Forward | Later: ...
+
 
 log = logging.getLogger("jupyter_relay.fast")
-access_log = logging.getLogger("jupyter_relay.access")
 
 
 class FastServer:
     """The listening side: makes a `ClientConnection` per accepted connection."""
 
-    def __init__(self, relay: Relay, fallback: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(self, relay: Router) -> None:
         self.relay = relay
-        self.fallback = fallback
         self.connections: set[ClientConnection] = set()
         self.pools: dict[str, Pool] = {}
         self.server: asyncio.AbstractServer | None = None

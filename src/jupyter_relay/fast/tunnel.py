@@ -17,7 +17,7 @@ from ..headers import (
     location_base,
     response_headers,
 )
-from ..logs import access_level
+from ..logs import access_level, access_log
 from ..responses import websocket_refusal
 from ..translate import ClosedEarly
 from .base import PIPELINE_LIMIT, WRITE_HIGH, Forwarding
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from .client import ClientConnection
 
 log = logging.getLogger("jupyter_relay.fast")
-access_log = logging.getLogger("jupyter_relay.access")
 
 WS_GOING_AWAY = b"\x88\x02\x03\xe9"  # a server's close frame, code 1001, unmasked
 
@@ -102,10 +101,10 @@ class Tunnel(Forwarding):
         client.buffer.clear()
         self.cursor = FrameCursor()
         self.closed = False
-        self.task = asyncio.ensure_future(self._open())
+        self.vetting = False  # a refusal is shown to the backend (`Upstream.vetoes`)
+        self.task: asyncio.Future[None] = asyncio.ensure_future(self._open())
 
     async def _open(self) -> None:
-        assert self.up.open_raw is not None
         try:
             _, protocol = await self.up.open_raw(lambda: TunnelUpstream(self))
         except (OSError, TimeoutError) as exc:
@@ -160,6 +159,27 @@ class Tunnel(Forwarding):
         else:
             self.client.resume("upstream")
 
+    def refused(self, status: int) -> None:
+        """The backend refused the upgrade: say so in the relay's words, then close."""
+        status, message, reason = websocket_refusal(self.backend.name, status)
+        self.client.write(self.answer(status, message, reason))
+        self.close()
+
+    async def vet(self, status: int, location: str | None) -> None:
+        """A refusal the backend may veto (a hub whose server is gone): ask, then answer."""
+        try:
+            error = await self.backend.answered(status, location)
+        except Exception as exc:
+            log.debug("asking %s about its %d: %s", self.backend.name, status, exc)
+            error = None
+        if self.closed:
+            return
+        if error is not None:
+            self.client.write(self.error_answer(error))
+            self.close()
+        else:
+            self.refused(status)
+
     def going_away(self) -> None:
         """Shutdown: tell the client with 1001 (between frames), close both sides."""
         if self.upstream is not None and self.upstream.upgraded and self.cursor.at_boundary:
@@ -178,7 +198,7 @@ class Tunnel(Forwarding):
         level = access_level(status) if status else logging.INFO
         if access_log.isEnabledFor(level):
             path = self.path.partition("?")[0]
-            access_log.log(level, "GET %s %d websocket closed (fast)", path, status)
+            access_log.log(level, "GET %s %d websocket closed", path, status)
 
 
 class TunnelUpstream(asyncio.Protocol):
@@ -194,6 +214,7 @@ class TunnelUpstream(asyncio.Protocol):
         self.status = 0
         self.upgraded = False
         self.refused = False
+        self.passing = False  # a refusal of the house's, passed on until it closes
         self.rearm: Callable[[], None] | None = None
 
     def on_status(self, status: bytes) -> None:
@@ -233,6 +254,9 @@ class TunnelUpstream(asyncio.Protocol):
         if self.upgraded:
             self.tunnel.to_client(data)
             return
+        if self.passing:
+            self.tunnel.client.write(data)
+            return
         if self.refused:
             return
         self.head += data
@@ -241,18 +265,35 @@ class TunnelUpstream(asyncio.Protocol):
             if len(self.head) > HEAD_LIMIT:
                 self.tunnel.close()
             return
-        self._feed(bytes(self.head[: end + 4]))
+        head = bytes(self.head[: end + 4])
+        self._feed(head)
         rest = bytes(self.head[end + 4 :])
         self.head = bytearray()
         self.status = self.parser.get_status_code()
         tunnel = self.tunnel
         if self.status != 101:
+            self.refused = True
+            if tunnel.up.verbatim:
+                # The relay's own refusal (the house closes after it): passed on whole.
+                self.passing = True
+                tunnel.client.write(head + rest)
+                return
             # Refused (unknown kernel, auth, a page): the relay says so in its own words, as
             # for any refused upgrade; the backend's answer may hold its token. Then close.
-            self.refused = True
-            status, message, reason = websocket_refusal(tunnel.backend.name, self.status)
-            tunnel.client.write(tunnel.answer(status, message, reason))
-            tunnel.close()
+            location = next((v for k, v in self.headers if k.lower() == "location"), None)
+            vetoes = tunnel.up.vetoes
+            if vetoes is not None and vetoes(self.status, location):
+                tunnel.vetting = True
+                tunnel.task = asyncio.ensure_future(tunnel.vet(self.status, location))
+            else:
+                tunnel.refused(self.status)
+            return
+        self.upgraded = True
+        if tunnel.up.verbatim:
+            tunnel.client.write(head)
+            tunnel.upgraded()
+            if rest:
+                tunnel.to_client(rest)
             return
         up = tunnel.up
         out = response_headers(
@@ -264,7 +305,6 @@ class TunnelUpstream(asyncio.Protocol):
             cookie_relative=bool(up.strip_prefix),
             base_path=location_base(self.tunnel.path, up.base_url.raw_path),
         )
-        self.upgraded = True
         out["Connection"] = "Upgrade"
         out["Upgrade"] = "websocket"
         lines = [f"HTTP/1.1 {self.status} {self.reason.decode('latin-1')}"]
@@ -284,6 +324,8 @@ class TunnelUpstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self.tunnel.vetting:
+            return  # the answer waits for the backend's word; `vet` closes
         if not self.upgraded and not self.refused and not self.tunnel.closed:
             # Closed before answering the handshake: the client has had nothing yet.
             self.tunnel.client.write(self.tunnel.error_answer(self.tunnel.failure(ClosedEarly())))

@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any, cast
 
 import httptools
+from multidict import CIMultiDict
 
 from ..headers import (
     location_base,
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
     from .pool import Pool
 
 log = logging.getLogger("jupyter_relay.fast")
-access_log = logging.getLogger("jupyter_relay.access")
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -54,7 +54,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.informational = False
         self.chunked = False
         self.close_delimited = False
+        # The client's connection closes after this answer (an HTTP/1.0 client's answer
+        # whose length changed; the house's answer that says so).
+        self.close_after = False
         self.scrubber: Scrubber | None = None
+        self.held: list[bytes] | None = None  # body bytes while a veto is asked
+        self.held_done = False
 
     def on_status(self, status: bytes) -> None:
         self.reason += status
@@ -68,26 +73,44 @@ class UpstreamConnection(asyncio.Protocol):
             return
         status = self.parser.get_status_code()
         if status < 200:
-            # Informational (103 Early Hints): pass it on, then read the real answer.
+            # Informational (100 Continue, 103 Early Hints): pass it on, then the real answer.
             self.informational = True
             ex.client.write(self._head_bytes(status, self.headers))
             return
         ex.status = status
         ex.got_head()
-        out = response_headers(
-            self.headers,
-            backend_origins=ex.up.origins,
-            relay_is_https=False,
-            location_prefix=ex.up.location_prefix if 300 <= status < 400 else "",
-            relay_cookie=ex.client.server.relay.cookie_name,
-            cookie_scope=ex.up.cookie_scope,
-            cookie_relative=bool(ex.up.strip_prefix),
-            base_path=location_base(ex.path, ex.up.base_url.raw_path),
-        )
+        vetoes = ex.up.vetoes
+        if vetoes is not None:
+            location = next((v for k, v in self.headers if k.lower() == "location"), None)
+            if vetoes(status, location):
+                # Held until the backend says whether this answer is its own (a hub's
+                # "server not running" is not passed on); the body waits with it.
+                self.held = []
+                if self.transport is not None:
+                    self.transport.pause_reading()
+                ex.vet(status, location)
+                return
+        self._send_head(ex, status)
+
+    def _send_head(self, ex: Exchange, status: int) -> None:
         lower = {k.lower(): v for k, v in self.headers}
         self.chunked = "chunked" in lower.get("transfer-encoding", "").lower()
-        no_body = status in (204, 304)
+        no_body = status in (204, 304) or ex.head.method == "HEAD"
         self.close_delimited = not (self.chunked or "content-length" in lower or no_body)
+        if ex.up.verbatim:
+            out = CIMultiDict(self.headers)
+            self.close_after = "close" in lower.get("connection", "").lower()
+        else:
+            out = response_headers(
+                self.headers,
+                backend_origins=ex.up.origins,
+                relay_is_https=False,
+                location_prefix=ex.up.location_prefix if 300 <= status < 400 else "",
+                relay_cookie=ex.client.server.relay.cookie_name,
+                cookie_scope=ex.up.cookie_scope,
+                cookie_relative=bool(ex.up.strip_prefix),
+                base_path=location_base(ex.path, ex.up.base_url.raw_path),
+            )
         if (
             ex.up.secrets
             and page_to_scrub(lower.get("content-type", ""), lower.get("content-encoding"))
@@ -98,16 +121,29 @@ class UpstreamConnection(asyncio.Protocol):
             self.scrubber = Scrubber(ex.up.secrets)
             out.popall("Content-Length", None)
             self.chunked = not self.close_delimited
-        if self.chunked:
+        if self.chunked and ex.head.http10:
+            # HTTP/1.0 knows no chunks: the body goes as it is, ended by the close.
+            self.chunked = False
+            self.close_after = True
+            out.popall("Transfer-Encoding", None)
+        if self.chunked and not no_body:
             out["Transfer-Encoding"] = "chunked"
-        if self.close_delimited or not ex.head.keep_alive:
+        if self.close_delimited or self.close_after or not ex.head.keep_alive:
             out["Connection"] = "close"
         ex.client.write(self._head_bytes(status, out.items()))
         self.head_sent = True
+        if ex.head.method == "HEAD":
+            # No body follows, whatever the head says; llhttp would wait for one, so this
+            # connection is not used again.
+            self.message_done = True
+            self.reusable = False
 
     def on_body(self, body: bytes) -> None:
         ex = self.exchange
-        if ex is None:
+        if ex is None or self.message_done:
+            return
+        if self.held is not None:
+            self.held.append(bytes(body))
             return
         if self.scrubber is not None:
             body = self.scrubber.feed(bytes(body))
@@ -123,17 +159,43 @@ class UpstreamConnection(asyncio.Protocol):
             self.informational = False
             return
         ex = self.exchange
-        if ex is None:
+        if ex is None or self.message_done:
             return
+        # llhttp forgets the message once this callback returns: ask now.
+        reusable = self.parser.should_keep_alive()
+        if self.held is not None:
+            self.held_done = True
+            self.reusable = reusable
+            return
+        self._end_message(ex, reusable)
+
+    def _end_message(self, ex: Exchange, reusable: bool) -> None:
         if self.chunked:
             tail = self.scrubber.flush() if self.scrubber is not None else b""
             if tail:
                 ex.client.write(b"%x\r\n%s\r\n" % (len(tail), tail))
             ex.client.write(b"0\r\n\r\n")
+        elif self.scrubber is not None and not self.close_delimited:
+            ex.client.write(self.scrubber.flush())  # an HTTP/1.0 client's page
         self.head_sent = True
         self.message_done = True
-        # llhttp forgets the message once this callback returns: ask now.
-        self.reusable = self.parser.should_keep_alive()
+        self.reusable = reusable
+
+    def release(self) -> None:
+        """The veto passed: send the held answer on, and read the rest of it."""
+        ex = self.exchange
+        held, self.held = self.held or [], None
+        if ex is None:
+            return
+        self._send_head(ex, ex.status)
+        for body in held:
+            self.on_body(body)
+        if self.held_done and not self.message_done:
+            self._end_message(ex, self.reusable)
+        if self.transport is not None:
+            self.transport.resume_reading()
+        if self.message_done:
+            self._finish(ex)
 
     # --- asyncio protocol -------------------------------------------------------------
 
@@ -172,12 +234,13 @@ class UpstreamConnection(asyncio.Protocol):
             ex.fail(ex.failure(error))
             return
         if self.message_done:
-            self.message_done = False
-            self.on_message_begin()  # nothing of this answer is pending any more
-            ex.complete(
-                upstream_reusable=self.reusable,
-                client_keep_alive=not self.close_delimited,
-            )
+            self._finish(ex)
+
+    def _finish(self, ex: Exchange) -> None:
+        keep_alive = not (self.close_delimited or self.close_after)
+        self.message_done = False
+        self.on_message_begin()  # nothing of this answer is pending any more
+        ex.complete(upstream_reusable=self.reusable, client_keep_alive=keep_alive)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

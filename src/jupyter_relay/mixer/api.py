@@ -67,7 +67,7 @@ async def call(
         headers["Cookie"] = f"_xsrf={XSRF}"
     try:
         async with asyncio.timeout(timeout):
-            async with up.session.request(
+            async with up.client.request(
                 method,
                 url,
                 headers=headers,

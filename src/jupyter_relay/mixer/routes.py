@@ -1,9 +1,10 @@
-"""The mixer's URL space as aiohttp routes: kernelspecs, kernels, sessions.
+"""The mixer's answers as aiohttp handlers: kernelspecs, kernels, sessions.
 
 Each handler checks the method and the id's syntax (nothing malformed reaches
 a backend), reads a bounded JSON body, calls the `Mixer`, and answers in
-Jupyter's shape. Kernel websockets and kernelspec files are streamed by the
-forwarder to the backend that owns them.
+Jupyter's shape. Their paths are rows of `routes.TABLE`; kernel websockets
+and kernelspec files are not here: the engine forwards those to the backend
+that owns them.
 """
 
 from __future__ import annotations
@@ -15,22 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..headers import is_upgrade
 from ..responses import error_response
 from .api import read_bounded
 from .core import Passed, Result
 from .names import ID_RE
 
 if TYPE_CHECKING:
-    from ..app import Relay
+    from .core import Mixer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BODY_LIMIT = 1024 * 1024
 SPEC_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 NO_STORE = {"Cache-Control": "no-store"}
-# Where the mixer answers; the fast path hands these to aiohttp.
-PREFIXES = ("/api/kernelspecs", "/kernelspecs/", "/api/kernels", "/api/sessions")
-CHANNELS_RE = re.compile(r"/api/kernels/(\w+-\w+-\w+-\w+-\w+)/channels")
 
 
 def answer(result: Result) -> web.Response:
@@ -81,9 +78,8 @@ class BadBody(Exception):
         self.status = status
 
 
-def handlers(relay: Relay) -> list[tuple[str, Handler]]:
-    """The routes, for `app.router.add_route("*", path, handler)`."""
-    mixer = relay.mixer
+def handlers(mixer: Mixer) -> dict[str, Handler]:
+    """The handlers by the names `routes.TABLE` gives them."""
 
     def guarded(handler: Handler) -> Handler:
         async def run(request: web.Request) -> web.StreamResponse:
@@ -110,17 +106,6 @@ def handlers(relay: Relay) -> list[tuple[str, Handler]]:
             return error_response(request, 404, f"no kernelspec {name!r}", "Not Found")
         return answer(await mixer.get_spec(name))
 
-    async def spec_file(request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        if request.method not in ("GET", "HEAD"):
-            return not_allowed(request, ("GET", "HEAD"))
-        if not SPEC_NAME_RE.fullmatch(name):
-            return error_response(request, 404, f"no kernelspec {name!r}", "Not Found")
-        backend, own = await mixer.spec_owner(name)
-        raw = request.raw_path.partition("?")[0]
-        rest = raw[len(f"/kernelspecs/{name}/") :]
-        return await relay.forwarder.http(request, backend, path=f"/kernelspecs/{own}/{rest}")
-
     async def kernels(request: web.Request) -> web.StreamResponse:
         if request.method == "GET":
             return answer(await mixer.list_kernels())
@@ -142,13 +127,6 @@ def handlers(relay: Relay) -> list[tuple[str, Handler]]:
         kernel_id, action = request.match_info["kernel_id"], request.match_info["action"]
         if not ID_RE.fullmatch(kernel_id):
             return bad_id(request, "kernel", kernel_id)
-        if action == "channels":
-            if request.method != "GET":
-                return not_allowed(request, ("GET",))
-            backend = relay.backends[await mixer.kernel_owner_of(kernel_id)]
-            if is_upgrade(request.headers):
-                return await relay.forwarder.websocket(request, backend)
-            return await relay.forwarder.http(request, backend)
         if request.method != "POST":
             return not_allowed(request, ("POST",))
         await read_json(request)
@@ -173,13 +151,12 @@ def handlers(relay: Relay) -> list[tuple[str, Handler]]:
             return answer(await mixer.patch_session(session_id, await read_json(request)))
         return answer(await mixer.delete_session(session_id))
 
-    return [
-        ("/api/kernelspecs", guarded(specs)),
-        ("/api/kernelspecs/{name}", guarded(spec)),
-        ("/kernelspecs/{name}/{file:.+}", guarded(spec_file)),
-        ("/api/kernels", guarded(kernels)),
-        ("/api/kernels/{kernel_id}", guarded(kernel)),
-        ("/api/kernels/{kernel_id}/{action:restart|interrupt|channels}", guarded(kernel_action)),
-        ("/api/sessions", guarded(sessions)),
-        ("/api/sessions/{session_id}", guarded(session)),
-    ]
+    return {
+        "specs": guarded(specs),
+        "spec": guarded(spec),
+        "kernels": guarded(kernels),
+        "kernel": guarded(kernel),
+        "kernel_action": guarded(kernel_action),
+        "sessions": guarded(sessions),
+        "session": guarded(session),
+    }

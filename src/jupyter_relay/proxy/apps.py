@@ -142,8 +142,6 @@ class App:
                     "does its command use {port}?"
                 )
             await asyncio.sleep(POLL)
-        if self.target is not None:
-            await self.target.close()
         prefix = f"/apps/{self.name}"
         self.target = ProxyTarget(
             prefix,
@@ -205,9 +203,7 @@ class App:
                 await self._starting
         if self.proc is not None:
             await stop_process(self.proc, STOP_GRACE, group=True)
-        if self.target is not None:
-            target, self.target = self.target, None
-            await target.close()
+        self.target = None
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None

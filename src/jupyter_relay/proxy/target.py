@@ -1,25 +1,23 @@
-"""Where a port-proxy request goes: a `Target` the forwarder and the fast path use as a backend.
+"""Where a port-proxy request goes: a `Target` the engine forwards to as to a backend.
 
 A target is one prefix (`/proxy/8050`, `/proxy/absolute/gpu:6006`, `/apps/tb`)
 and how to dial its app: TCP to addresses already checked against the
 allowlist, or a channel of an `ssh` backend's connection. Its `Upstream`
-carries the prefix to take off and the context headers, so the forwarding
-code that serves backends serves apps unchanged: streaming, backpressure,
-websockets spliced with the app's own handshake answer.
+carries the prefix to take off and the context headers, so the engine serves
+apps as it serves backends: streaming, backpressure, websockets spliced with
+the app's own handshake answer. Its connections are the engine's (a pool per
+prefix), so a target holds nothing to close.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
-import aiohttp
 from yarl import URL
 
 from ..backends.base import Backend, RawOpener, Upstream
-from ..backends.tcp import OpenerConnector
 from ..errors import BackendError, BackendTimeout, BackendUnreachable
 from .paths import context_headers
 
@@ -44,27 +42,16 @@ class ProxyTarget:
         self._name = name
         self.label = label  # "localhost:8050", "port 6006 of backend 'gpu'", "app 'tb'"
         self.via = via
-        self.active = 0
-        self.retired = False
-        self._closing: asyncio.Future[None] | None = None
-        connector = OpenerConnector(opener, limit=0, keepalive_timeout=30)
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(total=None),
-            skip_auto_headers=("User-Agent",),
-        )
         self._upstream = Upstream(
             base_url=URL(f"http://{host_header}/"),
-            session=self.session,
+            open_raw=opener,
+            session=None,
             credentials=context_headers(prefix) if relative else (),
             server_hostname=None,
             secrets=(),
             origins=frozenset(
                 str(URL(o).origin()).lower() for o in (f"http://{host_header}", *origins)
             ),
-            open_raw=opener,
             host_header=host_header,
             strip_prefix=prefix if relative else "",
             location_prefix=prefix if relative else "",
@@ -74,23 +61,6 @@ class ProxyTarget:
     @property
     def name(self) -> str:
         return self._name
-
-    @contextlib.asynccontextmanager
-    async def held(self) -> AsyncIterator[ProxyTarget]:
-        """Use the target's session; a target retired meanwhile closes it when the last leaves."""
-        self.active += 1
-        try:
-            yield self
-        finally:
-            self.active -= 1
-            if self.retired and self.active == 0:
-                await self.close()
-
-    def retire(self) -> None:
-        """Dropped from the cache: close now if unused, else when the last user leaves."""
-        self.retired = True
-        if self.active == 0:
-            self._closing = asyncio.ensure_future(self.close())
 
     def upstream(self) -> Upstream:
         if self.via is not None:
@@ -117,9 +87,6 @@ class ProxyTarget:
 
     async def answered(self, status: int, location: str | None) -> BackendError | None:
         return None
-
-    async def close(self) -> None:
-        await self.session.close()
 
 
 def tcp_opener(addresses: Callable[[], Sequence[str]], port: int, timeout: float) -> RawOpener:

@@ -1,0 +1,203 @@
+"""The composition root: the running relay's state, its backends, and where requests go.
+
+`Relay` builds the backends, the mixer, the port proxy, the apps and the
+Colab bridge from the configuration, starts and stops the backends, and
+routes each request along the road `routes.TABLE` names for its path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+import time
+
+from . import auth, colab, gate, routes
+from .backends import Backend, Timeouts, build_backend
+from .backends.base import Progress, Target, Upstream
+from .config import RelayConfig
+from .errors import BackendError, NotFound
+from .logs import add_secret, known_secrets
+from .mixer import Mixer, held
+from .mixer.names import ID_RE
+from .proxy.apps import Apps
+from .proxy.core import PortProxy
+from .routes import Forward, Later, Redirect, Road
+
+SPEC_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+
+
+class NoFiles:
+    """The primary when there is none (gateways only): every file path is a clear 404."""
+
+    def __init__(self, backends: dict[str, Backend]) -> None:
+        self.gateways = ", ".join(backends)
+
+    @property
+    def name(self) -> str:
+        return "files"
+
+    def upstream(self) -> Upstream:
+        raise NotFound(
+            f"this path is not served: this relay has only kernel backends ({self.gateways}), "
+            "which hold no files. Add one that does, e.g. --backend local"
+        )
+
+    def explain(self, error: BackendError) -> BackendError:
+        return error
+
+    async def answered(self, status: int, location: str | None) -> BackendError | None:
+        return None
+
+
+class Relay:
+    """The running relay: configuration, backends, and the parts that serve requests."""
+
+    def __init__(self, config: RelayConfig, port: int) -> None:
+        self.config = config
+        self.port = port
+        self.cookie_name = auth.cookie_name(port)
+        timeouts = Timeouts(
+            connect=config.connect_timeout,
+            response=config.backend_timeout,
+            start=config.start_timeout,
+        )
+        self.backends: dict[str, Backend] = {
+            spec.name: build_backend(spec, timeouts) for spec in config.backends
+        }
+        self.mixer = Mixer(
+            self.backends,
+            config.primary,
+            list_timeout=config.list_timeout,
+            timeout=config.backend_timeout,
+            held_dir=config.state_dir or held.default_dir(),
+        )
+        self.bridge = colab.Bridge(
+            colab.BridgeSettings(
+                ip=config.ip,
+                port=port,
+                token=config.token.value if config.token is not None else None,
+                cookie_name=self.cookie_name,
+                backend_timeout=config.backend_timeout,
+            )
+        )
+        self.port_proxy = PortProxy(
+            config.proxy_allow, config.proxy_deny_ports, self.backends, config.connect_timeout
+        )
+        self.apps = Apps(
+            config.apps,
+            config.connect_timeout,
+            hide_env=frozenset(b.token.env for b in config.backends if b.token.env),
+            secrets=known_secrets,
+        )
+        self.policy = gate.Policy(
+            token=config.token.value if config.token is not None else None,
+            cookie_name=self.cookie_name,
+            allow_origins=config.allow_origins,
+            allowed_hosts=frozenset(config.allow_hosts) if config.loopback else None,
+        )
+        self.started_at = time.monotonic()
+        primary = self.primary
+        self._primary = Forward(primary if primary is not None else NoFiles(self.backends))
+        self._house = self._primary  # until `serve_house`
+        if config.token is not None:
+            add_secret(config.token.value)
+            add_secret(auth.cookie_value(config.token.value))
+
+    @property
+    def primary(self) -> Backend | None:
+        """The backend that holds the files; None when there are only gateways."""
+        if self.config.primary is None:
+            return None
+        return self.backends[self.config.primary]
+
+    async def start_backends(self, progress: Progress) -> None:
+        """Start every backend at once; if one cannot start, stop the rest and raise."""
+        try:
+            results = await asyncio.gather(
+                *(b.start(progress) for b in self.backends.values()), return_exceptions=True
+            )
+        except BaseException:  # cancelled (Ctrl-C): stop what had started
+            await asyncio.shield(self.stop_backends())
+            raise
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await self.stop_backends()
+            raise failures[0]
+
+    async def stop_backends(self) -> None:
+        await asyncio.gather(*(b.stop() for b in self.backends.values()), return_exceptions=True)
+
+    def route(self, path: str, raw_path: str, query: str) -> Forward | Later:
+        """Where the engine sends a request at canonical `path` (`raw_path`: as sent).
+
+        Decided now when it can be (the house, the primary, a kernel whose owner
+        is known, a port-proxy target allowed without DNS, a running app);
+        otherwise a `Later` the engine awaits with the connection paused.
+        """
+        match = routes.classify(path)
+        road = match.road
+        if road is Road.PRIMARY:
+            return self._primary
+        if road is Road.HOUSE:
+            return self._house
+        if road is Road.KERNEL:
+            kernel = match.params["kernel_id"]
+            owner = self.mixer.kernel_owner.get(kernel)
+            if owner is not None:
+                return Forward(self.backends[owner])
+            return functools.partial(self._kernel_owner, kernel)
+        if road is Road.KERNELSPEC_FILE:
+            return functools.partial(self._spec_file, match.params["name"], raw_path)
+        # The port proxy reads its prefix as the client spelled it (`/proxy/127.0.0.1%3A8050/`
+        # is no form), and checks it before anything is dialled.
+        if road is Road.PORT:
+            target = self.port_proxy.fast_target(raw_path)
+            if target is not None:
+                return Forward(target)
+            return functools.partial(self._port, raw_path)
+        app = self.apps.fast_target(raw_path)
+        if app is not None:
+            return Forward(app)
+        return functools.partial(self._app, raw_path, query)
+
+    async def _kernel_owner(self, kernel: str) -> Forward:
+        if not ID_RE.fullmatch(kernel):
+            raise NotFound(f"no kernel {kernel!r}: not a Jupyter id")
+        return Forward(self.backends[await self.mixer.kernel_owner_of(kernel)])
+
+    async def _spec_file(self, name: str, raw_path: str) -> Forward:
+        if not SPEC_NAME_RE.fullmatch(name):
+            raise NotFound(f"no kernelspec {name!r}")
+        backend, own = await self.mixer.spec_owner(name)
+        rest = raw_path[len(f"/kernelspecs/{name}/") :]
+        return Forward(backend, f"/kernelspecs/{own}/{rest}")
+
+    async def _port(self, raw_path: str) -> Forward:
+        return Forward(await self.port_proxy.target(raw_path))
+
+    async def _app(self, raw_path: str, query: str) -> Forward | Redirect:
+        target, location = await self.apps.target(raw_path)
+        if target is None:
+            return Redirect(location + ("?" + query if query else ""))
+        return Forward(target)
+
+    @property
+    def backend_timeout(self) -> float:
+        return self.config.backend_timeout
+
+    @property
+    def house(self) -> Forward:
+        """The relay's own answers (and the gate's refusals): the aiohttp application."""
+        return self._house
+
+    def serve_house(self, house: Target) -> None:
+        """Start sending the relay's own paths to `house` (the aiohttp application)."""
+        self._house = Forward(house)
+
+    def url(self, host: str) -> str:
+        shown = f"[{host}]" if ":" in host else host
+        base = f"http://{shown}:{self.port}/"
+        if self.config.token is None:
+            return base
+        return f"{base}?token={self.config.token.value}"
