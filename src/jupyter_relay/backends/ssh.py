@@ -36,7 +36,6 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -45,9 +44,16 @@ from yarl import URL
 from ..credentials import Secret
 from ..errors import BackendError, BackendTimeout, BackendUnreachable
 from ..logs import redact
-from ..specs import SshTarget
 from . import channel, remote
 from .base import HealthResult, HttpBackend, Progress, RawOpener, Upstream
+from .ssh_config import (
+    client_config,
+    existing,
+    identity_files,
+    int_option,
+    known_hosts_files,
+    known_hosts_of,
+)
 
 log = logging.getLogger("jupyter_relay.ssh")
 
@@ -301,21 +307,21 @@ class SshBackend(HttpBackend):
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
         t = self.target
-        config = _client_config(t)
+        config = client_config(t)
         options: dict[str, Any] = {
             # ServerAliveInterval/ServerAliveCountMax of the ssh config win, as with ssh.
-            "keepalive_interval": _int_option(config, "ServerAliveInterval", KEEPALIVE),
-            "keepalive_count_max": _int_option(config, "ServerAliveCountMax", KEEPALIVE_COUNT),
+            "keepalive_interval": int_option(config, "ServerAliveInterval", KEEPALIVE),
+            "keepalive_count_max": int_option(config, "ServerAliveCountMax", KEEPALIVE_COUNT),
             "connect_timeout": None,  # _connecting times it, pausing while the user types
         }
         if config is not None and config.get("UserKnownHostsFile") == []:
             raise SshError(self.name, self._no_known_hosts_message())
-        listed = _known_hosts_files(config)
+        listed = known_hosts_files(config)
         if listed is not None:  # ssh skips the files that are not there; asyncssh fails
-            options["known_hosts"] = _existing(listed) or [os.devnull]  # none: trust no key
-        keys = _identity_files(config)
+            options["known_hosts"] = existing(listed) or [os.devnull]  # none: trust no key
+        keys = identity_files(config)
         if keys is not None:
-            present = _existing(keys)
+            present = existing(keys)
             for missing in sorted(set(keys) - set(present)):
                 log.info(
                     "backend '%s': IdentityFile %s does not exist; skipped, as ssh does",
@@ -382,7 +388,7 @@ class SshBackend(HttpBackend):
         """Say whether the host key is unknown or changed, with its fingerprint and the fix."""
         t = self.target
         config = [str(t.ssh_config)] if t.ssh_config else ()
-        host, port, files = _known_hosts_of(t)
+        host, port, files = known_hosts_of(t)
         entry = host if port == 22 else f"[{host}]:{port}"
         shown = f"{t.host} ({host}:{port})" if host != t.host or port != 22 else t.host
         try:
@@ -646,77 +652,3 @@ def _redacting(progress: Progress) -> Progress:
         progress(redact(message))
 
     return say
-
-
-def _client_config(target: SshTarget) -> Any | None:
-    """The ssh config for `target` as asyncssh reads it, or None if it cannot be read.
-
-    asyncssh's config reader is not public API: on any surprise, the callers
-    fall back to their defaults (and asyncssh itself reads the file again).
-    """
-    try:
-        from asyncssh.config import SSHClientConfig
-
-        paths = (
-            [str(target.ssh_config)]
-            if target.ssh_config
-            else [str(Path.home() / ".ssh" / "config")]
-        )
-        paths = [p for p in paths if Path(p).exists()]
-        return SSHClientConfig.load(
-            None,
-            paths,
-            False,
-            False,
-            False,
-            getpass.getuser(),
-            target.user or (),
-            target.host,
-            target.port or (),
-        )
-    except Exception as exc:  # reading it for messages and defaults must not fail the login
-        log.debug("cannot read the ssh config for %s: %s", target.host, exc)
-        return None
-
-
-def _int_option(config: Any | None, name: str, default: float) -> float:
-    value = config.get(name) if config is not None else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-def _config_paths(config: Any | None, *options: str) -> list[str]:
-    """The paths the config gives for `options`, in order, with ~ expanded."""
-    named: list[str] = []
-    for option in options:
-        value = config.get(option) if config is not None else None
-        if isinstance(value, (list, tuple)):
-            named += [str(Path(str(v)).expanduser()) for v in value]
-    return named
-
-
-def _identity_files(config: Any | None) -> list[str] | None:
-    """The IdentityFile paths the config names, or None when it names none."""
-    return _config_paths(config, "IdentityFile") or None
-
-
-def _known_hosts_files(config: Any | None) -> list[str] | None:
-    """The known_hosts files the config names (user's, then global), or None if it names none."""
-    return _config_paths(config, "UserKnownHostsFile", "GlobalKnownHostsFile") or None
-
-
-def _existing(paths: list[str]) -> list[str]:
-    return [p for p in paths if Path(p).is_file()]
-
-
-def _known_hosts_of(target: SshTarget) -> tuple[str, int, list[str]]:
-    """(host name, port, known_hosts files) that ssh would use for `target`."""
-    host, port = target.host, target.port or 22
-    files = [str(Path.home() / ".ssh" / "known_hosts")]
-    config = _client_config(target)
-    if config is None:
-        return host, port, files
-    with contextlib.suppress(Exception):  # a message helper must not fail the connection
-        host = str(config.get("Hostname") or host)
-        port = target.port or int(str(config.get("Port") or 22))
-        files = _config_paths(config, "UserKnownHostsFile") or files
-    return host, port, files
