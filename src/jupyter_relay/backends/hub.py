@@ -13,19 +13,21 @@ no restart); a server the hub culls is noticed on the next request, which gets
 a 503 saying so, and, unless `--start-server never`, the server is started
 again. Requests to it go through aiohttp rather than the fast path, so every
 answer can be looked at for the hub's "server not running".
+
+Here: the backend's life, pointing requests at the server, and looking at
+its answers. The Hub API calls are `hub_api`; starting the server and
+following its progress, `hub_spawn`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import replace
 from typing import Any
 
-import aiohttp
 from yarl import URL
 
 from ..credentials import Secret
@@ -33,27 +35,23 @@ from ..errors import (
     BackendAuthError,
     BackendError,
     BackendStartError,
-    BackendTimeout,
     BackendUnreachable,
     ConfigError,
 )
 from ..logs import add_secret
 from .base import Progress, Upstream
-from .hub_api import HubApi, hub_message, json_or_none
+from .hub_spawn import HubSpawn
 
 log = logging.getLogger("jupyter_relay.hub")
 
 TOKEN_POLL = 2.0  # seconds between looks at a token file
-STOP_POLL = 0.5  # seconds between looks at a server the hub is stopping
 RETRY_SPACING = 5.0  # seconds between attempts to find the server again, asked by requests
 STOPPED_STATUSES = frozenset({424, 503})
 
 
-class SpawnFailed(BackendStartError):
-    """The hub reported the spawn failed, with its own message."""
+class HubBackend(HubSpawn):
+    """Asks the Hub API (`HubApi`), starts the server (`HubSpawn`), serves it, and watches."""
 
-
-class HubBackend(HubApi):
     kind = "hub"
     check_path = "api/status"
 
@@ -158,21 +156,6 @@ class HubBackend(HubApi):
             )
         await self._start_server(progress, already=server is not None)
 
-    async def _wait_stopped(self, progress: Progress) -> dict[str, Any] | None:
-        """The hub is stopping the server (a cull): wait until it is done, then go on."""
-        progress(f"backend '{self.name}': the hub is stopping {self.server_label}; waiting")
-        deadline = time.monotonic() + self.timeouts.start
-        while time.monotonic() < deadline:
-            await asyncio.sleep(STOP_POLL)
-            server = await self._server_model()
-            if server is None or server.get("pending") != "stop":
-                return server
-        raise BackendTimeout(
-            self.name,
-            f"backend '{self.name}': the hub was still stopping {self.server_label} after "
-            f"{self.timeouts.start:g} s (--start-timeout); look at {self.home_page}",
-        )
-
     async def _start_server(self, progress: Progress, *, already: bool) -> None:
         if not already:
             progress(f"backend '{self.name}': {self.server_label} is stopped; starting it")
@@ -180,97 +163,6 @@ class HubBackend(HubApi):
         url = await self._follow_progress(progress)
         self._serve(url)
         progress(f"backend '{self.name}': {self.server_label} is ready at {url}")
-
-    async def _ask_to_start(self) -> None:
-        """POST the start; raise unless the hub started it (or it was started meanwhile)."""
-        status, data = await self._api("POST", self._server_path())
-        if status in (401, 403):
-            raise self._refusal(status, data, f"start {self.server_label}")
-        if status in (201, 202):
-            return
-        if status == 400 and await self._server_model() is not None:
-            return  # started meanwhile (else the hub refused, e.g. a limit of servers)
-        refused = BackendStartError(
-            self.name,
-            f"backend '{self.name}': the hub did not start {self.server_label}: "
-            f"{hub_message(data, status)}; start it at {self.home_page} to see why",
-        )
-        if status < 500:
-            raise refused
-        # A spawn that failed at once is a bare 500 here; the progress stream has the
-        # hub's own message ("Spawn failed: ...").
-        try:
-            await self._follow_progress(lambda message: None)
-        except SpawnFailed:
-            raise
-        except BackendError as exc:
-            raise refused from exc
-        raise refused
-
-    def _spawn_failed(self, message: str) -> SpawnFailed:
-        return SpawnFailed(
-            self.name,
-            f"backend '{self.name}': the hub could not start {self.server_label}: {message}; "
-            f"the hub's log, or a start at {self.home_page}, says more; the relay tries "
-            "again on the next request",
-        )
-
-    async def _follow_progress(self, progress: Progress) -> str:
-        """Print the spawn's progress events; return the server's URL when it is ready."""
-        up = super().upstream()
-        url = URL(str(self.hub_url) + "hub/api/" + self._server_path() + "/progress", encoded=True)
-        headers = {**dict(up.credentials), "Accept": "text/event-stream"}
-        last_message = ""
-        try:
-            async with asyncio.timeout(self.timeouts.start):
-                async with up.client.get(
-                    url, headers=headers, server_hostname=up.server_hostname
-                ) as resp:
-                    if resp.status != 200:
-                        data = json_or_none(await resp.read())
-                        if resp.status in (401, 403):
-                            raise self._refusal(
-                                resp.status, data, f"follow the start of {self.server_label}"
-                            )
-                        raise BackendStartError(
-                            self.name,
-                            f"backend '{self.name}': cannot follow the start of "
-                            f"{self.server_label}: {hub_message(data, resp.status)}; the "
-                            "relay tries again on the next request",
-                        )
-                    async for line in resp.content:
-                        event = _event(line)
-                        if event is None:
-                            continue
-                        message = str(event.get("message") or "").strip()
-                        if message and message != last_message:
-                            last_message = message
-                            percent = event.get("progress")
-                            shown = f"{percent}% " if isinstance(percent, int) else ""
-                            progress(f"backend '{self.name}': {shown}{message}")
-                        if event.get("failed"):
-                            raise self._spawn_failed(message or "spawn failed")
-                        if event.get("ready"):
-                            return str(event.get("url") or "")
-        except TimeoutError as exc:
-            raise BackendTimeout(
-                self.name,
-                f"backend '{self.name}': {self.server_label} did not start within "
-                f"{self.timeouts.start:g} s (--start-timeout; last from the hub: "
-                f"{last_message or 'nothing'}); the hub goes on starting it, see "
-                f"{self.pending_page}; try again in a moment, or give a longer --start-timeout",
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise BackendStartError(
-                self.name,
-                f"backend '{self.name}': lost the hub while it started {self.server_label} "
-                f"({exc}); the relay tries again on the next request",
-            ) from exc
-        # The stream ended without "ready": ask where the server is now.
-        server = await self._server_model()
-        if server is not None and server.get("ready") and server.get("url"):
-            return str(server["url"])
-        raise self._spawn_failed(last_message or "no progress reported")
 
     def _serve(self, server_url: str) -> None:
         """Send requests under the server's prefix on the hub from now on."""
@@ -404,15 +296,3 @@ class HubBackend(HubApi):
             log.warning("backend '%s': read a new token from %s", self.name, self.spec.token.file)
             if self._problem is not None:
                 self._try_again()  # it may be what was wrong: no need to wait for a request
-
-
-def _event(line: bytes) -> dict[str, Any] | None:
-    """One server-sent event's data, if the line carries one."""
-    text = line.decode("utf-8", "replace").strip()
-    if not text.startswith("data:"):
-        return None
-    try:
-        data = json.loads(text[5:].strip())
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
