@@ -42,6 +42,7 @@ UNIT_MODULES = frozenset(
         "test_headers",
         "test_mixer_names",
         "test_proxy_rules",
+        "test_responses",
         "test_routes",
         "test_scrub",
     }

@@ -1,63 +1,53 @@
 """The relay's own error tree.
 
-Errors raised by aiohttp (and later asyncssh) are translated into these at the
-forwarding boundary, and mapped to HTTP answers in one place
-(`responses.error_response`). Every error carries a message that tells the user
-what went wrong and what to do.
+Exceptions of aiohttp, ssl and the socket layer are translated into these in one
+table (`translate.py`), and these are mapped to HTTP answers in one table
+(`responses.ANSWERS`); the errors themselves know nothing of HTTP. Every error
+carries a message that tells the user what went wrong and what to do.
 
     RelayError
     ├── ConfigError            bad flag, variable or file; refused at start
-    ├── NotFound               404: no such kernel, session, kernelspec or backend
-    ├── Forbidden              403: a host or port the port proxy may not reach
+    ├── NotFound               no such kernel, session, kernelspec or backend
+    ├── Forbidden              a host or port the port proxy may not reach
     └── BackendError           something about one named backend
-        ├── BackendUnreachable     502: connection refused, DNS, reset
-        ├── BackendTLSError        502: certificate verification failed
-        ├── BackendTimeout         504: no answer within the bound
+        ├── BackendUnreachable     connection refused, DNS, reset
+        ├── BackendTLSError        certificate verification failed
+        ├── BackendTimeout         no answer within the bound
         ├── BackendAuthError       the backend refused our credentials
-        ├── BackendBadAnswer       502: the backend's answer is not what Jupyter sends
-        └── BackendStartError      503: a backend the relay starts did not come up
+        ├── BackendBadAnswer       the backend's answer is not what Jupyter sends
+        └── BackendStartError      a backend the relay starts did not come up
 """
 
 from __future__ import annotations
 
 
 class RelayError(Exception):
-    """Base of every error the relay raises on purpose."""
+    """Base of every error the relay raises on purpose.
 
-    status = 500
-    reason = "Relay Error"
+    `reason`, when given, words the error's kind for this case (Jupyter's error
+    shape has a `reason`); otherwise `responses.answer_of` names it.
+    """
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.reason = reason
 
 
 class ConfigError(RelayError):
     """A configuration value that cannot be used; the message names the key."""
 
-    status = 400
-    reason = "Bad Configuration"
-
 
 class NotFound(RelayError):
     """The request names something no backend has; the message says what exists."""
-
-    status = 404
-    reason = "Not Found"
 
 
 class Forbidden(RelayError):
     """The request is understood but not allowed; the message says how to allow it."""
 
-    status = 403
-    reason = "Forbidden"
-
 
 class BackendError(RelayError):
     """A failure that concerns one backend, named in the message."""
-
-    status = 502
-    reason = "Bad Gateway"
 
     def __init__(self, backend: str, message: str, detail: str = "") -> None:
         super().__init__(message)
@@ -67,30 +57,24 @@ class BackendError(RelayError):
 
 
 class BackendUnreachable(BackendError):
-    status = 502
-    reason = "Backend Unreachable"
+    """Connection refused, a name that does not resolve, a reset."""
 
 
 class BackendTLSError(BackendError):
-    status = 502
-    reason = "Backend TLS Verification Failed"
+    """The backend's certificate did not verify."""
 
 
 class BackendTimeout(BackendError):
-    status = 504
-    reason = "Backend Timeout"
+    """No answer within the bound."""
 
 
 class BackendAuthError(BackendError):
-    status = 502
-    reason = "Backend Refused Credentials"
+    """The backend refused the relay's credentials."""
 
 
 class BackendStartError(BackendError):
-    status = 503
-    reason = "Backend Not Started"
+    """A backend the relay starts did not come up (or was stopped)."""
 
 
 class BackendBadAnswer(BackendError):
-    status = 502
-    reason = "Invalid Backend Answer"
+    """The backend's answer is not what a Jupyter server sends."""

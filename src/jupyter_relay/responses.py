@@ -15,7 +15,44 @@ from http import HTTPStatus
 
 from aiohttp import web
 
-from .errors import RelayError
+from .errors import (
+    BackendAuthError,
+    BackendBadAnswer,
+    BackendError,
+    BackendStartError,
+    BackendTimeout,
+    BackendTLSError,
+    BackendUnreachable,
+    ConfigError,
+    Forbidden,
+    NotFound,
+    RelayError,
+)
+
+# The one mapping from the relay's errors to HTTP answers: (status, reason). An error's
+# class is looked up, then its bases; `RelayError.reason`, when set, words the reason.
+ANSWERS: dict[type[RelayError], tuple[int, str]] = {
+    ConfigError: (400, "Bad Configuration"),
+    NotFound: (404, "Not Found"),
+    Forbidden: (403, "Forbidden"),
+    BackendUnreachable: (502, "Backend Unreachable"),
+    BackendTLSError: (502, "Backend TLS Verification Failed"),
+    BackendTimeout: (504, "Backend Timeout"),
+    BackendAuthError: (502, "Backend Refused Credentials"),
+    BackendStartError: (503, "Backend Not Started"),
+    BackendBadAnswer: (502, "Invalid Backend Answer"),
+    BackendError: (502, "Bad Gateway"),
+    RelayError: (500, "Relay Error"),
+}
+
+
+def answer_of(error: RelayError) -> tuple[int, str]:
+    """The HTTP status and reason for `error`."""
+    for kind in type(error).__mro__:
+        if kind in ANSWERS:
+            status, reason = ANSWERS[kind]
+            return status, error.reason or reason
+    raise AssertionError(f"{type(error).__name__} is no RelayError")
 
 
 def wants_json(path: str, method: str, accept: str) -> bool:
@@ -113,4 +150,11 @@ def error_response(
 
 
 def relay_error_response(request: web.BaseRequest, exc: RelayError) -> web.Response:
-    return error_response(request, exc.status, exc.message, exc.reason)
+    status, reason = answer_of(exc)
+    return error_response(request, status, exc.message, reason)
+
+
+def relay_error_bytes(path: str, method: str, accept: str, exc: RelayError) -> bytes:
+    """The error answer on the wire for the engine (JSON or an escaped page)."""
+    status, reason = answer_of(exc)
+    return error_bytes(path, method, accept, status, exc.message, reason)

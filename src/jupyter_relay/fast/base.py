@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from ..backends.base import Target, Upstream
 from ..errors import BackendError
-from ..responses import error_bytes
+from ..responses import answer_of, error_bytes
 from ..translate import translate_client_error
 from .head import Head, upstream_head
 
@@ -50,7 +50,8 @@ class Forwarding:
     def error_answer(self, error: BackendError) -> bytes:
         """The relay's error answer (JSON or an escaped page), closing the connection."""
         log.warning("%s %s: %s", self.head.method, self.path, error.message)
-        return self.answer(error.status, error.message, error.reason)
+        status, reason = answer_of(error)
+        return self.answer(status, error.message, reason)
 
     def answer(self, status: int, message: str, reason: str) -> bytes:
         accept = self.head.index.get("accept", "")

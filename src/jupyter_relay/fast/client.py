@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, cast
 from .. import gate
 from ..errors import BackendError, RelayError
 from ..logs import log_access
-from ..responses import error_bytes
+from ..responses import answer_of, error_bytes, relay_error_bytes
 from ..routes import Forward, Later, Redirect
 from .base import PIPELINE_LIMIT, WRITE_HIGH
 from .exchange import Exchange
@@ -182,8 +182,8 @@ class ClientConnection(asyncio.Protocol):
             log.warning("%s %s: %s", head.method, path, exc.message)
         accept = head.index.get("accept", "")
         self.buffer.clear()
-        self.write(error_bytes(path, head.method, accept, exc.status, exc.message, exc.reason))
-        log_access(head.method, path, exc.status, 0.0)
+        self.write(relay_error_bytes(path, head.method, accept, exc))
+        log_access(head.method, path, answer_of(exc)[0], 0.0)
         self.close()
 
     def _redirect(self, head: Head, location: str) -> None:

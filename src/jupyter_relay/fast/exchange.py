@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, cast
 from ..backends.base import Target, Upstream
 from ..errors import BackendError
 from ..logs import log_access
+from ..responses import answer_of
 from .base import Forwarding
 from .chunked import BadChunk, ChunkedReader
 from .head import Head
@@ -199,7 +200,7 @@ class Exchange(Forwarding):
             log.warning("%s %s: %s", self.head.method, self.path, error.message)
         else:
             self.client.write(self.error_answer(error))
-            self._log(error.status)
+            self._log(answer_of(error)[0])
         self.client.finished(keep_alive=False)
 
     def complete(self, upstream_reusable: bool, client_keep_alive: bool) -> None:

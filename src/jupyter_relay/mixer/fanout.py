@@ -242,6 +242,4 @@ class Fanout:
             )
         if not missing:
             raise NotFound(f"{what} does not exist on any backend ({asked})")
-        error = NotFound(missing)
-        error.reason = f"Not Found on any backend ({asked})"
-        raise error
+        raise NotFound(missing, reason=f"Not Found on any backend ({asked})")
