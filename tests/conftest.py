@@ -33,6 +33,7 @@ UNIT_MODULES = frozenset(
         "test_auth",
         "test_colab_protocol",
         "test_config",
+        "test_cors",
         "test_fast_chunked",
         "test_fast_client",
         "test_fast_exchange",

@@ -24,6 +24,7 @@ from jupyter_relay.routes import Forward, Later
 
 TOKEN = "fast-client-test-token"
 KERNEL = "0f4a6c3e-1b2d-4e5f-8a9b-0c1d2e3f4a5b"
+ORIGIN = "https://colab.research.google.com"  # the fake relay's --allow-origin
 
 
 class FakeTransport(asyncio.Transport):
@@ -153,7 +154,9 @@ class FakeRelay:
     owner, which the fake mixer is asked for while unknown."""
 
     def __init__(self) -> None:
-        self.policy = gate.Policy(token=TOKEN, cookie_name="c", allowed_hosts=None)
+        self.policy = gate.Policy(
+            token=TOKEN, cookie_name="c", allow_origins=(ORIGIN,), allowed_hosts=None
+        )
         self.cookie_name = "c"
         self.backend_timeout = 60.0
         self.mixer = FakeMixer()

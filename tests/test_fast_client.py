@@ -17,7 +17,7 @@ import pytest
 from jupyter_relay.errors import NotFound
 from jupyter_relay.fast.head import HEAD_LIMIT
 
-from .fast_fakes import KERNEL, FakeBackend, Harness, request
+from .fast_fakes import KERNEL, ORIGIN, FakeBackend, Harness, request
 
 UPGRADE = (
     "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
@@ -141,3 +141,23 @@ async def test_a_road_decided_later_that_fails_answers_in_the_relays_words() -> 
     assert b"<p>no port-proxy target here</p>" in h.transport.written
     assert h.transport.closed
     await asyncio.sleep(0)
+
+
+async def test_an_allowed_origins_preflight_is_answered_here_and_the_connection_goes_on() -> None:
+    target = FakeBackend()
+    h = Harness(target)
+    asked = (
+        f"OPTIONS /api/sessions?token=x HTTP/1.1\r\nHost: 127.0.0.1:8765\r\nOrigin: {ORIGIN}\r\n"
+        "Access-Control-Request-Method: POST\r\n"
+        "Access-Control-Request-Headers: content-type\r\n\r\n"
+    ).encode()
+    h.send(asked + request("/api/status"))
+    out = bytes(h.transport.written)
+    assert out.startswith(b"HTTP/1.1 204 No Content\r\n")
+    assert f"Access-Control-Allow-Origin: {ORIGIN}".encode() in out
+    assert b"Access-Control-Allow-Methods: " in out
+    await settle(h)
+    up, _ = target.opened[0]  # the next request went to the backend; the preflight did not
+    assert up.written.count(b" HTTP/1.1\r\n") == 1
+    assert up.written.startswith(b"GET /base/api/status HTTP/1.1\r\n")
+    assert not h.transport.closed

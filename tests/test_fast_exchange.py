@@ -15,7 +15,15 @@ import pytest
 from jupyter_relay.errors import BackendUnreachable
 from jupyter_relay.fast.exchange import Exchange
 
-from .fast_fakes import BACKEND_TOKEN, TOKEN, FakeBackend, FakeTransport, Harness, request
+from .fast_fakes import (
+    BACKEND_TOKEN,
+    ORIGIN,
+    TOKEN,
+    FakeBackend,
+    FakeTransport,
+    Harness,
+    request,
+)
 
 
 async def upstream_of(h: Harness, index: int = 0) -> tuple[FakeTransport, asyncio.Protocol]:
@@ -270,3 +278,36 @@ async def test_the_house_is_not_timed_by_the_engine() -> None:
     _, proto = h.relay.house_backend.opened[0]
     feed(proto, b"HTTP/1.1 504 Gateway Timeout\r\nContent-Length: 2\r\n\r\n{}")
     assert h.transport.written.startswith(b"HTTP/1.1 504 Gateway Timeout\r\n")
+
+
+async def test_an_allowed_origin_gets_the_relays_cors_fields_never_the_backends() -> None:
+    h = Harness(FakeBackend())
+    h.send(request("/api/contents", extra=f"Origin: {ORIGIN}\r\n"))
+    _, proto = await upstream_of(h)
+    feed(
+        proto,
+        b"HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\nVary: Accept-Encoding\r\n"
+        b"Content-Length: 2\r\n\r\n{}",
+    )
+    head = bytes(h.transport.written).partition(b"\r\n\r\n")[0].decode()
+    assert f"Access-Control-Allow-Origin: {ORIGIN}" in head
+    assert "Access-Control-Allow-Origin: *" not in head and head.count("Allow-Origin") == 1
+    assert "Access-Control-Allow-Credentials: true" in head and "Vary: Origin" in head
+    assert "Vary: Accept-Encoding" in head
+
+
+async def test_a_foreign_origin_gets_no_cors_field_not_even_the_backends() -> None:
+    h = Harness(FakeBackend())
+    h.send(request("/api/contents", extra="Origin: https://evil.example\r\n"))
+    _, proto = await upstream_of(h)
+    feed(proto, b"HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: 0\r\n\r\n")
+    assert b"Access-Control-" not in h.transport.written
+
+
+async def test_an_error_answer_to_an_allowed_origin_carries_the_fields() -> None:
+    h = Harness(FakeBackend())
+    h.send(request("/api/contents", extra=f"Origin: {ORIGIN}\r\n"))
+    _, proto = await upstream_of(h)
+    proto.connection_lost(None)  # the backend hung up: the relay's own 502
+    assert h.transport.written.startswith(b"HTTP/1.1 502 ")
+    assert f"Access-Control-Allow-Origin: {ORIGIN}".encode() in h.transport.written

@@ -60,6 +60,8 @@ def make_gate_middleware(relay: Relay) -> Callable[..., Awaitable[web.StreamResp
         )
         if decision.outcome is gate.Outcome.PASS:
             return await handler(request)
+        if decision.outcome is gate.Outcome.PREFLIGHT:  # the engine answers these itself
+            return web.Response(status=204, headers=dict(decision.headers))
         if decision.outcome is gate.Outcome.REDIRECT:
             # Not web.HTTPFound: it re-encodes the location (%2F would become /).
             response = web.Response(status=302, headers={"Location": decision.location})

@@ -23,7 +23,7 @@ from enum import Enum
 from typing import NamedTuple
 from urllib.parse import unquote
 
-from . import auth
+from . import auth, cors
 from .colab_protocol import AUTH_URL_PARAM, BRIDGE_PREFIX
 from .headers import query_param, strip_query_param
 
@@ -42,6 +42,7 @@ class Outcome(Enum):
     PASS = "pass"  # noqa: S105 (not a password)
     REFUSE = "refuse"
     REDIRECT = "redirect"
+    PREFLIGHT = "preflight"  # a CORS preflight of an allowed origin: the relay answers it
 
 
 class BadPath(ValueError):
@@ -66,7 +67,7 @@ class Decision(NamedTuple):  # a tuple: made on every request, and cheap to make
     status: int = 0
     message: str = ""
     reason: str = ""
-    headers: tuple[tuple[str, str], ...] = ()  # REFUSE: to add to the answer
+    headers: tuple[tuple[str, str], ...] = ()  # REFUSE, PREFLIGHT: to add to the answer
     location: str = ""  # REDIRECT: where to, the cookie set on the way
 
 
@@ -198,6 +199,19 @@ def decide(
         )
     if path == HEALTH and method in ("GET", "HEAD") and not websocket:
         return Decision(Outcome.PASS, path, raw_path, query)
+    if cors.is_preflight(method, headers):
+        # A browser's question before a cross-origin call; it carries no credentials.
+        asking = headers["origin"]
+        if cors.allowed(asking, policy.allow_origins):
+            fields = cors.preflight_headers(asking, headers)
+            return Decision(Outcome.PREFLIGHT, path, raw_path, query, 204, headers=fields)
+        return _refuse(
+            raw_path,
+            403,
+            f"cross-origin requests from {asking} are not allowed. If you trust it, start "
+            f"jupyter-relay with --allow-origin {asking}",
+            "Origin Not Allowed",
+        )
     creds = auth.gather(
         query,
         headers.get("authorization"),

@@ -246,7 +246,8 @@ def response_headers(
     backend used its base path (or, for a port-proxy app, a path inside its
     `cookie_scope`), no `Secure` when the relay is plain HTTP on loopback (a
     browser would drop the cookie), and none at all named `relay_cookie`, nor a Jupyter
-    backend's login cookies (`BACKEND_LOGINS`).
+    backend's login cookies (`BACKEND_LOGINS`). A backend's CORS fields are dropped:
+    which origins may read an answer is the relay's to say (`cors.py`).
     """
     items = list(upstream)
     connection = _connection_tokens(items)
@@ -254,7 +255,7 @@ def response_headers(
     out: CIMultiDict[str] = CIMultiDict()
     for key, value in items:
         lower = key.lower()
-        if lower in drop:
+        if lower in drop or lower.startswith("access-control-"):
             continue
         if lower == "location":
             value = rewrite_location(value, backend_origins, base_path)

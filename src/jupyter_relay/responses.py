@@ -154,7 +154,13 @@ def relay_error_response(request: web.BaseRequest, exc: RelayError) -> web.Respo
     return error_response(request, status, exc.message, reason)
 
 
-def relay_error_bytes(path: str, method: str, accept: str, exc: RelayError) -> bytes:
+def relay_error_bytes(
+    path: str,
+    method: str,
+    accept: str,
+    exc: RelayError,
+    headers: Mapping[str, str] | None = None,
+) -> bytes:
     """The error answer on the wire for the engine (JSON or an escaped page)."""
     status, reason = answer_of(exc)
-    return error_bytes(path, method, accept, status, exc.message, reason)
+    return error_bytes(path, method, accept, status, exc.message, reason, headers)

@@ -120,7 +120,8 @@ SETTINGS: tuple[Setting, ...] = (
         "allow_origin",
         _origin,
         (),
-        "also accept requests from this browser origin (repeatable)",
+        "let pages of this browser origin call the relay (credentialed CORS, preflights, "
+        "websockets), as a web-hosted notebook frontend does (repeatable)",
         "ORIGIN",
         is_list=True,
     ),
@@ -133,7 +134,14 @@ SETTINGS: tuple[Setting, ...] = (
         "NAME",
         is_list=True,
     ),
-    Setting("colab", _bool, False, f"allow Colab's origin ({COLAB_ORIGIN})", is_flag=True),
+    Setting(
+        "colab",
+        _bool,
+        False,
+        f"let Colab connect to this relay: --allow-origin {COLAB_ORIGIN}, for Colab's direct "
+        "calls and its websocket bridge (/http_over_websocket)",
+        is_flag=True,
+    ),
     Setting(
         "primary",
         str,

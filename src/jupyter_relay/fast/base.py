@@ -38,6 +38,8 @@ class Forwarding:
         self.backend = backend
         self.up = up
         self.head = head
+        # An allowed origin's fields, on every answer the engine writes or passes on.
+        self.cors = client.cors_fields(head)
         self.request_head = (
             head.raw if up.verbatim else upstream_head(client, up, head, path, query)
         )
@@ -55,4 +57,5 @@ class Forwarding:
 
     def answer(self, status: int, message: str, reason: str) -> bytes:
         accept = self.head.index.get("accept", "")
-        return error_bytes(self.path, self.head.method, accept, status, message, reason)
+        fields = dict(self.cors)
+        return error_bytes(self.path, self.head.method, accept, status, message, reason, fields)

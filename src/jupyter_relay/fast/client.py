@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, cast
 
-from .. import gate
+from .. import cors, gate
 from ..errors import BackendError, RelayError
 from ..logs import log_access
 from ..responses import answer_of, error_bytes, relay_error_bytes
@@ -128,6 +128,9 @@ class ClientConnection(asyncio.Protocol):
             relay.policy, head.method, head.target, head.index, websocket=head.websocket
         )
         path, query = decision.raw_path, decision.query  # the client's bytes, split once
+        if decision.outcome is gate.Outcome.PREFLIGHT:
+            self._preflight(head, end, decision.headers)
+            return
         if decision.outcome is not gate.Outcome.PASS:
             route: Forward | Later = relay.house
         elif self.resolved is not None:
@@ -176,15 +179,36 @@ class ClientConnection(asyncio.Protocol):
         self.resolved = found
         self._next()
 
+    def cors_fields(self, head: Head) -> tuple[tuple[str, str], ...]:
+        """The CORS fields for answers to this request: none unless its Origin is allowed."""
+        origin = head.index.get("origin")
+        if origin is None or not cors.allowed(origin, self.server.relay.policy.allow_origins):
+            return ()
+        return cors.answer_headers(origin)
+
     def _answer_error(self, head: Head, path: str, exc: RelayError) -> None:
         """The relay's error answer for a request not forwarded; the connection closes."""
         if isinstance(exc, BackendError):
             log.warning("%s %s: %s", head.method, path, exc.message)
         accept = head.index.get("accept", "")
         self.buffer.clear()
-        self.write(relay_error_bytes(path, head.method, accept, exc))
+        self.write(relay_error_bytes(path, head.method, accept, exc, dict(self.cors_fields(head))))
         log_access(head.method, path, answer_of(exc)[0], 0.0)
         self.close()
+
+    def _preflight(self, head: Head, end: int, fields: tuple[tuple[str, str], ...]) -> None:
+        """Answer an allowed origin's CORS preflight: no backend is asked."""
+        lines = ["HTTP/1.1 204 No Content", *(f"{k}: {v}" for k, v in fields)]
+        keep = head.keep_alive and head.content_length == 0 and not head.chunked
+        lines.append("Connection: keep-alive" if keep else "Connection: close")
+        self.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        log_access(head.method, head.target.partition("?")[0], 204, 0.0)
+        if not keep:
+            self.buffer.clear()
+            self.close()
+            return
+        del self.buffer[: end + 4]
+        self._next()
 
     def _redirect(self, head: Head, location: str) -> None:
         answer = (

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httptools
 from multidict import CIMultiDict
 
+from .. import cors
 from ..headers import (
     location_base,
     page_to_scrub,
@@ -98,7 +99,8 @@ class UpstreamConnection(asyncio.Protocol):
         no_body = status in (204, 304) or ex.head.method == "HEAD"
         self.close_delimited = not (self.chunked or "content-length" in lower or no_body)
         if ex.up.verbatim:
-            out = CIMultiDict(self.headers)
+            # The house's answer as it is; CORS fields, like every answer's, the engine's.
+            out = CIMultiDict(cors.without_cors(self.headers))
             self.close_after = "close" in lower.get("connection", "").lower()
         else:
             out = response_headers(
@@ -126,6 +128,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.chunked = False
             self.close_after = True
             out.popall("Transfer-Encoding", None)
+        for name, value in ex.cors:
+            out.add(name, value)
         if self.chunked and not no_body:
             out["Transfer-Encoding"] = "chunked"
         if self.close_delimited or self.close_after or not ex.head.keep_alive:
