@@ -13,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from jupyter_relay.cli import main
+
 from .servers import BIN, JupyterServer, RelayProcess, _child_env, start_relay_process
 
 
@@ -65,7 +67,7 @@ def test_version_and_module_entry_point() -> None:
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["--port", "99999"], {}, "--port: must be 0-65535"),
+        (["--port", "99999"], {}, "--port must be 0-65535"),
         (["--backend", "x=ftp://h/"], {}, "cannot read backend URI"),
         (["--backend", "x=http://h:1/?secret=1"], {}, "unknown option 'secret'"),
         ([], {"JUPYTER_RELAY_PROT": "1"}, "unknown environment variable JUPYTER_RELAY_PROT"),
@@ -196,3 +198,24 @@ def test_ctrl_c_while_local_backend_starts(tmp_path: Path) -> None:
     proc.stderr.read()  # drain, so the relay never blocks writing its shutdown lines
     assert proc.wait(30) == 0
     assert wait_gone(children) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "guess"),
+    [
+        (["--backends", "lab=http://127.0.0.1:1/"], "(did you mean --backend?)"),
+        (["--prot", "9"], "(did you mean --port?)"),
+        (["--no-fast-path"], "--no-fast-path was removed"),
+        (["--zzzz"], ""),
+    ],
+)
+def test_a_mistyped_flag_is_one_line_with_a_guess(
+    args: list[str], guess: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines  # not argparse's usage block
+    assert lines[0].startswith("jupyter-relay: error: unrecognized arguments: ")
+    assert guess in lines[0] and lines[0].endswith("see jupyter-relay --help")

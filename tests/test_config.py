@@ -94,8 +94,8 @@ def test_allowed_hosts_from_every_source(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("flags", "backends", "env", "message"),
     [
-        ({"port": "70000"}, [], {}, "--port: must be 0-65535"),
-        ({"port": "eighty"}, [], {}, "--port: invalid literal"),
+        ({"port": "70000"}, [], {}, "--port must be 0-65535"),
+        ({"port": "eighty"}, [], {}, "--port must be a whole number (got 'eighty')"),
         ({}, [], {"JUPYTER_RELAY_PORTT": "1"}, "unknown environment variable JUPYTER_RELAY_PORTT"),
         (
             {"no_auth": True, "ip": "0.0.0.0"},
@@ -114,10 +114,10 @@ def test_allowed_hosts_from_every_source(tmp_path: Path) -> None:
             {},
             "--primary 'eg' is a gateway backend, which serves kernels only",
         ),
-        ({"list_timeout": "0"}, [], {}, "--list-timeout: must be a positive"),
+        ({"list_timeout": "0"}, [], {}, "--list-timeout must be a positive"),
         ({}, ["local", "local"], {}, "two backends are named 'local'"),
-        ({"backend_timeout": "-1"}, [], {}, "--backend-timeout: must be a positive"),
-        ({"log_level": "loud"}, [], {}, "--log-level: must be one of"),
+        ({"backend_timeout": "-1"}, [], {}, "--backend-timeout must be a positive"),
+        ({"log_level": "loud"}, [], {}, "--log-level must be one of"),
         ({"ca_cert": "/no/such.pem"}, [], {}, "--ca-cert /no/such.pem does not exist"),
     ],
 )
@@ -137,7 +137,9 @@ def test_refusals(
         ("prot = 1", "unknown key 'prot'"),
         ("[backends.lab]\nurl = 'http://h:1/'\ntokn = 'x'", "unknown backend option 'tokn'"),
         ("backends = 3", "'backends' must hold tables"),
-        ("port = 99999", "port: must be 0-65535"),
+        ('port = "eighty"', "port must be a whole number (got 'eighty')"),
+        ("backend_timeout = true", "backend_timeout must not be true or false (got True)"),
+        ("port = 99999", "port must be 0-65535"),
     ],
 )
 def test_file_refusals(tmp_path: Path, content: str, message: str) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from . import __version__
 from .config import default_config_path, load_config
@@ -80,8 +82,36 @@ GROUPS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line as the relay's others: what, a guess, where to look."""
+
+    def error(self, message: str) -> NoReturn:
+        guess = did_you_mean(message, list(self._option_string_actions))
+        self.exit(2, f"{self.prog}: error: {message}{guess}; see {self.prog} --help\n")
+
+
+# Flags an earlier version had, and what to do instead.
+REMOVED = {
+    "--no-fast-path": "the relay has one engine now; leave the flag out",
+}
+
+
+def did_you_mean(message: str, options: list[str]) -> str:
+    """' (did you mean --backend?)' for the first unknown flag in argparse's message."""
+    if "unrecognized arguments:" not in message:
+        return ""
+    for word in message.partition("unrecognized arguments:")[2].split():
+        if word.partition("=")[0] in REMOVED:
+            return f" ({word.partition('=')[0]} was removed: {REMOVED[word.partition('=')[0]]})"
+        if word.startswith("-"):
+            close = difflib.get_close_matches(word.partition("=")[0], options, n=1, cutoff=0.6)
+            if close:
+                return f" (did you mean {close[0]}?)"
+    return ""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="jupyter-relay",
         description=DESCRIPTION,
         epilog=EPILOG,

@@ -187,9 +187,15 @@ def _parse_value(setting: Setting, raw: Any, where: str) -> Any:
             return raw
         if isinstance(raw, (list, dict)):
             raise ValueError("must be a single value")
+        if isinstance(raw, bool) and not setting.is_flag:
+            raise ValueError(f"must not be true or false (got {raw})")
         return setting.parse(str(raw))
     except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
+        # "port must be a whole number (got 'eighty')"; other words after a colon.
+        text = str(exc)
+        raise ConfigError(
+            f"{where} {text}" if text.startswith("must") else f"{where}: {text}"
+        ) from exc
 
 
 def _read_file(

@@ -22,16 +22,22 @@ COLAB_ORIGIN = "https://colab.research.google.com"
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"must be a whole number (got {text!r})") from None
     if not 0 <= value <= 65535:
-        raise ValueError("must be 0-65535 (0 picks a free port)")
+        raise ValueError(f"must be 0-65535, 0 picking a free port (got {text!r})")
     return value
 
 
 def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise ValueError("must be a positive number of seconds")
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"must be a number of seconds, like 30 or 2.5 (got {text!r})") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"must be a positive number of seconds (got {text!r})")
     return value
 
 
@@ -41,14 +47,14 @@ def _bool(text: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off", ""):
         return False
-    raise ValueError("must be true or false")
+    raise ValueError(f"must be true or false (got {text!r})")
 
 
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         lowered = text.strip().lower()
         if lowered not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}")
+            raise ValueError(f"must be one of {', '.join(allowed)} (got {text!r})")
         return lowered
 
     return parse
@@ -57,7 +63,7 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 def _log_level(text: str) -> str:
     lowered = text.lower()
     if lowered not in ("debug", "info", "warning", "error"):
-        raise ValueError("must be one of debug, info, warning, error")
+        raise ValueError(f"must be one of debug, info, warning, error (got {text!r})")
     return lowered
 
 
