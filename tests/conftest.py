@@ -65,6 +65,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # In-process relays keep gateway sessions here, not in the user's runtime directory.
 STATE_DIR = tempfile.mkdtemp(prefix="jupyter-relay-state-")
+# And relays without --token keep theirs here (kept_token), not in the user's data directory:
+# every relay of the session, in-process or not, reads this.
+os.environ["JUPYTER_DATA_DIR"] = tempfile.mkdtemp(prefix="jupyter-relay-data-")
 
 
 @pytest.fixture(scope="session")

@@ -219,3 +219,22 @@ def test_a_mistyped_flag_is_one_line_with_a_guess(
     assert len(lines) == 1, lines  # not argparse's usage block
     assert lines[0].startswith("jupyter-relay: error: unrecognized arguments: ")
     assert guess in lines[0] and lines[0].endswith("see jupyter-relay --help")
+
+
+def test_the_printed_token_survives_a_restart(tmp_path: Path, jupyter: JupyterServer) -> None:
+    """An IDE that saved the printed URL connects again after the relay restarts."""
+    env = {"JUPYTER_DATA_DIR": str(tmp_path / "data")}
+    args = ["--port", "0", "--backend", f"lab={jupyter.backend_arg}"]
+    urls = []
+    for extra in ([], [], ["--new-token"]):
+        relay = start_relay_process([*args, *extra], tmp_path, env=env)
+        try:
+            urls.append(relay.url)
+            assert get(relay.base + "api/status", relay.token)[0] == 200
+        finally:
+            relay.stop()
+    tokens = [url.partition("?token=")[2] for url in urls]
+    assert tokens[0] == tokens[1] != tokens[2]
+    kept = tmp_path / "data" / "jupyter-relay" / "token"
+    assert kept.read_text().strip() == tokens[2]
+    assert kept.stat().st_mode & 0o777 == 0o600

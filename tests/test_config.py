@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from jupyter_relay import kept_token
 from jupyter_relay.config import RelayConfig, load_config
 from jupyter_relay.errors import ConfigError
 from jupyter_relay.settings import COLAB_ORIGIN
@@ -25,12 +26,13 @@ def load(
     return load_config(flags or {}, backends or [], {**NO_FILE, **(env or {})}, path)
 
 
-def test_defaults() -> None:
-    config = load()
+def test_defaults(tmp_path: Path) -> None:
+    config = load(env={"JUPYTER_DATA_DIR": str(tmp_path)})
     assert (config.ip, config.port) == ("127.0.0.1", 8765)
     assert [b.kind for b in config.backends] == ["local"]
     assert config.primary == "local"
     assert config.token is not None and config.token_generated
+    assert config.token_keep == tmp_path / "jupyter-relay" / "token"
     assert len(config.token.value) >= 32  # >= 128 bits of hex
     assert "Secret(***)" in repr(config)
 
@@ -293,3 +295,29 @@ def test_refusal_never_echoes_a_token() -> None:
     with pytest.raises(ConfigError) as info:
         parse_backend("lab=ftp://h/?token=supersecret")
     assert "supersecret" not in info.value.message
+
+
+def test_the_token_is_kept_between_starts_and_replaced_on_request(tmp_path: Path) -> None:
+    env = {"JUPYTER_DATA_DIR": str(tmp_path / "data")}
+    first = load(env=env)
+    assert first.token is not None and first.token_keep is not None
+    kept_token.write(first.token_keep, first.token.value)  # as server.start does
+    assert first.token_keep.stat().st_mode & 0o777 == 0o600
+    assert first.token_keep.parent.stat().st_mode & 0o777 == 0o700
+    again = load(env=env)
+    assert again.token == first.token and not again.token_generated
+    fresh = load({"new_token": True}, env=env)
+    assert fresh.token != first.token and fresh.token_generated
+    given = load({"token": "mine"}, env=env)
+    assert given.token_keep is None  # a given token is not kept, nor does it replace one
+
+
+def test_a_kept_token_others_may_read_is_refused(tmp_path: Path) -> None:
+    env = {"JUPYTER_DATA_DIR": str(tmp_path)}
+    file = kept_token.path(env)
+    kept_token.write(file, "secret")
+    file.chmod(0o644)
+    with pytest.raises(ConfigError) as info:
+        load(env=env)
+    assert f"chmod 600 {file}" in info.value.message and "--new-token" in info.value.message
+    assert "secret" not in info.value.message

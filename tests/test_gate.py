@@ -246,3 +246,12 @@ def test_without_a_credential_only_the_health_check_passes(
         assert decision.path == gate.HEALTH and method in ("GET", "HEAD") and not websocket
     else:
         assert decision.status in (400, 403)
+
+
+def test_a_refusal_says_where_the_token_is_kept() -> None:
+    hint = " The token is kept in /home/u/.local/share/jupyter/jupyter-relay/token."
+    policy = gate.Policy(token="t0ken", cookie_name="c", allowed_hosts=None, token_hint=hint)
+    for headers in ({}, {"authorization": "token wrong"}):
+        decision = gate.decide(policy, "GET", "/api/status", headers)
+        assert decision.status == 403 and decision.message.endswith(hint)
+        assert "t0ken" not in decision.message

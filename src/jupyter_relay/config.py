@@ -10,13 +10,13 @@ names the key and what it allows.
 from __future__ import annotations
 
 import ipaddress
-import secrets
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from . import kept_token
 from .credentials import Secret
 from .errors import ConfigError
 from .proxy.allow import Allowlist, parse_port_ranges
@@ -40,7 +40,10 @@ class RelayConfig:
     ip: str
     port: int
     token: Secret | None  # None: authentication disabled
-    token_generated: bool
+    token_generated: bool  # made at this start (and kept, unless token_keep is None)
+    # Where the token is kept between starts (None: it came from --token or --token-file);
+    # `server.start` writes it there when it was made at this start.
+    token_keep: Path | None
     allow_origins: tuple[str, ...]
     backends: tuple[BackendSpec, ...]
     primary: str | None  # None: only gateways, no backend holds files
@@ -127,7 +130,7 @@ def load_config(
         ]
     primary = _primary(values["primary"], backends)
 
-    token, generated = _relay_token(values)
+    token, generated, keep = _relay_token(values, env)
     if token is None and not _is_loopback(values["ip"]):
         raise ConfigError(
             f"refusing to listen on {values['ip']} without a token: anyone who can reach it "
@@ -141,6 +144,7 @@ def load_config(
         port=values["port"],
         token=token,
         token_generated=generated,
+        token_keep=keep,
         allow_origins=tuple(dict.fromkeys(origins)),
         backends=tuple(backends),
         primary=primary,
@@ -279,9 +283,12 @@ def seed_hub_backend(env: Mapping[str, str]) -> str | None:
     return f"hub=hub+https://{who}{shown}:{port}/?{'&'.join(query)}"
 
 
-def _relay_token(values: Mapping[str, Any]) -> tuple[Secret | None, bool]:
+def _relay_token(
+    values: Mapping[str, Any], env: Mapping[str, str]
+) -> tuple[Secret | None, bool, Path | None]:
+    """(the token, whether it is new, where it is kept between starts)."""
     if values["no_auth"]:
-        return None, False
+        return None, False, None
     if values["token"] is not None and values["token_file"] is not None:
         raise ConfigError("give --token or --token-file, not both")
     if values["token_file"] is not None:
@@ -292,12 +299,16 @@ def _relay_token(values: Mapping[str, Any]) -> tuple[Secret | None, bool]:
             raise ConfigError(f"cannot read --token-file {file}: {exc.strerror or exc}") from exc
         if not text:
             raise ConfigError(f"--token-file {file} is empty")
-        return Secret(text), False
+        return Secret(text), False, None
     if values["token"] is not None:
         if not values["token"]:
             raise ConfigError("the token is empty; to run without a token use --no-auth")
-        return Secret(values["token"]), False
-    return Secret(secrets.token_hex(24)), True
+        return Secret(values["token"]), False, None
+    keep = kept_token.path(env)
+    kept = None if values["new_token"] else kept_token.read(keep)
+    if kept is not None:
+        return Secret(kept), False, keep
+    return Secret(kept_token.new()), True, keep
 
 
 def _existing(value: str | None, key: str) -> Path | None:

@@ -57,6 +57,7 @@ class Policy:
     cookie_name: str
     allow_origins: tuple[str, ...] = ()
     allowed_hosts: frozenset[str] | None = frozenset()  # None: any Host (not on loopback)
+    token_hint: str = ""  # where the token comes from, for the refusals' words
 
 
 class Decision(NamedTuple):  # a tuple: made on every request, and cheap to make
@@ -160,8 +161,7 @@ def is_bridge(path: str) -> bool:
 
 HOW = (
     "Open the URL that jupyter-relay printed when it started (it ends in ?token=...), "
-    "or send the header 'Authorization: token <relay token>'. "
-    "Run 'jupyter-relay --help' for where the token comes from."
+    "or send the header 'Authorization: token <relay token>'."
 )
 
 
@@ -230,12 +230,17 @@ def decide(
             return _refuse(
                 raw_path,
                 403,
-                f"This jupyter-relay needs its token. {HOW}",
+                f"This jupyter-relay needs its token. {HOW}{policy.token_hint}",
                 "Token Required",
                 {"WWW-Authenticate": 'token realm="jupyter-relay"'},
             )
         if verdict is auth.Verdict.WRONG:
-            return _refuse(raw_path, 403, f"The token is not this relay's. {HOW}", "Invalid Token")
+            return _refuse(
+                raw_path,
+                403,
+                f"The token is not this relay's. {HOW}{policy.token_hint}",
+                "Invalid Token",
+            )
     if auth.needs_origin_check(method, websocket):
         origin = headers.get("origin")
         if not auth.origin_allowed(origin, host, scheme, policy.allow_origins):

@@ -27,6 +27,16 @@ from .routes import Forward, Later, Redirect, Road
 SPEC_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 
 
+def token_hint(config: RelayConfig) -> str:
+    """Where the token comes from, as the refusals say it (never the token itself)."""
+    if config.token_keep is not None:
+        return (
+            f" The token is kept in {config.token_keep} (the same at every start; "
+            "--new-token replaces it)."
+        )
+    return " The token is the one given with --token or --token-file."
+
+
 class NoFiles:
     """The primary when there is none (gateways only): every file path is a clear 404."""
 
@@ -95,6 +105,7 @@ class Relay:
             cookie_name=self.cookie_name,
             allow_origins=config.allow_origins,
             allowed_hosts=frozenset(config.allow_hosts) if config.loopback else None,
+            token_hint=token_hint(config),
         )
         self.started_at = time.monotonic()
         primary = self.primary

@@ -19,6 +19,7 @@ from typing import TextIO
 
 from aiohttp import web
 
+from . import kept_token
 from .app import make_app
 from .backends.base import Progress
 from .config import RelayConfig
@@ -52,6 +53,21 @@ def bind(host: str, port: int) -> socket.socket:
         raise ConfigError(f"cannot listen on {host}:{port}: {hint}") from exc
     sock.setblocking(False)
     return sock
+
+
+def _keep_token(config: RelayConfig, progress: Progress) -> None:
+    """A token made at this start is kept for the next (see `kept_token`)."""
+    if not config.token_generated or config.token_keep is None or config.token is None:
+        return
+    try:
+        kept_token.write(config.token_keep, config.token.value)
+    except OSError as exc:
+        progress(
+            f"could not keep the token in {config.token_keep} ({exc.strerror or exc}); "
+            "it lasts until the relay stops"
+        )
+    else:
+        progress(f"made a new token, kept in {config.token_keep} for the next start")
 
 
 def progress_printer(stream: TextIO) -> Progress:
@@ -92,6 +108,7 @@ async def start(config: RelayConfig, progress: Progress) -> RunningRelay:
     """Bind, start the backends, serve; raise a `RelayError` if any step fails."""
     sock = bind(config.ip, config.port)
     try:
+        _keep_token(config, progress)
         relay = Relay(config, sock.getsockname()[1])
         await relay.start_backends(progress)
         # The relay's own answers: reached by the engine only, which logs every request.

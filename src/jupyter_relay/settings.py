@@ -120,6 +120,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("token", str, None, "the relay's token (prefer --token-file: flags show in ps)", "T"),
     Setting("token_file", str, None, "read the relay's token from this file", "FILE"),
     Setting(
+        "new_token",
+        _bool,
+        False,
+        "replace the kept token with a new one (without --token or --token-file the relay "
+        "keeps its token in <Jupyter data dir>/jupyter-relay/token, mode 0600, and uses "
+        "it again at the next start, so a server saved in an IDE keeps working)",
+        is_flag=True,
+    ),
+    Setting(
         "no_auth", _bool, False, "disable the token (refused unless on loopback)", is_flag=True
     ),
     Setting(
