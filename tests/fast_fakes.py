@@ -165,7 +165,7 @@ class FakeRelay:
         self.house_backend = FakeBackend("relay", verbatim=True)
         self.house = Forward(self.house_backend)
 
-    def route(self, path: str, raw_path: str, query: str) -> Forward | Later:
+    def route(self, path: str, raw_path: str, query: str, method: str) -> Forward | Later:
         if path == f"/api/kernels/{KERNEL}/channels":
             owner = self.mixer.kernel_owner.get(KERNEL)
             if owner is None:

@@ -133,7 +133,7 @@ async def test_a_road_decided_later_that_fails_answers_in_the_relays_words() -> 
     async def refused() -> None:
         raise NotFound("no port-proxy target here")
 
-    h.relay.route = lambda path, raw, query: refused  # type: ignore[assignment,method-assign,return-value]
+    h.relay.route = lambda path, raw, query, method: refused  # type: ignore[assignment,method-assign,return-value]
     h.send(request("/proxy/1/", extra="Accept: text/html\r\n"))
     assert h.conn.asking is not None
     await h.conn.asking

@@ -42,7 +42,7 @@ KERNEL = "0f4a6c3e-1b2d-4e5f-8a9b-0c1d2e3f4a5b"
         ("/proxy/8050/", Road.PORT, ""),
         ("/apps/tb/", Road.APP, ""),
         ("/lab", Road.PRIMARY, ""),
-        ("/", Road.PRIMARY, ""),
+        ("/", Road.HOME, ""),
     ],
 )
 def test_each_path_has_its_road(path: str, road: Road, handler: str) -> None:

@@ -23,6 +23,7 @@ from .mixer.names import ID_RE
 from .proxy.apps import Apps
 from .proxy.core import PortProxy
 from .routes import Forward, Later, Redirect, Road
+from .start_page import StartPage
 
 SPEC_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 
@@ -110,6 +111,7 @@ class Relay:
         self.started_at = time.monotonic()
         primary = self.primary
         self._primary = Forward(primary if primary is not None else NoFiles(self.backends))
+        self.start_page = StartPage(primary)
         self._house = self._primary  # until `serve_house`
         if config.token is not None:
             add_secret(config.token.value)
@@ -139,7 +141,7 @@ class Relay:
     async def stop_backends(self) -> None:
         await asyncio.gather(*(b.stop() for b in self.backends.values()), return_exceptions=True)
 
-    def route(self, path: str, raw_path: str, query: str) -> Forward | Later:
+    def route(self, path: str, raw_path: str, query: str, method: str = "GET") -> Forward | Later:
         """Where the engine sends a request at canonical `path` (`raw_path`: as sent).
 
         Decided now when it can be (the house, the primary, a kernel whose owner
@@ -150,6 +152,10 @@ class Relay:
         road = match.road
         if road is Road.PRIMARY:
             return self._primary
+        if road is Road.HOME:
+            if method not in ("GET", "HEAD") or self.primary is None:
+                return self._primary
+            return functools.partial(self._home, query)
         if road is Road.HOUSE:
             return self._house
         if road is Road.KERNEL:
@@ -171,6 +177,14 @@ class Relay:
         if app is not None:
             return Forward(app)
         return functools.partial(self._app, raw_path, query)
+
+    async def _home(self, query: str) -> Forward | Redirect:
+        """`/`: to JupyterLab where the primary serves it (else the Notebook's tree), as
+        `jupyter lab` does; the primary's own `/` where it serves neither."""
+        page = await self.start_page.find()
+        if page is None:
+            return self._primary
+        return Redirect(page + ("?" + query if query else ""), 302)
 
     async def _kernel_owner(self, kernel: str) -> Forward:
         if not ID_RE.fullmatch(kernel):

@@ -32,6 +32,7 @@ class Road(enum.Enum):
     KERNELSPEC_FILE = "the kernelspec's backend"  # /kernelspecs/<name>/<file>
     PORT = "the port proxy"  # /proxy/...
     APP = "a named app"  # /apps/...
+    HOME = "the primary's start page"  # / : JupyterLab where the primary serves it
     PRIMARY = "the primary backend"  # everything else
 
 
@@ -82,6 +83,7 @@ TABLE: tuple[Row, ...] = (
     Row("/proxy/{tail:.*}", Road.PORT),
     Row("/apps", Road.APP),
     Row("/apps/{tail:.*}", Road.APP),
+    Row("/", Road.HOME),
     Row("/{tail:.*}", Road.PRIMARY),
 )
 
@@ -135,6 +137,7 @@ class Redirect:
     """Answer with a redirect to `location` (an app's address without its final slash)."""
 
     location: str
+    status: int = 301
 
 
 # A road decided only after a wait (a kernel's owner, a name to resolve, an app to start):

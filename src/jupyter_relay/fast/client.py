@@ -136,7 +136,7 @@ class ClientConnection(asyncio.Protocol):
         elif self.resolved is not None:
             route, self.resolved = self.resolved, None
         else:
-            route = relay.route(decision.path, path, query)
+            route = relay.route(decision.path, path, query, head.method)
         if not isinstance(route, Forward):
             self._resolve(route, head)  # then here again, with its answer
             return
@@ -174,7 +174,7 @@ class ClientConnection(asyncio.Protocol):
         self.asking = None
         self.resume("route")
         if isinstance(found, Redirect):
-            self._redirect(head, found.location)
+            self._redirect(head, found)
             return
         self.resolved = found
         self._next()
@@ -210,14 +210,18 @@ class ClientConnection(asyncio.Protocol):
         del self.buffer[: end + 4]
         self._next()
 
-    def _redirect(self, head: Head, location: str) -> None:
-        answer = (
-            f"HTTP/1.1 301 Moved Permanently\r\nLocation: {location}\r\n"
-            "Content-Length: 0\r\nConnection: close\r\n\r\n"
-        )
+    def _redirect(self, head: Head, found: Redirect) -> None:
+        reason = "Moved Permanently" if found.status == 301 else "Found"
+        lines = [
+            f"HTTP/1.1 {found.status} {reason}",
+            f"Location: {found.location}",
+            *(f"{k}: {v}" for k, v in self.cors_fields(head)),
+            "Content-Length: 0",
+            "Connection: close",
+        ]
         self.buffer.clear()
-        self.write(answer.encode("latin-1"))
-        log_access(head.method, head.target.partition("?")[0], 301, 0.0)
+        self.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        log_access(head.method, head.target.partition("?")[0], found.status, 0.0)
         self.close()
 
     def finished(self, keep_alive: bool) -> None:
