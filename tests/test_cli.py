@@ -50,8 +50,14 @@ def test_help_lists_backends_and_examples() -> None:
         "examples:",
         "JUPYTER_RELAY_",
         "jupyter-relay.toml",
+        "local?root_dir=PATH",
+        "/lab",
+        "/relay/api/status",
+        "--new-token",
     ):
         assert text in result.stdout
+    assert result.stdout.count("(default: 127.0.0.1)") == 1  # the listen address default, once
+    assert "loopback by default" not in result.stdout
 
 
 def test_version_and_module_entry_point() -> None:

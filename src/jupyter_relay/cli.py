@@ -24,8 +24,14 @@ With no arguments, starts a Jupyter server of its own (the 'local' backend)
 and prints the URL to open in a browser or paste into VS Code / PyCharm."""
 
 EPILOG = f"""\
+once running:
+  open the printed URL for JupyterLab (/ leads to /lab), or paste it into an IDE;
+  /relay/api/status says how each backend is (JSON), /relay/healthz whether the
+  primary answers (no token needed)
+
 backend URIs:
   local                                   a Jupyter server the relay starts and stops
+  local?root_dir=PATH                     ... serving PATH (default: the current directory)
   http(s)://host:port/base/?token=T       a Jupyter server already running
   gateway+http(s)://host:port/?token=T    a Kernel Gateway or Enterprise Gateway (kernels only)
   hub+https://[user@]hub.example.org/     your server on a JupyterHub (?server=NAME; the token

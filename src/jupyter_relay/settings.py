@@ -115,7 +115,7 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("ip", str, "127.0.0.1", "address to listen on (loopback by default)", "ADDR"),
+    Setting("ip", str, "127.0.0.1", "address to listen on", "ADDR"),
     Setting("port", _port, 8765, "port to listen on; 0 picks a free one", "PORT"),
     Setting("token", str, None, "the relay's token (prefer --token-file: flags show in ps)", "T"),
     Setting("token_file", str, None, "read the relay's token from this file", "FILE"),
