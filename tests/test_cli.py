@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -111,7 +113,7 @@ def test_backend_that_is_down_still_starts_and_answers_502(tmp_path: Path) -> No
         assert status == 502
         message = json.loads(body)["message"]
         assert f"backend 'lab' at 127.0.0.1:{port} is unreachable (Connection refused)" in message
-        assert "not reachable yet" in relay.logs()
+        assert "serving lab (jupyter, primary): DOWN." in relay.logs()
     finally:
         relay.stop()
 
@@ -244,3 +246,42 @@ def test_the_printed_token_survives_a_restart(tmp_path: Path, jupyter: JupyterSe
     kept = tmp_path / "data" / "jupyter-relay" / "token"
     assert kept.read_text().strip() == tokens[2]
     assert kept.stat().st_mode & 0o777 == 0o600
+
+
+def test_backends_down_at_start_are_said_plainly_then_retried_quietly(tmp_path: Path) -> None:
+    """Which backends are up is said once at start; an ssh host that does not resolve is
+    tried again and again, each failure like the last logged no more."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    relay = start_relay_process(
+        [
+            "--port",
+            "0",
+            "--backend",
+            "gpu=ssh://nosuchhost.invalid",
+            "--backend",
+            f"lab=http://127.0.0.1:{port}/",
+        ],
+        tmp_path,
+    )
+    try:
+        said = relay.logs()
+        assert "serving gpu (ssh, primary): DOWN. cannot resolve host 'nosuchhost.invalid'" in said
+        assert f"serving lab (jupyter): DOWN. backend 'lab' at 127.0.0.1:{port}" in said
+        assert "serving gpu (ssh, primary): up" not in said
+
+        def tried_three_times() -> str | None:
+            _, body = get(relay.base + "relay/api/status", relay.token)
+            gpu = next(b for b in json.loads(body)["backends"] if b["name"] == "gpu")
+            error = str(gpu["error"] or "")
+            return error if re.search(r"attempt ([3-9]|\d\d)\b", error) else None
+
+        deadline = time.monotonic() + 30
+        while tried_three_times() is None:
+            assert time.monotonic() < deadline, "gpu was not tried three times within 30 s"
+            time.sleep(0.2)
+        # The start said it (progress and announcement); the background tries said nothing.
+        assert relay.logs().count("cannot resolve host 'nosuchhost.invalid'") == 2, relay.logs()
+    finally:
+        relay.stop()

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import resource
@@ -788,6 +789,8 @@ async def test_tokens_in_remote_output_are_not_shown(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A failing remote Jupyter's output, quoted in errors, has its token blanked."""
+    # The background retries log each attempt at DEBUG (a failure like the last is no news).
+    caplog.set_level(logging.DEBUG, logger="jupyter_relay.ssh")
     secret = secrets.token_hex(16)
     printed = (
         f'echo "    http://127.0.0.1:8888/lab?token={secret}" >&2\n'

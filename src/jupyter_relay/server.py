@@ -21,7 +21,7 @@ from aiohttp import web
 
 from . import kept_token
 from .app import make_app
-from .backends.base import Progress
+from .backends.base import Backend, Progress
 from .config import RelayConfig
 from .errors import ConfigError
 from .fast import FastServer, House
@@ -152,6 +152,7 @@ async def serve(config: RelayConfig, out: TextIO = sys.stdout, err: TextIO = sys
             return 0
         stopping.cancel()
         running = starting.result()  # raises if a backend could not start
+        await _checked(running.relay, config.list_timeout)
         _announce(running, config, out, err)
         await stop.wait()
         progress("shutting down: closing websockets, finishing requests, stopping backends")
@@ -163,12 +164,35 @@ async def serve(config: RelayConfig, out: TextIO = sys.stdout, err: TextIO = sys
             loop.remove_signal_handler(sig)
 
 
+async def _checked(relay: Relay, seconds: float) -> None:
+    """Each backend's health, asked now (within `seconds`), for the announcement."""
+
+    async def check(backend: Backend) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await backend.check()
+
+    await asyncio.gather(*(check(b) for b in relay.backends.values()))
+
+
+def backend_line(backend: Backend, primary: bool) -> str:
+    """`gpu (ssh, primary): up`, or down with why: one backend as the start announces it."""
+    role = f"{backend.spec.kind}{', primary' if primary else ''}"
+    health = backend.last_health
+    if health is None:
+        state = "not checked yet"
+    elif health.reachable:
+        state = "up"
+    else:
+        why = (health.error or "no answer").removeprefix(f"backend '{backend.name}': ")
+        state = f"DOWN. {why} (requests to it are answered with this until it is back)"
+    return f"{backend.name} ({role}): {state}"
+
+
 def _announce(running: RunningRelay, config: RelayConfig, out: TextIO, err: TextIO) -> None:
-    names = ", ".join(
-        f"{name} ({b.spec.kind}{', primary' if name == config.primary else ''})"
-        for name, b in running.relay.backends.items()
-    )
-    print(f"jupyter-relay: serving {names}", file=err, flush=True)
+    for name, backend in running.relay.backends.items():
+        line = backend_line(backend, name == config.primary)
+        print(f"jupyter-relay: serving {line}", file=err, flush=True)
     if config.token is None:
         print(
             "jupyter-relay: WARNING: authentication is disabled (--no-auth)", file=err, flush=True

@@ -16,9 +16,8 @@ class JupyterBackend(HttpBackend):
             progress(
                 f"backend '{self.name}': {self.public_url()} answers ({health.latency_ms:.0f} ms)"
             )
-        else:
-            # Not fatal: the server may come up later; requests say why meanwhile.
-            progress(f"backend '{self.name}': not reachable yet: {health.error}")
+        # Down is not fatal: the server may come up later, requests say why meanwhile, and
+        # the relay's announcement says it with the other backends' states.
 
 
 class GatewayBackend(JupyterBackend):

@@ -268,6 +268,7 @@ class SshBackend(SshConnect, RemoteJupyter):
         back, not at the end of a long backoff.
         """
         attempt = 0
+        said = self._down  # logged: only a change is logged again (a state, not each try)
         while not self._stopping:
             delay = random.uniform(0.5, 1.0) * min(BACKOFF_CAP, BACKOFF_FIRST * 2**attempt)
             with contextlib.suppress(TimeoutError):
@@ -277,10 +278,18 @@ class SshBackend(SshConnect, RemoteJupyter):
             self._last_attempt = time.monotonic()
             attempt += 1
             try:
-                await self._establish(_redacting(lambda message: log.info("%s", message)))
+                await self._establish(_redacting(lambda message: log.debug("%s", message)))
             except BackendError as exc:
                 self._down = f"{exc.message} (reconnecting, attempt {attempt})"
-                log.warning("%s", self._down)
+                if exc.message != said:
+                    said = exc.message
+                    log.warning(
+                        "%s; trying again in the background, at most every %g s",
+                        exc.message,
+                        BACKOFF_CAP,
+                    )
+                else:
+                    log.debug("%s", self._down)
                 continue
             except Exception as exc:  # a bug must not end the reconnecting for good
                 self._down = (
@@ -289,7 +298,7 @@ class SshBackend(SshConnect, RemoteJupyter):
                 )
                 log.error("%s", self._down, exc_info=log.isEnabledFor(logging.DEBUG))
                 continue
-            log.warning("backend '%s': reconnected after %d attempt(s)", self.name, attempt)
+            log.warning("backend '%s': connected again after %d attempt(s)", self.name, attempt)
             self._watcher = asyncio.create_task(self._watch())
             return
 
