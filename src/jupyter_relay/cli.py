@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+import shtab
+
 from . import __version__
 from .config import default_config_path, load_config
 from .errors import ConfigError, RelayError
@@ -133,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--version", action="version", version=f"jupyter-relay {__version__}")
+    # Completion for bash, zsh and tcsh, made from these flags (shtab): e.g. in ~/.bashrc,
+    # eval "$(jupyter-relay --print-completion bash)".
+    shtab.add_argument_to(parser, ["--print-completion"], help="print a shell completion script")
     parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
     by_key = {s.key: s for s in SETTINGS}
     grouped = {key for keys in GROUPS.values() for key in keys}
@@ -177,6 +182,7 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
+    args.pop("print_completion", None)  # shtab's: it printed and exited when given
     backends = args.pop("backend", [])
     config_path = args.pop("config", None)
     try:

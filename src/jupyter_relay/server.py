@@ -26,6 +26,7 @@ from .config import RelayConfig
 from .errors import ConfigError
 from .fast import FastServer, House
 from .fast import client as fast_client
+from .notify import notify
 from .relay import Relay
 
 log = logging.getLogger("jupyter_relay")
@@ -154,7 +155,13 @@ async def serve(config: RelayConfig, out: TextIO = sys.stdout, err: TextIO = sys
         running = starting.result()  # raises if a backend could not start
         await _checked(running.relay, config.list_timeout)
         _announce(running, config, out, err)
+        backends = running.relay.backends.values()
+        up = sum(1 for b in backends if b.last_health is not None and b.last_health.reachable)
+        notify(
+            "READY=1", f"STATUS=serving on port {running.port}; {up}/{len(backends)} backends up"
+        )
         await stop.wait()
+        notify("STOPPING=1", "STATUS=shutting down")
         progress("shutting down: closing websockets, finishing requests, stopping backends")
         await running.stop()
         progress("stopped")
