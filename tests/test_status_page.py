@@ -43,7 +43,8 @@ def parse(page: str) -> Collect:
     return parser
 
 
-def view(name: str = "a", **fields: object) -> BackendView:
+def view(**fields: object) -> BackendView:
+    name = str(fields.get("name", "a"))
     values: dict[str, object] = {
         "name": name,
         "kind": "jupyter",
@@ -64,8 +65,8 @@ def hostile_data() -> PageData:
         uptime_seconds=3725,
         now=NOW,
         backends=(
-            view(HOSTILE, kind=HOSTILE, url=HOSTILE, primary=True),
-            view("b", reachable=False, latency_ms=None, error=HOSTILE, kernels_error=HOSTILE),
+            view(name=HOSTILE, kind=HOSTILE, url=HOSTILE, primary=True),
+            view(name="b", reachable=False, latency_ms=None, error=HOSTILE, kernels_error=HOSTILE),
         ),
         kernels=[kernel],
         sessions=[{"id": "s", "path": HOSTILE, "type": HOSTILE, "kernel": kernel}],
@@ -101,11 +102,13 @@ def test_a_backend_down_shows_why() -> None:
         version="1",
         uptime_seconds=1,
         now=NOW,
-        backends=(view("b", reachable=False, latency_ms=None, error="refused; is it running?"),),
+        backends=(
+            view(name="b", reachable=False, latency_ms=None, error="refused; is it running?"),
+        ),
     )
     page = render_page(data)
     assert 'data-name="b" data-state="down"' in page
-    assert "<strong>down</strong> <span class=\"reason\">refused; is it running?</span>" in page
+    assert '<strong>down</strong> <span class="reason">refused; is it running?</span>' in page
 
 
 def test_links_carry_no_query_and_no_credentials() -> None:

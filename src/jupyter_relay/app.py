@@ -122,7 +122,7 @@ async def relay_not_found(request: web.Request) -> web.Response:
     return error_response(
         request,
         404,
-        f"no relay endpoint at {request.path}; see /relay/api/status",
+        f"no relay endpoint at {request.path}; the status page is at /relay/",
         "Not Found",
     )
 

@@ -126,6 +126,7 @@ def chart(history: Sequence[Sample], now: float, window: float = WINDOW) -> str:
         else:
             run.append(f"{x(sample.at)},{y(sample.latency_ms)}")
     flush()
+    scale = f"max {top:.0f} ms, 60 min" if up else "60 min"
     title = (
         f"last hour: {len(history)} checks, {down} failed, highest latency {top:.0f} ms"
         if history
@@ -136,7 +137,8 @@ def chart(history: Sequence[Sample], now: float, window: float = WINDOW) -> str:
         f'viewBox="0 0 {CHART_W} {CHART_H}" role="img" aria-label="{e(title)}">'
         f"<title>{e(title)}</title>"
         f'<rect x="0" y="0" width="{CHART_W}" height="{CHART_H}" fill="#f6f8fa"/>'
-        f"{''.join(parts)}</svg>"
+        f"{''.join(parts)}"
+        f'<text x="2" y="9" font-size="8" fill="#656d76">{e(scale)}</text></svg>'
     )
 
 
