@@ -213,6 +213,8 @@ async def _watch_the_page(running: RunningRelay, pair: Pair, tmp_path: Path) -> 
         await expect(b).to_have_attribute("data-state", "down", timeout=10_000)
         took = time.monotonic() - stopped
         await expect(b.locator(".reason")).to_contain_text("is unreachable")
+        await expect(b.locator("svg.chart rect.fail")).not_to_have_count(0)  # the chart too
+        await expect(a.locator("svg.chart polyline, svg.chart circle")).not_to_have_count(0)
         await expect(a).to_have_attribute("data-state", "up")
         assert await page.evaluate("window.relayTestMark") == 1, "the page was reloaded"
         await page.screenshot(path=str(shot), full_page=True)
