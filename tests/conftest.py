@@ -41,11 +41,13 @@ UNIT_MODULES = frozenset(
         "test_fast_tunnel",
         "test_gate",
         "test_headers",
+        "test_health_history",
         "test_mixer_names",
         "test_proxy_rules",
         "test_responses",
         "test_routes",
         "test_scrub",
+        "test_status_page",
     }
 )
 

@@ -278,6 +278,7 @@ async def test_security_headers_on_the_relays_own_answers(
     base = relay.base_url.rstrip("/")
     for path, status in (
         ("/relay/api/status", 200),
+        ("/relay/", 200),
         ("/relay/nothing", 404),
         ("/api/kernels/not-an-id", 404),
     ):

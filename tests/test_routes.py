@@ -20,7 +20,9 @@ KERNEL = "0f4a6c3e-1b2d-4e5f-8a9b-0c1d2e3f4a5b"
     [
         ("/relay/healthz", Road.HOUSE, "healthz"),
         ("/relay/api/status", Road.HOUSE, "status"),
-        ("/relay", Road.HOUSE, "relay_not_found"),
+        ("/relay", Road.HOUSE, "relay_redirect"),
+        ("/relay/", Road.HOUSE, "status_page"),
+        ("/relay/static/status.js", Road.HOUSE, "status_static"),
         ("/relay/anything/else", Road.HOUSE, "relay_not_found"),
         ("/relayx", Road.PRIMARY, ""),
         ("/api/kernelspecs", Road.HOUSE, "specs"),
@@ -55,7 +57,7 @@ def test_the_kernel_id_is_read_from_the_path() -> None:
 
 
 SEGMENTS = [
-    "relay", "api", "kernels", "kernelspecs", "sessions", "channels", "restart",
+    "relay", "static", "api", "kernels", "kernelspecs", "sessions", "channels", "restart",
     "http_over_websocket", "diagnose", "proxied_ws", "proxy", "apps", KERNEL, "x", "",
 ]  # fmt: skip
 

@@ -122,7 +122,7 @@ async def relay_not_found(request: web.Request) -> web.Response:
     return error_response(
         request,
         404,
-        f"no relay endpoint at {request.path}; see /relay/api/status",
+        f"no relay endpoint at {request.path}; the status page is at /relay/",
         "Not Found",
     )
 
@@ -137,7 +137,7 @@ async def not_the_houses(request: web.Request) -> web.Response:
 async def _health_loop(relay: Relay) -> None:
     while True:
         await asyncio.sleep(HEALTH_INTERVAL)
-        await asyncio.gather(*(b.check() for b in relay.backends.values()))
+        await status.check_all(relay, HEALTH_INTERVAL)
 
 
 def make_app(relay: Relay) -> web.Application:
@@ -151,6 +151,9 @@ def make_app(relay: Relay) -> web.Application:
     handlers: dict[str, Handler] = {
         "healthz": status.healthz_handler(relay),
         "status": status.status_handler(relay),
+        "status_page": status.status_page_handler(relay),
+        "status_static": status.status_static,
+        "relay_redirect": status.relay_redirect,
         "relay_not_found": relay_not_found,
         **mixer_routes.handlers(relay.mixer),
         **relay.bridge.handlers(),

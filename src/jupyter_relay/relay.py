@@ -17,6 +17,7 @@ from .backends import Backend, Timeouts, build_backend
 from .backends.base import Progress, Target, Upstream
 from .config import RelayConfig
 from .errors import BackendError, NotFound
+from .health_history import HealthHistory
 from .logs import add_secret, known_secrets
 from .mixer import Mixer, held
 from .mixer.names import ID_RE
@@ -109,6 +110,7 @@ class Relay:
             token_hint=token_hint(config),
         )
         self.started_at = time.monotonic()
+        self.health_history = HealthHistory()  # for the status page's chart
         primary = self.primary
         self._primary = Forward(primary if primary is not None else NoFiles(self.backends))
         self.start_page = StartPage(primary)

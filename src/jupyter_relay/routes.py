@@ -65,7 +65,9 @@ class Row:
 TABLE: tuple[Row, ...] = (
     Row("/relay/healthz", Road.HOUSE, "healthz", "GET"),
     Row("/relay/api/status", Road.HOUSE, "status", "GET"),
-    Row("/relay", Road.HOUSE, "relay_not_found"),
+    Row("/relay/", Road.HOUSE, "status_page", "GET"),
+    Row("/relay/static/{name}", Road.HOUSE, "status_static", "GET"),
+    Row("/relay", Road.HOUSE, "relay_redirect"),
     Row("/relay/{tail:.*}", Road.HOUSE, "relay_not_found"),
     Row("/api/kernelspecs", Road.HOUSE, "specs"),
     Row("/api/kernelspecs/{name}", Road.HOUSE, "spec"),
