@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from jupyter_core.paths import jupyter_config_dir
+
 from .credentials import Secret
 from .errors import ConfigError
 from .proxy.allow import Allowlist, parse_port_ranges
@@ -63,8 +65,13 @@ class RelayConfig:
 
 
 def default_config_path(env: Mapping[str, str]) -> Path:
-    base = env.get("JUPYTER_CONFIG_DIR") or str(Path.home() / ".jupyter")
-    return Path(base) / "jupyter-relay.toml"
+    """`jupyter-relay.toml` in Jupyter's config directory (`jupyter --config-dir`).
+
+    `env` is the environment the relay was given (a test's, or `os.environ`); its
+    `JUPYTER_CONFIG_DIR` wins, and otherwise jupyter_core's own rules decide.
+    """
+    given = env.get("JUPYTER_CONFIG_DIR")
+    return Path(given or jupyter_config_dir()) / "jupyter-relay.toml"
 
 
 def load_config(
