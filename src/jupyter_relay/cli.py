@@ -56,7 +56,7 @@ configuration:
 """
 
 GROUPS = {
-    "listening": ("ip", "port"),
+    "listening": ("ip", "port", "sock", "certfile", "keyfile"),
     "authentication": ("token", "token_file", "no_auth", "allow_origin", "allow_host", "colab"),
     "backends": ("primary", "start_server", "state_dir"),
     "TLS to backends (defaults for every backend)": (

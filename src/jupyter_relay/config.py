@@ -57,6 +57,14 @@ class RelayConfig:
     proxy_deny_ports: tuple[tuple[int, int], ...] = ()
     apps: tuple[AppSpec, ...] = ()
     allow_hosts: tuple[str, ...] = ()
+    sock: Path | None = None  # a Unix socket to listen on, instead of ip:port
+    certfile: Path | None = None  # HTTPS with this certificate
+    keyfile: Path | None = None
+
+    @property
+    def scheme(self) -> str:
+        """How clients reach the relay: "https" with a certificate, else "http"."""
+        return "https" if self.certfile is not None else "http"
 
     @property
     def loopback(self) -> bool:
@@ -119,7 +127,7 @@ def load_config(
     )
     backends = _backends(backend_args, env, file_backends, tls, path)
     proxy_port = env.get("JUPYTER_PROXY_PORT", "").strip()
-    port_given = "port" in flags or SETTINGS_BY_KEY["port"].env in env or "port" in file_values
+    port_given = "port" in given(flags, env, file_values)
     if proxy_port and not port_given and backends[0].kind == "hub" and seed_hub_backend(env):
         values["port"] = _parse_value(SETTINGS_BY_KEY["port"], proxy_port, "JUPYTER_PROXY_PORT")
     names = [b.name for b in backends]
@@ -140,6 +148,7 @@ def load_config(
             f"refusing to listen on {values['ip']} without a token: anyone who can reach it "
             "could run code. Drop --no-auth, or listen on 127.0.0.1"
         )
+    sock, certfile, keyfile = _listening(values, given(flags, env, file_values))
     origins = list(values["allow_origin"])
     if values["colab"]:
         origins.append(COLAB_ORIGIN)
@@ -162,7 +171,39 @@ def load_config(
         proxy_deny_ports=parse_port_ranges(values["proxy_deny_port"]),
         apps=parse_apps(file_apps, str(path)),
         allow_hosts=tuple(dict.fromkeys(values["allow_host"])),
+        sock=sock,
+        certfile=certfile,
+        keyfile=keyfile,
     )
+
+
+def given(flags: Mapping[str, Any], env: Mapping[str, str], file: Mapping[str, Any]) -> set[str]:
+    """The settings the user gave, by any of the three means."""
+    return {s.key for s in SETTINGS if s.key in flags or s.env in env or s.key in file}
+
+
+def _listening(
+    values: Mapping[str, Any], explicit: set[str]
+) -> tuple[Path | None, Path | None, Path | None]:
+    """The Unix socket and the certificate files, checked against each other."""
+    certfile = _existing(values["certfile"], "certfile")
+    keyfile = _existing(values["keyfile"], "keyfile")
+    if keyfile is not None and certfile is None:
+        raise ConfigError("--keyfile needs --certfile: give the certificate the key belongs to")
+    if values["sock"] is None:
+        return None, certfile, keyfile
+    if not values["sock"].strip():
+        raise ConfigError("--sock is empty; give the path of the Unix socket to listen on")
+    if "port" in explicit:
+        raise ConfigError(
+            "give --sock or --port, not both: on a Unix socket the relay listens on no TCP port"
+        )
+    if certfile is not None:
+        raise ConfigError(
+            "give --sock or --certfile, not both: the relay serves plain HTTP on a Unix "
+            "socket, which only you can open (mode 0600)"
+        )
+    return Path(values["sock"]).expanduser().absolute(), None, None
 
 
 def _primary(chosen: str | None, backends: list[BackendSpec]) -> str | None:
