@@ -21,7 +21,10 @@ import aiohttp
 import pytest
 import trustme
 
+from jupyter_relay.colab import AUTH_URL_PARAM
+
 from . import kernel_client
+from .colab_client import Reply, Target
 from .conftest import RELAY_TOKEN, start_relay
 from .echo_app import run_echo
 from .servers import BIN, JupyterServer, RelayProcess, start_relay_process
@@ -300,3 +303,36 @@ async def test_a_socket_left_by_a_dead_relay_is_taken_over(tmp_path: Path) -> No
         finally:
             await running.stop()
     assert not path.exists()
+
+
+# --- Colab's websocket bridge, whose inner requests dial the relay itself -----------------
+
+
+async def bridge_echo(session: aiohttp.ClientSession, base: str) -> Reply:
+    """One request through `/http_over_websocket`, authorized as Colab's page does it."""
+    page = Target("relay", base, session, query={AUTH_URL_PARAM: f"{base}?token={RELAY_TOKEN}"})
+    async with page.bridge() as sock:
+        return await sock.request("GET", "/echo/colab")
+
+
+async def test_colabs_bridge_over_https_and_over_a_unix_socket(
+    tmp_path: Path, tls: Tls, trusting: aiohttp.ClientSession
+) -> None:
+    async with run_echo() as echo:
+        over_tls = await start_relay([echo.backend_arg], certfile=str(tls.combined), colab="true")
+        try:
+            reply = await bridge_echo(trusting, over_tls.base_url)
+        finally:
+            await over_tls.stop()
+        assert reply.status == 200, reply.describe()
+        assert dict(reply.json()["headers"])["X-Forwarded-Proto"] == "https"
+        path = tmp_path / "colab.sock"
+        over_sock = await start_relay([echo.backend_arg], sock=str(path), port=None, colab="true")
+        try:
+            connector = aiohttp.UnixConnector(path=str(path))
+            async with aiohttp.ClientSession(connector=connector) as client:
+                reply = await bridge_echo(client, "http://localhost/")
+        finally:
+            await over_sock.stop()
+        assert reply.status == 200, reply.describe()
+        assert reply.json()["raw_path"] == "/echo/colab"
