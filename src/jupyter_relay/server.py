@@ -1,9 +1,11 @@
 """Running the relay: bind, start backends with progress, serve, shut down gracefully.
 
-The listening socket is bound first, so a port in use fails before a local
-Jupyter is started. On SIGINT/SIGTERM the relay stops accepting, closes
-websockets with 1001, lets in-flight requests finish within
-`shutdown_timeout`, then stops the backends it started.
+The listening socket (a TCP port, with TLS from --certfile or not, or a Unix
+socket of mode 0600 from --sock) is bound first, so a port in use fails before a
+local Jupyter is started. While the command serves, its server-info file
+(`discovery`) lets `jupyter server list` find it. On SIGINT/SIGTERM the relay
+removes that file, stops accepting, closes websockets with 1001, lets in-flight
+requests finish within `shutdown_timeout`, then stops the backends it started.
 """
 
 from __future__ import annotations
