@@ -34,6 +34,7 @@ UNIT_MODULES = frozenset(
         "test_colab_protocol",
         "test_config",
         "test_cors",
+        "test_discovery",
         "test_fast_chunked",
         "test_fast_client",
         "test_fast_exchange",
@@ -90,6 +91,7 @@ def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]
 def relay_config(backends: list[str], **flags: Any) -> Any:
     values = {"port": "0", "token": RELAY_TOKEN, "log_level": "debug", "state_dir": STATE_DIR}
     values.update({k: v for k, v in flags.items()})
+    values = {k: v for k, v in values.items() if v is not None}  # port=None: no --port
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER_RELAY_")}
     env["JUPYTER_CONFIG_DIR"] = "/nonexistent"
     return load_config(values, backends, env)

@@ -158,6 +158,7 @@ class FakeRelay:
             token=TOKEN, cookie_name="c", allow_origins=(ORIGIN,), allowed_hosts=None
         )
         self.cookie_name = "c"
+        self.scheme = "http"
         self.backend_timeout = 60.0
         self.mixer = FakeMixer()
         self.target: FakeBackend | None = None

@@ -232,7 +232,7 @@ def wait_http(
     raise RuntimeError(f"{url} did not answer: {last}")
 
 
-URL_RE = re.compile(r"(http://\S+)")
+URL_RE = re.compile(r"((?:https?|http\+unix)://\S+)")
 
 
 @dataclass
@@ -248,7 +248,8 @@ class RelayProcess:
 
     def __post_init__(self) -> None:
         self.token = self.url.partition("?token=")[2]
-        self.port = int(re.search(r":(\d+)/", self.url).group(1))  # type: ignore[union-attr]
+        port = re.search(r"://[^/]*:(\d+)/", self.url)  # none on a Unix socket
+        self.port = int(port.group(1)) if port else 0
 
     @property
     def base(self) -> str:

@@ -321,3 +321,35 @@ def test_a_kept_token_others_may_read_is_refused(tmp_path: Path) -> None:
         load(env=env)
     assert f"chmod 600 {file}" in info.value.message and "--new-token" in info.value.message
     assert "secret" not in info.value.message
+
+
+def test_listening_on_a_unix_socket_or_with_tls(tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not parsed here")
+    sock = load({"sock": "relay.sock"})
+    assert sock.sock == Path.cwd() / "relay.sock" and sock.scheme == "http"
+    tls = load({"certfile": str(cert), "keyfile": str(cert)})
+    assert (tls.certfile, tls.keyfile, tls.scheme) == (cert, cert, "https")
+    assert load().scheme == "http" and load().sock is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        ({"sock": "/tmp/r.sock", "port": "9000"}, {}, "give --sock or --port, not both"),
+        ({"sock": "/tmp/r.sock"}, {"JUPYTER_RELAY_PORT": "9000"}, "give --sock or --port"),
+        ({"sock": "/tmp/r.sock", "certfile": "CERT"}, {}, "give --sock or --certfile"),
+        ({"keyfile": "CERT"}, {}, "--keyfile needs --certfile"),
+        ({"certfile": "/nonexistent/cert.pem"}, {}, "--certfile /nonexistent/cert.pem does not"),
+        ({"sock": " "}, {}, "--sock is empty"),
+    ],
+)
+def test_listening_options_that_do_not_fit(
+    tmp_path: Path, flags: dict[str, str], env: dict[str, str], message: str
+) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("")
+    flags = {k: str(cert) if v == "CERT" else v for k, v in flags.items()}
+    with pytest.raises(ConfigError) as info:
+        load(flags, env=env)
+    assert message in info.value.message and "\n" not in info.value.message

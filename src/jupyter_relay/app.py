@@ -54,7 +54,7 @@ def make_gate_middleware(relay: Relay) -> Callable[..., Awaitable[web.StreamResp
             request.method,
             request.raw_path,
             request.headers,
-            scheme=request.scheme,
+            scheme=relay.scheme,
             websocket=is_upgrade(request.headers),
             head_size=_head_size(request),
         )
@@ -97,7 +97,7 @@ def _set_cookie(response: web.StreamResponse, relay: Relay, request: web.BaseReq
         path="/",
         httponly=True,
         samesite="Lax",
-        secure=request.scheme == "https",
+        secure=relay.scheme == "https",  # the client's scheme, not the socket pair's
     )
 
 

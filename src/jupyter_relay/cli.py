@@ -48,12 +48,18 @@ examples:
   jupyter-relay
   jupyter-relay --backend lab=http://127.0.0.1:8888/?token_env=LAB_TOKEN
   jupyter-relay --backend lab=https://jh.example.org:8443/ --ca-cert ca.pem --port 0
+  jupyter-relay --certfile cert.pem --keyfile key.pem       # clients connect with https://
+  jupyter-relay --sock ~/.jupyter-relay.sock                # a Unix socket, mode 0600
   jupyter-relay --backend local --backend gpu=http://gpu-box:8888/?token_env=GPU_TOKEN \\
                 --backend eg=gateway+http://eg.internal:8888/
 
 several backends:
   The first (or --primary) holds the files; kernels of all are listed together.
   Other backends' kernels are named <backend>--<kernel> ("Python 3 (gpu)").
+
+discovery:
+  While it runs, the relay writes jpserver-<pid>.json to Jupyter's runtime
+  directory (mode 0600), so 'jupyter server list' and IDEs find it.
 
 configuration:
   Every option can also come from a TOML file (--config, or
@@ -66,7 +72,7 @@ configuration:
 """
 
 GROUPS = {
-    "listening": ("ip", "port"),
+    "listening": ("ip", "port", "sock", "certfile", "keyfile"),
     "authentication": (
         "token",
         "token_file",

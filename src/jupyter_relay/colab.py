@@ -29,6 +29,7 @@ import json
 import logging
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -61,6 +62,8 @@ class BridgeSettings:
     token: str | None
     cookie_name: str
     backend_timeout: float
+    scheme: str = "http"  # "https" when the relay serves TLS
+    sock: Path | None = None  # the relay's Unix socket, when it listens on one
 
 
 class Bridge:
@@ -73,18 +76,26 @@ class Bridge:
 
     @property
     def own_base(self) -> str:
+        if self.settings.sock is not None:
+            return "http://localhost"  # through the socket (the connector's)
         host = self.settings.ip
         if host in ("0.0.0.0", ""):
             host = "127.0.0.1"
         elif host == "::":
             host = "::1"
         shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self.settings.port}"
+        return f"{self.settings.scheme}://{shown}:{self.settings.port}"
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            # The relay's own listener: its own certificate, not checked against the address.
+            connector: aiohttp.BaseConnector = (
+                aiohttp.UnixConnector(str(self.settings.sock), limit=0)
+                if self.settings.sock is not None
+                else aiohttp.TCPConnector(limit=0, ssl=False)
+            )
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0),
+                connector=connector,
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=None),
@@ -114,7 +125,11 @@ class Bridge:
         await ws.prepare(request)
         problem = protocol.version_problem(request.query.get("min_version"))
         auth_url = request.query.get(AUTH_URL_PARAM)
-        if problem is None and auth_url and not _own_origin(auth_url, request):
+        if (
+            problem is None
+            and auth_url
+            and not _own_origin(auth_url, self.settings.scheme, request)
+        ):
             problem = f"{AUTH_URL_PARAM} must be on this relay's own origin"
         if problem is not None:
             await ws.close(code=protocol.CLOSE_CODE, message=protocol.close_reason(problem))
@@ -303,8 +318,8 @@ def _free(slots: asyncio.Semaphore, budget: Budget, size: int, _: object) -> Non
     budget.give(size)
 
 
-def _own_origin(url: str, request: web.Request) -> bool:
-    return auth.same_origin_url(url, request.scheme, request.host)
+def _own_origin(url: str, scheme: str, request: web.Request) -> bool:
+    return auth.same_origin_url(url, scheme, request.host)
 
 
 class Budget:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from jupyter_core.paths import jupyter_config_dir
+
 from . import kept_token
 from .credentials import Secret
 from .errors import ConfigError
@@ -58,6 +60,14 @@ class RelayConfig:
     proxy_deny_ports: tuple[tuple[int, int], ...] = ()
     apps: tuple[AppSpec, ...] = ()
     allow_hosts: tuple[str, ...] = ()
+    sock: Path | None = None  # a Unix socket to listen on, instead of ip:port
+    certfile: Path | None = None  # HTTPS with this certificate
+    keyfile: Path | None = None
+
+    @property
+    def scheme(self) -> str:
+        """How clients reach the relay: "https" with a certificate, else "http"."""
+        return "https" if self.certfile is not None else "http"
 
     @property
     def loopback(self) -> bool:
@@ -66,8 +76,13 @@ class RelayConfig:
 
 
 def default_config_path(env: Mapping[str, str]) -> Path:
-    base = env.get("JUPYTER_CONFIG_DIR") or str(Path.home() / ".jupyter")
-    return Path(base) / "jupyter-relay.toml"
+    """`jupyter-relay.toml` in Jupyter's config directory (`jupyter --config-dir`).
+
+    `env` is the environment the relay was given (a test's, or `os.environ`); its
+    `JUPYTER_CONFIG_DIR` wins, and otherwise jupyter_core's own rules decide.
+    """
+    given = env.get("JUPYTER_CONFIG_DIR")
+    return Path(given or jupyter_config_dir()) / "jupyter-relay.toml"
 
 
 def load_config(
@@ -115,7 +130,7 @@ def load_config(
     )
     backends = _backends(backend_args, env, file_backends, tls, path)
     proxy_port = env.get("JUPYTER_PROXY_PORT", "").strip()
-    port_given = "port" in flags or SETTINGS_BY_KEY["port"].env in env or "port" in file_values
+    port_given = "port" in given(flags, env, file_values)
     if proxy_port and not port_given and backends[0].kind == "hub" and seed_hub_backend(env):
         values["port"] = _parse_value(SETTINGS_BY_KEY["port"], proxy_port, "JUPYTER_PROXY_PORT")
     names = [b.name for b in backends]
@@ -136,6 +151,7 @@ def load_config(
             f"refusing to listen on {values['ip']} without a token: anyone who can reach it "
             "could run code. Drop --no-auth, or listen on 127.0.0.1"
         )
+    sock, certfile, keyfile = _listening(values, given(flags, env, file_values))
     origins = list(values["allow_origin"])
     if values["colab"]:
         origins.append(COLAB_ORIGIN)
@@ -159,7 +175,39 @@ def load_config(
         proxy_deny_ports=parse_port_ranges(values["proxy_deny_port"]),
         apps=parse_apps(file_apps, str(path)),
         allow_hosts=tuple(dict.fromkeys(values["allow_host"])),
+        sock=sock,
+        certfile=certfile,
+        keyfile=keyfile,
     )
+
+
+def given(flags: Mapping[str, Any], env: Mapping[str, str], file: Mapping[str, Any]) -> set[str]:
+    """The settings the user gave, by any of the three means."""
+    return {s.key for s in SETTINGS if s.key in flags or s.env in env or s.key in file}
+
+
+def _listening(
+    values: Mapping[str, Any], explicit: set[str]
+) -> tuple[Path | None, Path | None, Path | None]:
+    """The Unix socket and the certificate files, checked against each other."""
+    certfile = _existing(values["certfile"], "certfile")
+    keyfile = _existing(values["keyfile"], "keyfile")
+    if keyfile is not None and certfile is None:
+        raise ConfigError("--keyfile needs --certfile: give the certificate the key belongs to")
+    if values["sock"] is None:
+        return None, certfile, keyfile
+    if not values["sock"].strip():
+        raise ConfigError("--sock is empty; give the path of the Unix socket to listen on")
+    if "port" in explicit:
+        raise ConfigError(
+            "give --sock or --port, not both: on a Unix socket the relay listens on no TCP port"
+        )
+    if certfile is not None:
+        raise ConfigError(
+            "give --sock or --certfile, not both: the relay serves plain HTTP on a Unix "
+            "socket, which only you can open (mode 0600)"
+        )
+    return Path(values["sock"]).expanduser().absolute(), None, None
 
 
 def _primary(chosen: str | None, backends: list[BackendSpec]) -> str | None:

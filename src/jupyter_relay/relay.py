@@ -11,6 +11,7 @@ import asyncio
 import functools
 import re
 import time
+from urllib.parse import quote
 
 from . import auth, colab, gate, routes
 from .backends import Backend, Timeouts, build_backend
@@ -69,6 +70,8 @@ class Relay:
         self.config = config
         self.port = port
         self.cookie_name = auth.cookie_name(port)
+        # The scheme clients use: the house sees their heads over a socket pair, in clear.
+        self.scheme = config.scheme
         timeouts = Timeouts(
             connect=config.connect_timeout,
             response=config.backend_timeout,
@@ -88,6 +91,8 @@ class Relay:
             colab.BridgeSettings(
                 ip=config.ip,
                 port=port,
+                scheme=config.scheme,
+                sock=config.sock,
                 token=config.token.value if config.token is not None else None,
                 cookie_name=self.cookie_name,
                 backend_timeout=config.backend_timeout,
@@ -222,9 +227,16 @@ class Relay:
         """Start sending the relay's own paths to `house` (the aiohttp application)."""
         self._house = Forward(house)
 
-    def url(self, host: str) -> str:
+    def base_url(self, host: str) -> str:
+        """Where clients reach the relay: `scheme://host:port/`, or its Unix socket as
+        jupyter_server writes one (`http+unix://%2Fpath%2Fto.sock/`)."""
+        if self.config.sock is not None:
+            return f"http+unix://{quote(str(self.config.sock), safe='')}/"
         shown = f"[{host}]" if ":" in host else host
-        base = f"http://{shown}:{self.port}/"
+        return f"{self.scheme}://{shown}:{self.port}/"
+
+    def url(self, host: str) -> str:
+        base = self.base_url(host)
         if self.config.token is None:
             return base
         return f"{base}?token={self.config.token.value}"

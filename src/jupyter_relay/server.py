@@ -1,9 +1,11 @@
 """Running the relay: bind, start backends with progress, serve, shut down gracefully.
 
-The listening socket is bound first, so a port in use fails before a local
-Jupyter is started. On SIGINT/SIGTERM the relay stops accepting, closes
-websockets with 1001, lets in-flight requests finish within
-`shutdown_timeout`, then stops the backends it started.
+The listening socket (a TCP port, with TLS from --certfile or not, or a Unix
+socket of mode 0600 from --sock) is bound first, so a port in use fails before a
+local Jupyter is started. While the command serves, its server-info file
+(`discovery`) lets `jupyter server list` find it. On SIGINT/SIGTERM the relay
+removes that file, stops accepting, closes websockets with 1001, lets in-flight
+requests finish within `shutdown_timeout`, then stops the backends it started.
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import signal
 import socket
+import ssl
+import stat
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from aiohttp import web
 
-from . import kept_token
+from . import __version__, discovery, kept_token
 from .app import make_app
 from .backends.base import Backend, Progress
 from .config import RelayConfig
@@ -71,6 +77,62 @@ def _keep_token(config: RelayConfig, progress: Progress) -> None:
         progress(f"made a new token, kept in {config.token_keep} for the next start")
 
 
+def bind_unix(path: Path) -> socket.socket:
+    """Listen on a Unix socket only this user may open (0600), as jupyter server --sock."""
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise ConfigError(
+                f"cannot listen on {path}: it exists and is not a socket; remove it or give "
+                "another --sock"
+            )
+        if _listened(path):
+            raise ConfigError(
+                f"cannot listen on {path}: another program listens on it; give another --sock"
+            )
+        path.unlink()  # left behind by a server that died
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    mask = os.umask(0o177)  # never, even for an instant, open to others
+    try:
+        sock.bind(os.fspath(path))
+        os.chmod(path, 0o600)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.umask(mask)
+    sock.setblocking(False)
+    return sock
+
+
+def _listened(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(os.fspath(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def tls_context(config: RelayConfig) -> ssl.SSLContext | None:
+    """The server side of HTTPS from --certfile/--keyfile, or None without them."""
+    if config.certfile is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.certfile, config.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot serve HTTPS with --certfile {config.certfile}"
+            + (f" and --keyfile {config.keyfile}" if config.keyfile else "")
+            + f": {getattr(exc, 'strerror', None) or exc}; give a PEM certificate and its "
+            "private key (in the same file, or with --keyfile)"
+        ) from exc
+    return context
+
+
 def progress_printer(stream: TextIO) -> Progress:
     def progress(message: str) -> None:
         print(f"jupyter-relay: {message}", file=stream, flush=True)
@@ -93,8 +155,7 @@ class RunningRelay:
 
     @property
     def base_url(self) -> str:
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{shown}:{self.port}/"
+        return self.relay.base_url(self.host)
 
     @property
     def url(self) -> str:
@@ -103,14 +164,18 @@ class RunningRelay:
     async def stop(self) -> None:
         timeout = self.relay.config.shutdown_timeout
         await asyncio.gather(self.fast.shutdown(timeout), self.runner.cleanup())
+        if self.relay.config.sock is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.relay.config.sock.unlink()
 
 
 async def start(config: RelayConfig, progress: Progress) -> RunningRelay:
     """Bind, start the backends, serve; raise a `RelayError` if any step fails."""
-    sock = bind(config.ip, config.port)
+    context = tls_context(config)
+    sock = bind(config.ip, config.port) if config.sock is None else bind_unix(config.sock)
     try:
         _keep_token(config, progress)
-        relay = Relay(config, sock.getsockname()[1])
+        relay = Relay(config, sock.getsockname()[1] if config.sock is None else 0)
         await relay.start_backends(progress)
         # The relay's own answers: reached by the engine only, which logs every request.
         runner = web.AppRunner(
@@ -124,9 +189,15 @@ async def start(config: RelayConfig, progress: Progress) -> RunningRelay:
         assert runner.server is not None
         relay.serve_house(House(runner.server))
         fast = FastServer(relay)
-        fast.server = await asyncio.get_running_loop().create_server(fast, sock=sock)
+        loop = asyncio.get_running_loop()
+        if config.sock is None:
+            fast.server = await loop.create_server(fast, sock=sock, ssl=context)
+        else:
+            fast.server = await loop.create_unix_server(fast, sock=sock)
     except BaseException:
         sock.close()
+        if config.sock is not None:
+            config.sock.unlink(missing_ok=True)
         raise
     wildcard = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
     host = wildcard.get(config.ip, config.ip)
@@ -154,14 +225,18 @@ async def serve(config: RelayConfig, out: TextIO = sys.stdout, err: TextIO = sys
         stopping.cancel()
         running = starting.result()  # raises if a backend could not start
         await _checked(running.relay, config.list_timeout)
-        _announce(running, config, out, err)
-        backends = running.relay.backends.values()
-        up = sum(1 for b in backends if b.last_health is not None and b.last_health.reachable)
-        notify(
-            "READY=1", f"STATUS=serving on port {running.port}; {up}/{len(backends)} backends up"
-        )
-        await stop.wait()
-        notify("STOPPING=1", "STATUS=shutting down")
+        info = _advertise(running, progress)
+        try:
+            _announce(running, config, out, err)
+            backends = running.relay.backends.values()
+            up = sum(1 for b in backends if b.last_health is not None and b.last_health.reachable)
+            where = f"port {running.port}" if config.sock is None else str(config.sock)
+            notify("READY=1", f"STATUS=serving on {where}; {up}/{len(backends)} backends up")
+            await stop.wait()
+            notify("STOPPING=1", "STATUS=shutting down")
+        finally:
+            if info is not None:
+                discovery.remove(info)
         progress("shutting down: closing websockets, finishing requests, stopping backends")
         await running.stop()
         progress("stopped")
@@ -194,6 +269,32 @@ def backend_line(backend: Backend, primary: bool) -> str:
         why = (health.error or "no answer").removeprefix(f"backend '{backend.name}': ")
         state = f"DOWN. {why} (requests to it are answered with this until it is back)"
     return f"{backend.name} ({role}): {state}"
+
+
+def _advertise(running: RunningRelay, progress: Progress) -> Path | None:
+    """Write the server-info file for `jupyter server list`; a failure is only a warning."""
+    config = running.relay.config
+    primary = running.relay.primary
+    root = primary.spec.root_dir if primary is not None else None
+    info = discovery.server_info(
+        url=running.base_url,
+        ip=config.ip,
+        port=running.port,
+        sock=str(config.sock) if config.sock is not None else "",
+        secure=config.certfile is not None,
+        token=config.token.value if config.token is not None else "",
+        root_dir=str((root or Path.cwd()).absolute()),
+        pid=os.getpid(),
+        version=__version__,
+    )
+    try:
+        return discovery.write(info)
+    except OSError as exc:
+        progress(
+            f"WARNING: cannot write the server-info file ({exc}); `jupyter server list` will "
+            "not show this relay. Set JUPYTER_RUNTIME_DIR to a directory you can write"
+        )
+        return None
 
 
 def _announce(running: RunningRelay, config: RelayConfig, out: TextIO, err: TextIO) -> None:

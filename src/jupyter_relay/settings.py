@@ -117,6 +117,22 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("ip", str, "127.0.0.1", "address to listen on", "ADDR"),
     Setting("port", _port, 8765, "port to listen on; 0 picks a free one", "PORT"),
+    Setting(
+        "sock",
+        str,
+        None,
+        "listen on this Unix socket (mode 0600) instead of a TCP port, as jupyter server "
+        "--sock does; the URL is then http+unix://...; not with --port",
+        "PATH",
+    ),
+    Setting(
+        "certfile",
+        str,
+        None,
+        "serve HTTPS with this certificate (PEM, its chain after it); the cookie is then Secure",
+        "FILE",
+    ),
+    Setting("keyfile", str, None, "the private key of --certfile, if not in that file", "FILE"),
     Setting("token", str, None, "the relay's token (prefer --token-file: flags show in ps)", "T"),
     Setting("token_file", str, None, "read the relay's token from this file", "FILE"),
     Setting(

@@ -125,7 +125,12 @@ class ClientConnection(asyncio.Protocol):
         # The gate first: routing may make a port-proxy target, never for a stranger.
         # Whatever it does not pass, the house answers, with the same gate's words.
         decision = gate.decide(
-            relay.policy, head.method, head.target, head.index, websocket=head.websocket
+            relay.policy,
+            head.method,
+            head.target,
+            head.index,
+            scheme=relay.scheme,
+            websocket=head.websocket,
         )
         path, query = decision.raw_path, decision.query  # the client's bytes, split once
         if decision.outcome is gate.Outcome.PREFLIGHT:

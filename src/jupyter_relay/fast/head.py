@@ -134,8 +134,8 @@ def upstream_head(
     peer = transport.get_extra_info("peername") if transport is not None else None
     headers = request_headers(
         head.headers,
-        client_ip=peer[0] if peer else "",
-        scheme="http",
+        client_ip=peer[0] if isinstance(peer, tuple) else "",  # none on a Unix socket
+        scheme=client.server.relay.scheme,
         host=head.index.get("host", ""),
         backend_origin=up.origin,
         relay_cookie=client.server.relay.cookie_name,

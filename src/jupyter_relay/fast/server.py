@@ -17,6 +17,7 @@ class Router(Protocol):
 
     policy: Policy
     cookie_name: str  # the relay's own cookie: never forwarded, never set by a backend
+    scheme: str  # how clients reach the relay: "http", or "https" with a certificate
 
     @property
     def backend_timeout(self) -> float: ...

@@ -16,10 +16,11 @@ import fcntl
 import json
 import logging
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from jupyter_core.paths import jupyter_runtime_dir
 
 log = logging.getLogger("jupyter_relay.mixer")
 
@@ -30,17 +31,9 @@ FIELDS = ("id", "backend", "url", "path", "name", "type", "kernel_id")
 Record = dict[str, Any]
 
 
-def default_dir(env: dict[str, str] | os._Environ[str] = os.environ) -> Path:
+def default_dir() -> Path:
     """Jupyter's runtime directory, as `jupyter --runtime-dir` prints it."""
-    if env.get("JUPYTER_RUNTIME_DIR"):
-        return Path(env["JUPYTER_RUNTIME_DIR"])
-    if env.get("JUPYTER_DATA_DIR"):
-        return Path(env["JUPYTER_DATA_DIR"]) / "runtime"
-    home = Path.home()
-    if sys.platform == "darwin":
-        return home / "Library" / "Jupyter" / "runtime"
-    data = env.get("XDG_DATA_HOME") or str(home / ".local" / "share")
-    return Path(data) / "jupyter" / "runtime"
+    return Path(jupyter_runtime_dir())
 
 
 class HeldSessions:
