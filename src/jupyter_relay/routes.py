@@ -124,9 +124,10 @@ def house_rows() -> tuple[Row, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """Forward the request to `target`; `path` (raw) replaces the client's when given."""
+    """Forward the request to `target` along `road`; `path` (raw) replaces the client's if given."""
 
     target: Target
+    road: Road
     path: str | None = None
 
 
