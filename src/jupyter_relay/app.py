@@ -151,6 +151,7 @@ def make_app(relay: Relay) -> web.Application:
     handlers: dict[str, Handler] = {
         "healthz": status.healthz_handler(relay),
         "status": status.status_handler(relay),
+        "metrics": status.metrics_handler(relay),
         "relay_not_found": relay_not_found,
         **mixer_routes.handlers(relay.mixer),
         **relay.bridge.handlers(),

@@ -57,7 +57,15 @@ configuration:
 
 GROUPS = {
     "listening": ("ip", "port"),
-    "authentication": ("token", "token_file", "no_auth", "allow_origin", "allow_host", "colab"),
+    "authentication": (
+        "token",
+        "token_file",
+        "no_auth",
+        "allow_origin",
+        "allow_host",
+        "colab",
+        "metrics_public",
+    ),
     "backends": ("primary", "start_server", "state_dir"),
     "TLS to backends (defaults for every backend)": (
         "ca_cert",

@@ -55,6 +55,7 @@ class RelayConfig:
     proxy_deny_ports: tuple[tuple[int, int], ...] = ()
     apps: tuple[AppSpec, ...] = ()
     allow_hosts: tuple[str, ...] = ()
+    metrics_public: bool = False  # /relay/metrics without the token
 
     @property
     def loopback(self) -> bool:
@@ -155,6 +156,7 @@ def load_config(
         proxy_deny_ports=parse_port_ranges(values["proxy_deny_port"]),
         apps=parse_apps(file_apps, str(path)),
         allow_hosts=tuple(dict.fromkeys(values["allow_host"])),
+        metrics_public=values["metrics_public"],
     )
 
 

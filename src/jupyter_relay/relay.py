@@ -96,6 +96,7 @@ class Relay:
             cookie_name=self.cookie_name,
             allow_origins=config.allow_origins,
             allowed_hosts=frozenset(config.allow_hosts) if config.loopback else None,
+            metrics_public=config.metrics_public,
         )
         # What the engine counts (`fast.server.Metering`), and the registry /relay/metrics shows.
         self.meter = metrics.Meter()

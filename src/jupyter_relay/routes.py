@@ -64,6 +64,7 @@ class Row:
 TABLE: tuple[Row, ...] = (
     Row("/relay/healthz", Road.HOUSE, "healthz", "GET"),
     Row("/relay/api/status", Road.HOUSE, "status", "GET"),
+    Row("/relay/metrics", Road.HOUSE, "metrics", "GET"),
     Row("/relay", Road.HOUSE, "relay_not_found"),
     Row("/relay/{tail:.*}", Road.HOUSE, "relay_not_found"),
     Row("/api/kernelspecs", Road.HOUSE, "specs"),

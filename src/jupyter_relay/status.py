@@ -1,4 +1,4 @@
-"""The relay's own endpoints: `/relay/healthz` and `/relay/api/status`."""
+"""The relay's own endpoints: `/relay/healthz`, `/relay/api/status` and `/relay/metrics`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import __version__
 from .backends import Backend, HealthResult
@@ -68,3 +69,15 @@ def status_handler(relay: Relay) -> Handler:
         return web.json_response(body, headers=NO_STORE)
 
     return status
+
+
+def metrics_handler(relay: Relay) -> Handler:
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        """Prometheus' text format: counts, latencies, backend states; no secrets.
+
+        Behind the token unless --metrics-public (the gate decides).
+        """
+        body = generate_latest(relay.metrics)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, **NO_STORE})
+
+    return metrics
