@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 class Road(enum.Enum):
     """Who serves a path."""
 
+    # Members are singletons: hashed by identity, in C. Enum's own hash is a Python call,
+    # and the engine counts every answer in a dict keyed by its road (`metrics.Meter`).
+    __hash__ = object.__hash__
+
     HOUSE = "the relay's own answer"  # aiohttp: pages, merged JSON, the bridge
     KERNEL = "a kernel's owner"  # /api/kernels/<id>/channels
     KERNELSPEC_FILE = "the kernelspec's backend"  # /kernelspecs/<name>/<file>
