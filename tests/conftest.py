@@ -41,6 +41,7 @@ UNIT_MODULES = frozenset(
         "test_fast_head",
         "test_fast_tunnel",
         "test_gate",
+        "test_metrics_rules",
         "test_headers",
         "test_health_history",
         "test_mixer_names",

@@ -20,7 +20,8 @@ from jupyter_relay.backends.base import Upstream
 from jupyter_relay.errors import BackendError
 from jupyter_relay.fast.client import ClientConnection
 from jupyter_relay.fast.server import FastServer
-from jupyter_relay.routes import Forward, Later
+from jupyter_relay.metrics import Meter
+from jupyter_relay.routes import Forward, Later, Road
 
 TOKEN = "fast-client-test-token"
 KERNEL = "0f4a6c3e-1b2d-4e5f-8a9b-0c1d2e3f4a5b"
@@ -164,19 +165,20 @@ class FakeRelay:
         self.target: FakeBackend | None = None
         self.owners: dict[str, FakeBackend] = {}
         self.house_backend = FakeBackend("relay", verbatim=True)
-        self.house = Forward(self.house_backend)
+        self.house = Forward(self.house_backend, Road.HOUSE)
+        self.meter = Meter()
 
     def route(self, path: str, raw_path: str, query: str, method: str) -> Forward | Later:
         if path == f"/api/kernels/{KERNEL}/channels":
             owner = self.mixer.kernel_owner.get(KERNEL)
             if owner is None:
                 return self._owner
-            return Forward(self.owners.setdefault(owner, FakeBackend(owner)))
-        return Forward(self.target) if self.target is not None else self.house
+            return Forward(self.owners.setdefault(owner, FakeBackend(owner)), Road.KERNEL)
+        return Forward(self.target, Road.PRIMARY) if self.target is not None else self.house
 
     async def _owner(self) -> Forward:
         owner = await self.mixer.kernel_owner_of(KERNEL)
-        return Forward(self.owners.setdefault(owner, FakeBackend(owner)))
+        return Forward(self.owners.setdefault(owner, FakeBackend(owner)), Road.KERNEL)
 
 
 class Harness:

@@ -14,6 +14,7 @@ import pytest
 
 from jupyter_relay.errors import BackendUnreachable
 from jupyter_relay.fast.exchange import Exchange
+from jupyter_relay.routes import Road
 
 from .fast_fakes import (
     BACKEND_TOKEN,
@@ -311,3 +312,26 @@ async def test_an_error_answer_to_an_allowed_origin_carries_the_fields() -> None
     proto.connection_lost(None)  # the backend hung up: the relay's own 502
     assert h.transport.written.startswith(b"HTTP/1.1 502 ")
     assert f"Access-Control-Allow-Origin: {ORIGIN}".encode() in h.transport.written
+
+
+async def test_each_answer_is_counted_with_the_time_to_its_head() -> None:
+    h = Harness(FakeBackend())
+    h.send(request("/api/a"))
+    _, proto = await upstream_of(h)
+    h.clock.advance(0.3)
+    feed(proto, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    meter = h.relay.meter
+    assert meter.requests == {(Road.PRIMARY, "fake", 4): 1}
+    assert meter.latency["fake"].total == pytest.approx(0.3)
+    assert dict(meter.latency["fake"].buckets())["0.25"] == 0
+    assert dict(meter.latency["fake"].buckets())["0.5"] == 1
+
+
+async def test_a_backend_that_does_not_answer_is_counted_without_a_latency() -> None:
+    h = Harness(FakeBackend())
+    h.send(request("/api/a"))
+    await upstream_of(h)
+    h.clock.advance(h.relay.backend_timeout)
+    assert h.transport.written.startswith(b"HTTP/1.1 504 ")
+    assert h.relay.meter.requests == {(Road.PRIMARY, "fake", 5): 1}
+    assert h.relay.meter.latency == {}

@@ -12,6 +12,7 @@ import asyncio
 
 from jupyter_relay.errors import BackendUnreachable
 from jupyter_relay.fast.tunnel import Tunnel
+from jupyter_relay.routes import Road
 
 from .fast_fakes import BACKEND_TOKEN, FakeBackend, FakeTransport, Harness, request
 
@@ -53,6 +54,11 @@ async def test_frames_wait_for_the_101_then_pass_both_ways_untouched() -> None:
     h.send(b"\x88\x80\x00\x00\x00\x00")  # the client's close frame: passed on as it is
     assert up.written.endswith(b"\x88\x80\x00\x00\x00\x00")
     assert not tunnel.closed
+    assert h.relay.meter.websockets == {"fake": 1}
+    assert h.relay.meter.requests == {}  # counted when it ends
+    tunnel.close()
+    assert h.relay.meter.websockets == {"fake": 0}
+    assert h.relay.meter.requests == {(Road.PRIMARY, "fake", 1): 1}
 
 
 async def test_a_refused_upgrade_is_answered_in_the_relays_words_and_nothing_passes() -> None:
@@ -68,6 +74,8 @@ async def test_a_refused_upgrade_is_answered_in_the_relays_words_and_nothing_pas
     assert BACKEND_TOKEN.encode() not in out  # the backend's page never reaches the client
     assert b"/smuggled" not in up.written
     assert tunnel.closed and h.transport.closed
+    assert h.relay.meter.requests == {(Road.PRIMARY, "fake", 4): 1}  # the relay's answer
+    assert h.relay.meter.websockets == {}
 
 
 async def test_shutdown_says_1001_only_between_frames() -> None:

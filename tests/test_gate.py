@@ -182,6 +182,28 @@ def test_only_the_health_check_needs_no_token(
     assert decision.outcome is outcome, decision
 
 
+@pytest.mark.parametrize(
+    ("method", "target", "websocket", "public"),
+    [
+        ("GET", "/relay/metrics", False, True),
+        ("HEAD", "/relay/metrics", False, True),
+        ("GET", "/%72elay/metrics?x=1", False, True),
+        ("POST", "/relay/metrics", False, False),
+        ("GET", "/relay/metrics", True, False),
+        ("GET", "/relay/metrics/", False, False),
+        ("GET", "/relay%2Fmetrics", False, False),
+        ("GET", "/relay/api/status", False, False),
+    ],
+)
+def test_metrics_need_the_token_unless_public(
+    method: str, target: str, websocket: bool, public: bool
+) -> None:
+    assert decide(POLICY, method, target, LOOPBACK, websocket=websocket).outcome is Outcome.REFUSE
+    scraped = Policy(token=TOKEN, cookie_name="c", metrics_public=True)
+    decision = decide(scraped, method, target, LOOPBACK, websocket=websocket)
+    assert (decision.outcome is Outcome.PASS) is public, decision
+
+
 def test_token_origin_and_navigation() -> None:
     missing = decide(POLICY, "GET", "/api/status", LOOPBACK)
     assert (missing.status, missing.reason) == (403, "Token Required")  # as jupyter_server

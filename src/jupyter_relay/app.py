@@ -154,6 +154,7 @@ def make_app(relay: Relay) -> web.Application:
         "status_page": status.status_page_handler(relay),
         "status_static": status.status_static,
         "relay_redirect": status.relay_redirect,
+        "metrics": status.metrics_handler(relay),
         "relay_not_found": relay_not_found,
         **mixer_routes.handlers(relay.mixer),
         **relay.bridge.handlers(),

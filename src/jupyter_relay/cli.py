@@ -81,6 +81,7 @@ GROUPS = {
         "allow_origin",
         "allow_host",
         "colab",
+        "metrics_public",
     ),
     "backends": ("primary", "start_server", "state_dir"),
     "TLS to backends (defaults for every backend)": (

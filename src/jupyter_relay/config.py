@@ -69,6 +69,8 @@ class RelayConfig:
         """How clients reach the relay: "https" with a certificate, else "http"."""
         return "https" if self.certfile is not None else "http"
 
+    metrics_public: bool = False  # /relay/metrics without the token
+
     @property
     def loopback(self) -> bool:
         """Listening on loopback only: then a request's Host must name this machine."""
@@ -178,6 +180,7 @@ def load_config(
         sock=sock,
         certfile=certfile,
         keyfile=keyfile,
+        metrics_public=values["metrics_public"],
     )
 
 

@@ -28,6 +28,7 @@ from .colab_protocol import AUTH_URL_PARAM, BRIDGE_PREFIX
 from .headers import query_param, strip_query_param
 
 HEALTH = "/relay/healthz"
+METRICS = "/relay/metrics"  # open without the token with --metrics-public
 # One bound on a request head (request line and fields), on every engine: 431 beyond it.
 HEAD_LIMIT = 64 * 1024
 # As jupyter_server's `local_hostnames`: names that always mean this machine.
@@ -58,6 +59,7 @@ class Policy:
     allow_origins: tuple[str, ...] = ()
     allowed_hosts: frozenset[str] | None = frozenset()  # None: any Host (not on loopback)
     token_hint: str = ""  # where the token comes from, for the refusals' words
+    metrics_public: bool = False  # /relay/metrics without the token (for a scraper)
 
 
 class Decision(NamedTuple):  # a tuple: made on every request, and cheap to make
@@ -197,7 +199,11 @@ def decide(
             f"through a proxy of your own under that name, start it with --allow-host {name}",
             "Host Not Allowed",
         )
-    if path == HEALTH and method in ("GET", "HEAD") and not websocket:
+    if (
+        (path == HEALTH or (path == METRICS and policy.metrics_public))
+        and method in ("GET", "HEAD")
+        and not websocket
+    ):
         return Decision(Outcome.PASS, path, raw_path, query)
     if cors.is_preflight(method, headers):
         # A browser's question before a cross-origin call; it carries no credentials.

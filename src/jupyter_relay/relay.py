@@ -2,7 +2,8 @@
 
 `Relay` builds the backends, the mixer, the port proxy, the apps and the
 Colab bridge from the configuration, starts and stops the backends, and
-routes each request along the road `routes.TABLE` names for its path.
+routes each request along the road `routes.TABLE` names for its path. It
+holds the meter the engine counts with, and the metrics registry.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import time
 from urllib.parse import quote
 
-from . import auth, colab, gate, routes
+from . import auth, colab, gate, metrics, routes
 from .backends import Backend, Timeouts, build_backend
 from .backends.base import Progress, Target, Upstream
 from .config import RelayConfig
@@ -113,11 +114,17 @@ class Relay:
             allow_origins=config.allow_origins,
             allowed_hosts=frozenset(config.allow_hosts) if config.loopback else None,
             token_hint=token_hint(config),
+            metrics_public=config.metrics_public,
         )
+        # What the engine counts (`fast.server.Metering`), and the registry /relay/metrics shows.
+        self.meter = metrics.Meter()
+        self.metrics = metrics.make_registry(self.meter, self.backends, self.port_proxy)
         self.started_at = time.monotonic()
         self.health_history = HealthHistory()  # for the status page's chart
         primary = self.primary
-        self._primary = Forward(primary if primary is not None else NoFiles(self.backends))
+        self._primary = Forward(
+            primary if primary is not None else NoFiles(self.backends), Road.PRIMARY
+        )
         self.start_page = StartPage(primary)
         self._house = self._primary  # until `serve_house`
         if config.token is not None:
@@ -169,7 +176,7 @@ class Relay:
             kernel = match.params["kernel_id"]
             owner = self.mixer.kernel_owner.get(kernel)
             if owner is not None:
-                return Forward(self.backends[owner])
+                return Forward(self.backends[owner], Road.KERNEL)
             return functools.partial(self._kernel_owner, kernel)
         if road is Road.KERNELSPEC_FILE:
             return functools.partial(self._spec_file, match.params["name"], raw_path)
@@ -178,11 +185,11 @@ class Relay:
         if road is Road.PORT:
             target = self.port_proxy.fast_target(raw_path)
             if target is not None:
-                return Forward(target)
+                return Forward(target, Road.PORT)
             return functools.partial(self._port, raw_path)
         app = self.apps.fast_target(raw_path)
         if app is not None:
-            return Forward(app)
+            return Forward(app, Road.APP)
         return functools.partial(self._app, raw_path, query)
 
     async def _home(self, query: str) -> Forward | Redirect:
@@ -196,23 +203,23 @@ class Relay:
     async def _kernel_owner(self, kernel: str) -> Forward:
         if not ID_RE.fullmatch(kernel):
             raise NotFound(f"no kernel {kernel!r}: not a Jupyter id")
-        return Forward(self.backends[await self.mixer.kernel_owner_of(kernel)])
+        return Forward(self.backends[await self.mixer.kernel_owner_of(kernel)], Road.KERNEL)
 
     async def _spec_file(self, name: str, raw_path: str) -> Forward:
         if not SPEC_NAME_RE.fullmatch(name):
             raise NotFound(f"no kernelspec {name!r}")
         backend, own = await self.mixer.spec_owner(name)
         rest = raw_path[len(f"/kernelspecs/{name}/") :]
-        return Forward(backend, f"/kernelspecs/{own}/{rest}")
+        return Forward(backend, Road.KERNELSPEC_FILE, f"/kernelspecs/{own}/{rest}")
 
     async def _port(self, raw_path: str) -> Forward:
-        return Forward(await self.port_proxy.target(raw_path))
+        return Forward(await self.port_proxy.target(raw_path), Road.PORT)
 
     async def _app(self, raw_path: str, query: str) -> Forward | Redirect:
         target, location = await self.apps.target(raw_path)
         if target is None:
             return Redirect(location + ("?" + query if query else ""))
-        return Forward(target)
+        return Forward(target, Road.APP)
 
     @property
     def backend_timeout(self) -> float:
@@ -225,7 +232,7 @@ class Relay:
 
     def serve_house(self, house: Target) -> None:
         """Start sending the relay's own paths to `house` (the aiohttp application)."""
-        self._house = Forward(house)
+        self._house = Forward(house, Road.HOUSE)
 
     def base_url(self, host: str) -> str:
         """Where clients reach the relay: `scheme://host:port/`, or its Unix socket as

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 class Road(enum.Enum):
     """Who serves a path."""
 
+    # Members are singletons: hashed by identity, in C. Enum's own hash is a Python call,
+    # and the engine counts every answer in a dict keyed by its road (`metrics.Meter`).
+    __hash__ = object.__hash__
+
     HOUSE = "the relay's own answer"  # aiohttp: pages, merged JSON, the bridge
     KERNEL = "a kernel's owner"  # /api/kernels/<id>/channels
     KERNELSPEC_FILE = "the kernelspec's backend"  # /kernelspecs/<name>/<file>
@@ -67,6 +71,7 @@ TABLE: tuple[Row, ...] = (
     Row("/relay/api/status", Road.HOUSE, "status", "GET"),
     Row("/relay/", Road.HOUSE, "status_page", "GET"),
     Row("/relay/static/{name}", Road.HOUSE, "status_static", "GET"),
+    Row("/relay/metrics", Road.HOUSE, "metrics", "GET"),
     Row("/relay", Road.HOUSE, "relay_redirect"),
     Row("/relay/{tail:.*}", Road.HOUSE, "relay_not_found"),
     Row("/api/kernelspecs", Road.HOUSE, "specs"),
@@ -128,9 +133,10 @@ def house_rows() -> tuple[Row, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """Forward the request to `target`; `path` (raw) replaces the client's when given."""
+    """Forward the request to `target` along `road`; `path` (raw) replaces the client's if given."""
 
     target: Target
+    road: Road
     path: str | None = None
 
 

@@ -174,6 +174,14 @@ SETTINGS: tuple[Setting, ...] = (
         is_flag=True,
     ),
     Setting(
+        "metrics_public",
+        _bool,
+        False,
+        "serve /relay/metrics (Prometheus) without the token, for a scraper that has none; "
+        "it shows counts and backend names, never a secret",
+        is_flag=True,
+    ),
+    Setting(
         "primary",
         str,
         None,

@@ -1,4 +1,5 @@
-"""The relay's own endpoints: `/relay/healthz`, `/relay/api/status` and the status page."""
+"""The relay's own endpoints: `/relay/healthz`, `/relay/api/status`, the status page and
+`/relay/metrics`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import __version__
 from .backends import Backend, HealthResult
@@ -171,3 +173,15 @@ async def status_static(request: web.Request) -> web.StreamResponse:
         charset="utf-8",
         headers={"Cache-Control": "no-cache"},
     )
+
+
+def metrics_handler(relay: Relay) -> Handler:
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        """Prometheus' text format: counts, latencies, backend states; no secrets.
+
+        Behind the token unless --metrics-public (the gate decides).
+        """
+        body = generate_latest(relay.metrics)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, **NO_STORE})
+
+    return metrics

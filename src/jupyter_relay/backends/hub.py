@@ -67,6 +67,7 @@ class HubBackend(HubSpawn):
         self._starting: asyncio.Task[None] | None = None
         self._problem: BackendError | None = None  # why requests fail right now
         self._last_try = 0.0
+        self.server_starts = 0  # times the hub was asked to start the server (/relay/metrics)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -159,6 +160,7 @@ class HubBackend(HubSpawn):
     async def _start_server(self, progress: Progress, *, already: bool) -> None:
         if not already:
             progress(f"backend '{self.name}': {self.server_label} is stopped; starting it")
+            self.server_starts += 1
             await self._ask_to_start()
         url = await self._follow_progress(progress)
         self._serve(url)

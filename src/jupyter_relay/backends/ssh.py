@@ -82,6 +82,7 @@ class SshBackend(SshConnect, RemoteJupyter):
         self._prompt_started: float | None = None  # when the user was asked, while asked
         self._typing = 0.0  # seconds spent at prompts during this connect
         self._server: remote.RemoteServer | None = None  # the one served, once found
+        self.reconnects = 0  # connections made again after one was lost (/relay/metrics)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -299,6 +300,7 @@ class SshBackend(SshConnect, RemoteJupyter):
                 log.error("%s", self._down, exc_info=log.isEnabledFor(logging.DEBUG))
                 continue
             log.warning("backend '%s': connected again after %d attempt(s)", self.name, attempt)
+            self.reconnects += 1
             self._watcher = asyncio.create_task(self._watch())
             return
 

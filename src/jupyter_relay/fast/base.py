@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from ..backends.base import Target, Upstream
 from ..errors import BackendError
 from ..responses import answer_of, error_bytes
+from ..routes import Road
 from ..translate import translate_client_error
 from .head import Head, upstream_head
 
@@ -33,9 +34,13 @@ class Forwarding:
         head: Head,
         path: str,
         query: str,
+        road: Road,
     ) -> None:
         self.client = client
         self.backend = backend
+        self.road = road  # for the metrics
+        self.meter = client.server.relay.meter
+        self.answered = 0  # the status of an answer of the relay's own, once written
         self.up = up
         self.head = head
         # An allowed origin's fields, on every answer the engine writes or passes on.
@@ -56,6 +61,7 @@ class Forwarding:
         return self.answer(status, error.message, reason)
 
     def answer(self, status: int, message: str, reason: str) -> bytes:
+        self.answered = status
         accept = self.head.index.get("accept", "")
         fields = dict(self.cors)
         return error_bytes(self.path, self.head.method, accept, status, message, reason, fields)

@@ -6,18 +6,22 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, cast
 
-from .. import cors, gate
+from .. import cors, gate, routes
 from ..errors import BackendError, RelayError
 from ..logs import log_access
 from ..responses import answer_of, error_bytes, relay_error_bytes
-from ..routes import Forward, Later, Redirect
+from ..routes import Forward, Later, Redirect, Road
 from .base import PIPELINE_LIMIT, WRITE_HIGH
 from .exchange import Exchange
 from .head import HEAD_LIMIT, BadHead, Head, parse_head
+from .house import NAME as HOUSE
 from .tunnel import Tunnel
 
 if TYPE_CHECKING:
     from .server import FastServer
+
+# The `backend` of an answer no backend was chosen for (a port refused, an unknown kernel).
+NO_BACKEND = "-"
 
 log = logging.getLogger("jupyter_relay.fast")
 
@@ -143,43 +147,44 @@ class ClientConnection(asyncio.Protocol):
         else:
             route = relay.route(decision.path, path, query, head.method)
         if not isinstance(route, Forward):
-            self._resolve(route, head)  # then here again, with its answer
+            self._resolve(route, head, decision.path)  # then here again, with its answer
             return
         target = route.target
         try:
             up = target.upstream()
         except RelayError as exc:
-            self._answer_error(head, path, exc)
+            self._answer_error(head, path, exc, route.road, target.name)
             return
         del self.buffer[: end + 4]
         if route.path is not None:
             path = route.path
         if head.websocket:
-            self.tunnel = Tunnel(self, target, up, head, path, query)
+            self.tunnel = Tunnel(self, target, up, head, path, query, route.road)
             return
-        exchange = self.exchange = Exchange(self, target, up, head, path, query)
+        exchange = self.exchange = Exchange(self, target, up, head, path, query, route.road)
         del self.buffer[: exchange.begin(bytes(self.buffer))]
 
-    def _resolve(self, later: Later, head: Head) -> None:
+    def _resolve(self, later: Later, head: Head, path: str) -> None:
         """Await a road decided later (an owner to ask, a name to resolve, an app to start).
 
         Reading is paused meanwhile; the request stays buffered and is routed
-        again with the answer. A `RelayError` is the answer itself.
+        again with the answer. A `RelayError` is the answer itself. `path`: canonical.
         """
         self.pause("route")
-        self.asking = self.loop.create_task(self._resolved(later, head))
+        self.asking = self.loop.create_task(self._resolved(later, head, path))
 
-    async def _resolved(self, later: Later, head: Head) -> None:
+    async def _resolved(self, later: Later, head: Head, path: str) -> None:
         try:
             found = await later()
         except RelayError as exc:
             self.asking = None
-            self._answer_error(head, head.target.partition("?")[0], exc)
+            road = routes.classify(path).road
+            self._answer_error(head, head.target.partition("?")[0], exc, road, NO_BACKEND)
             return
         self.asking = None
         self.resume("route")
         if isinstance(found, Redirect):
-            self._redirect(head, found)
+            self._redirect(head, found, routes.classify(path).road)
             return
         self.resolved = found
         self._next()
@@ -191,14 +196,18 @@ class ClientConnection(asyncio.Protocol):
             return ()
         return cors.answer_headers(origin)
 
-    def _answer_error(self, head: Head, path: str, exc: RelayError) -> None:
+    def _answer_error(
+        self, head: Head, path: str, exc: RelayError, road: Road, backend: str
+    ) -> None:
         """The relay's error answer for a request not forwarded; the connection closes."""
         if isinstance(exc, BackendError):
             log.warning("%s %s: %s", head.method, path, exc.message)
         accept = head.index.get("accept", "")
         self.buffer.clear()
         self.write(relay_error_bytes(path, head.method, accept, exc, dict(self.cors_fields(head))))
-        log_access(head.method, path, answer_of(exc)[0], 0.0)
+        status = answer_of(exc)[0]
+        log_access(head.method, path, status, 0.0)
+        self.server.relay.meter.observe(road, backend, status, None)
         self.close()
 
     def _preflight(self, head: Head, end: int, fields: tuple[tuple[str, str], ...]) -> None:
@@ -208,6 +217,7 @@ class ClientConnection(asyncio.Protocol):
         lines.append("Connection: keep-alive" if keep else "Connection: close")
         self.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         log_access(head.method, head.target.partition("?")[0], 204, 0.0)
+        self.server.relay.meter.observe(Road.HOUSE, HOUSE, 204, None)
         if not keep:
             self.buffer.clear()
             self.close()
@@ -215,7 +225,7 @@ class ClientConnection(asyncio.Protocol):
         del self.buffer[: end + 4]
         self._next()
 
-    def _redirect(self, head: Head, found: Redirect) -> None:
+    def _redirect(self, head: Head, found: Redirect, road: Road) -> None:
         reason = "Moved Permanently" if found.status == 301 else "Found"
         lines = [
             f"HTTP/1.1 {found.status} {reason}",
@@ -227,6 +237,7 @@ class ClientConnection(asyncio.Protocol):
         self.buffer.clear()
         self.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         log_access(head.method, head.target.partition("?")[0], found.status, 0.0)
+        self.server.relay.meter.observe(road, NO_BACKEND, found.status, None)
         self.close()
 
     def finished(self, keep_alive: bool) -> None:
@@ -282,4 +293,5 @@ class ClientConnection(asyncio.Protocol):
         self.buffer.clear()
         self.write(error_bytes("/", "GET", "", status, message, reason))
         log_access("-", "-", status, 0.0)
+        self.server.relay.meter.observe(Road.HOUSE, HOUSE, status, None)
         self.close()

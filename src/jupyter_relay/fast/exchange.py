@@ -10,6 +10,7 @@ from ..backends.base import Target, Upstream
 from ..errors import BackendError
 from ..logs import log_access
 from ..responses import answer_of
+from ..routes import Road
 from .base import Forwarding
 from .chunked import BadChunk, ChunkedReader
 from .head import Head
@@ -35,9 +36,11 @@ class Exchange(Forwarding):
         head: Head,
         path: str,
         query: str,
+        road: Road,
     ) -> None:
-        super().__init__(client, backend, up, head, path, query)
+        super().__init__(client, backend, up, head, path, query, road)
         self.started = client.loop.time()
+        self.head_at = 0.0  # when the backend's answer head came (its latency, for metrics)
         self.reader = ChunkedReader() if head.chunked else None
         # Body bytes still to come from the client (for a chunked body: 1 until its end).
         self.body_left = 1 if head.chunked else head.content_length
@@ -143,6 +146,7 @@ class Exchange(Forwarding):
             self.fail(self.failure(TimeoutError()))
 
     def got_head(self) -> None:
+        self.head_at = self.client.loop.time()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -188,6 +192,8 @@ class Exchange(Forwarding):
         if not sent:
             self.client.write(self.answer(status, message, reason))
             self._log(status)
+        else:
+            self._count(self.status)
         self.client.finished(keep_alive=False)
 
     def fail(self, error: BackendError) -> None:
@@ -198,6 +204,7 @@ class Exchange(Forwarding):
             self.conn.close()
         if sent:
             log.warning("%s %s: %s", self.head.method, self.path, error.message)
+            self._count(self.status)  # cut off mid-answer: counted with the status it had
         else:
             self.client.write(self.error_answer(error))
             self._log(answer_of(error)[0])
@@ -219,6 +226,7 @@ class Exchange(Forwarding):
     def abort(self) -> None:
         """The client went away: drop the upstream connection, whose answer is unread."""
         self._end()
+        self._count(self.status)
         if self.conn is not None:
             self.conn.exchange = None
             self.conn.close()
@@ -232,3 +240,8 @@ class Exchange(Forwarding):
     def _log(self, status: int) -> None:
         elapsed = (self.client.loop.time() - self.started) * 1000
         log_access(self.head.method, self.path.partition("?")[0], status, elapsed)
+        self._count(status)
+
+    def _count(self, status: int) -> None:
+        latency = self.head_at - self.started if self.head_at else None
+        self.meter.observe(self.road, self.backend.name, status, latency)

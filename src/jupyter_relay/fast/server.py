@@ -7,17 +7,30 @@ import logging
 from typing import Protocol
 
 from ..gate import Policy
-from ..routes import Forward, Later
+from ..routes import Forward, Later, Road
 from .client import ClientConnection
 from .pool import MAX_POOLS, Pool
 
 
+class Metering(Protocol):
+    """Where the engine counts what it does (`metrics.Meter` is one); called per request."""
+
+    def observe(self, road: Road, backend: str, status: int, latency: float | None) -> None:
+        """One answer (`status` 0: none was sent); `latency`: seconds to the backend's head."""
+
+    def websocket(self, backend: str, change: int) -> None:
+        """A websocket to `backend` opened (+1) or closed (-1)."""
+
+
 class Router(Protocol):
-    """What the engine needs of the relay (`relay.Relay` is one): the gate, and the roads."""
+    """What the engine needs of the relay (`relay.Relay` is one): the gate, the roads, a meter."""
 
     policy: Policy
     cookie_name: str  # the relay's own cookie: never forwarded, never set by a backend
     scheme: str  # how clients reach the relay: "http", or "https" with a certificate
+
+    @property
+    def meter(self) -> Metering: ...
 
     @property
     def backend_timeout(self) -> float: ...

@@ -19,6 +19,7 @@ from ..headers import (
 )
 from ..logs import access_level, access_log
 from ..responses import websocket_refusal
+from ..routes import Road
 from ..translate import ClosedEarly
 from .base import PIPELINE_LIMIT, WRITE_HIGH, Forwarding
 from .head import HEAD_LIMIT, Head
@@ -94,13 +95,15 @@ class Tunnel(Forwarding):
         head: Head,
         path: str,
         query: str,
+        road: Road,
     ) -> None:
-        super().__init__(client, backend, up, head, path, query)
+        super().__init__(client, backend, up, head, path, query, road)
         self.upstream: TunnelUpstream | None = None
         self.stash: list[bytes] = [bytes(client.buffer)] if client.buffer else []
         client.buffer.clear()
         self.cursor = FrameCursor()
         self.closed = False
+        self.open = False  # upgraded: counted among the open websockets
         self.vetting = False  # a refusal is shown to the backend (`Upstream.vetoes`)
         self.task: asyncio.Future[None] = asyncio.ensure_future(self._open())
 
@@ -132,6 +135,8 @@ class Tunnel(Forwarding):
     def upgraded(self) -> None:
         """The backend said 101: what the client sent meanwhile is websocket frames."""
         assert self.upstream is not None
+        self.meter.websocket(self.backend.name, 1)
+        self.open = True
         if self.stash:
             self.upstream.write(b"".join(self.stash))
             self.stash = []
@@ -194,7 +199,12 @@ class Tunnel(Forwarding):
             self.upstream.close()
         self.client.tunnel = None
         self.client.close()
-        status = self.upstream.status if self.upstream is not None else 0
+        upstream_status = self.upstream.status if self.upstream is not None else 0
+        if self.open:
+            self.meter.websocket(self.backend.name, -1)
+        # The relay's own answer if it wrote one (a refusal in its words), else the backend's.
+        status = self.answered or upstream_status
+        self.meter.observe(self.road, self.backend.name, status, None)
         level = access_level(status) if status else logging.INFO
         if access_log.isEnabledFor(level):
             path = self.path.partition("?")[0]

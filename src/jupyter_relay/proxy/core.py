@@ -70,6 +70,8 @@ class PortProxy:
         self.connect_timeout = connect_timeout
         self.targets: dict[str, ProxyTarget] = {}
         self.pins: dict[str, _Pin] = {}
+        # Requests refused, by why: "form" (no /proxy/ form), "port" (denied), "host".
+        self.denials: dict[str, int] = {}
         loopback = [a for a in LOOPBACK_ADDRESSES if allow.in_ranges(ipaddress.ip_address(a))]
         self.loopback = tuple(loopback)
 
@@ -93,11 +95,24 @@ class PortProxy:
     async def target(self, raw_path: str) -> ProxyTarget:
         parsed = parse_proxy(raw_path, self.backend_names)
         if parsed is None:
+            self._denied("form")
             raise NotFound(f"{raw_path} is not a port-proxy address; use {FORMS}")
         if port_denied(parsed.port, self.deny_ports):
+            self._denied("port")
             raise Forbidden(
                 f"the port proxy does not reach port {parsed.port}: it is in --proxy-deny-port"
             )
+        try:
+            return await self._checked(parsed)
+        except Forbidden:
+            self._denied("host")
+            raise
+
+    def _denied(self, reason: str) -> None:
+        self.denials[reason] = self.denials.get(reason, 0) + 1
+
+    async def _checked(self, parsed: ProxyPath) -> ProxyTarget:
+        """The target for a well-formed path whose port is allowed: its host checked."""
         static = self._static(parsed)
         if static is not None:
             return static
