@@ -31,6 +31,7 @@ from jupyter_relay.server import RunningRelay
 
 from .conftest import RELAY_TOKEN, start_relay
 from .servers import JupyterServer, RelayProcess, start_jupyter
+from .waiting import eventually_sync
 
 MiB = 1024 * 1024
 STATUS_400 = re.compile(rb"^HTTP/1\.[01] 400 [^\r\n]*\r\n")
@@ -213,18 +214,21 @@ def start_tls_jupyter(ca: trustme.CA, name: str, base: Path) -> JupyterServer:
     req = urllib.request.Request(
         f"{server.base}api/status", headers={"Authorization": f"token {server.token}"}
     )
-    deadline = time.monotonic() + 60
-    last: Exception | None = None
-    while time.monotonic() < deadline and server.proc.poll() is None:
-        try:
-            with urllib.request.urlopen(req, timeout=5, context=ctx) as resp:
-                if resp.status == 200:
-                    return server
-        except OSError as exc:
-            last = exc
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"TLS jupyter did not answer ({last}): {server.log.read_text()[-2000:]}")
+
+    def answers() -> bool:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"TLS jupyter exited: {server.log.read_text()[-2000:]}")
+        with urllib.request.urlopen(req, timeout=5, context=ctx) as resp:
+            return bool(resp.status == 200)
+
+    try:
+        eventually_sync(
+            answers, timeout=60, interval=0.1, what="TLS jupyter answers", ignoring=(OSError,)
+        )
+    except AssertionError as exc:
+        server.stop()
+        raise RuntimeError(f"{exc}: {server.log.read_text()[-2000:]}") from exc
+    return server
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ class _Last:
 
 @overload
 async def eventually(
-    check: Callable[[], Awaitable[T]],
+    check: Callable[[], Awaitable[T | None]],
     *,
     timeout: float,
     interval: float = ...,
@@ -48,7 +48,7 @@ async def eventually(
 
 @overload
 async def eventually(
-    check: Callable[[], T],
+    check: Callable[[], T | None],
     *,
     timeout: float,
     interval: float = ...,
@@ -93,7 +93,7 @@ async def eventually(
 
 
 def eventually_sync(
-    check: Callable[[], T],
+    check: Callable[[], T | None],
     *,
     timeout: float,
     interval: float = INTERVAL,
