@@ -25,8 +25,9 @@ import aiohttp
 import pytest
 
 from .echo_app import Echo, run_echo
-from .proxying import PREFIX_HEADERS, assert_json_error, fetch, proxy_command, seen, url
+from .proxying import PREFIX_HEADERS, Got, assert_json_error, fetch, proxy_command, seen, url
 from .servers import RelayProcess
+from .waiting import eventually
 from .webapps import CountingListener, WebApp, run_webapp
 
 JSON = {"Accept": "application/json"}
@@ -197,8 +198,13 @@ async def test_a_checked_resolution_is_reused_briefly_and_a_rebinding_never_dial
         got = await fetch(client, "GET", target)
         assert asyncio.get_running_loop().time() - flipped < RESOLVE_TTL, "too slow to tell"
         assert seen(got).path == "/x", "within the TTL: the checked address, not a lookup"
-        async with asyncio.timeout(RESOLVE_TTL + 10):
-            while (got := await fetch(client, "GET", target, headers=JSON)).status == 200:
-                await asyncio.sleep(0.1)
+
+        async def refused() -> Got | None:
+            got = await fetch(client, "GET", target, headers=JSON)
+            return got if got.status != 200 else None
+
+        got = await eventually(
+            refused, timeout=RESOLVE_TTL + 10, interval=0.1, what="a lookup after the TTL"
+        )
         assert_json_error(got, 403, "metadata", r"--proxy-allow 169\.254\.169\.254")
         assert len(app.requests) >= 2 and all(r["path"] == "/x" for r in app.requests)
