@@ -215,6 +215,22 @@ def start_kernel_gateway(
     raise RuntimeError("no free port for the kernel gateway")
 
 
+def unread_requests(port: int) -> int:
+    """Open connections to 127.0.0.1:`port` holding bytes its server has not read.
+
+    Linux's /proc/net/tcp lists each socket with its receive queue: for a server that is
+    stopped (SIGSTOP), a request that has reached it is exactly such a connection.
+    """
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        established, unread = state == "01", int(queues.split(":")[1], 16) > 0
+        if int(local.rsplit(":", 1)[1], 16) == port and established and unread:
+            count += 1
+    return count
+
+
 def wait_http(
     url: str,
     headers: dict[str, str] | None = None,

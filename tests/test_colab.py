@@ -102,7 +102,7 @@ from .colab_reference import ReferenceServer, start_reference
 from .conftest import RELAY_TOKEN, start_relay
 from .echo_app import BACKEND_TOKEN, Echo, run_echo
 from .kernel_client import V1
-from .servers import JupyterServer, start_jupyter
+from .servers import JupyterServer, start_jupyter, unread_requests
 from .sshd import Sshd, running_sshd, start_remote_jupyter
 from .waiting import eventually
 
@@ -768,8 +768,14 @@ async def test_relay_backend_stopped_then_killed_under_live_requests(colab_work:
                 assert stopped.status == 504, stopped.describe()
                 assert waited < 2 + 5 + 3, waited
 
+                waiting = unread_requests(server.port)
                 pending = await sock.submit("GET", "/api/contents")
-                await asyncio.sleep(0.5)
+                # Killed once the request is at the stopped backend, unread: it is live.
+                await eventually(
+                    lambda: unread_requests(server.port) - waiting,
+                    timeout=FAIL_BOUND,
+                    what="the request in the stopped backend's socket",
+                )
                 server.proc.kill()  # SIGKILL: a stopped process dies too
                 server.proc.wait()
                 killed = await sock.reply(pending, FAIL_BOUND)

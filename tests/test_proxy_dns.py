@@ -137,7 +137,9 @@ async def test_a_listed_name_resolving_to_loopback_is_refused_without_contact(
             client, "GET", url(relay.base, f"/proxy/sneaky.example.test:{port}/"), headers=JSON
         )
         assert got.status == 502, (got.status, got.text)
-        assert await listener.settled() >= 1, listener
+        await eventually(
+            lambda: listener.count >= 1, timeout=10, what=f"a connection to {listener}"
+        )
 
 
 async def test_a_name_not_listed_resolving_outside_the_ranges_is_refused(

@@ -353,8 +353,13 @@ async def test_starts_a_remote_jupyter_on_demand_that_outlives_the_session(
         assert logs, relay.progress
         assert f":{servers[pid]['port']}/" in logs[0].read_text(), logs[0].read_text()[-2000:]
     try:
-        # The relay and its SSH session are gone; the server it started is not.
-        await asyncio.sleep(1)
+        # The relay and its SSH session are gone (sshd's session process has ended); the
+        # server it started is not: it still runs, and the next relay is served by it.
+        await eventually(
+            lambda: not session_processes(empty_sshd),
+            timeout=10,
+            what="the first relay's SSH session ended on the sshd side",
+        )
         assert started.is_running() and started.status() != psutil.STATUS_ZOMBIE
         # A second relay with start=true uses it rather than starting another.
         async with ssh_relay(empty_sshd.backend_arg(start="true")) as relay:
