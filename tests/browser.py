@@ -20,6 +20,8 @@ from playwright.async_api import (
 )
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
+from .waiting import eventually
+
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless as root, and quiet: no background traffic to hosts this machine cannot reach.
 CHROMIUM_ARGS = [
@@ -155,14 +157,17 @@ async def save_notebook(page: Page, name: str) -> str:
 
 async def wait_saved(path: Path, code: str, timeout_ms: int) -> None:
     """Wait until the notebook at `path` on the server's disk holds a cell with `code`."""
-    sources: list[str] = []
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_ms / 1000
-    while loop.time() < deadline:
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            saved = json.loads(await asyncio.to_thread(path.read_text))
-            sources = ["".join(cell["source"]) for cell in saved["cells"]]
-            if code in sources:
-                return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{path} was not saved with the cell; cells on disk: {sources}")
+
+    async def cells_on_disk() -> bool:
+        saved = json.loads(await asyncio.to_thread(path.read_text))
+        sources = ["".join(cell["source"]) for cell in saved["cells"]]
+        assert code in sources, f"cells on disk: {sources}"
+        return True
+
+    await eventually(
+        cells_on_disk,
+        timeout=timeout_ms / 1000,
+        interval=0.2,
+        what=f"{path} saved with the cell",
+        ignoring=(AssertionError, OSError, ValueError, KeyError),
+    )

@@ -19,16 +19,17 @@ and is started as Colab's instructions say:
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .servers import free_port, stop_process, wait_http
+from .waiting import eventually_sync
 
 COLAB_ORIGIN = "https://colab.research.google.com"
 REF_VENV = Path(
@@ -187,11 +188,19 @@ def start_reference(root: Path, workdir: Path, venv: Path = REF_VENV) -> Referen
             if "already in use" in server.logs():
                 continue
             raise RuntimeError(f"the reference did not start: {server.logs()}") from exc
-        deadline = time.monotonic() + 10
-        while "jupyter_http_over_ws extension initialized" not in server.logs():
-            if time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(f"the extension did not load: {server.logs()}")
-            time.sleep(0.05)
+        loaded = functools.partial(_extension_loaded, server)
+        try:
+            eventually_sync(
+                loaded,
+                timeout=10,
+                what="the log says the extension is initialized",
+            )
+        except AssertionError as exc:
+            server.stop()
+            raise RuntimeError(f"the extension did not load: {server.logs()}") from exc
         return server
     raise RuntimeError("no free port for the reference")
+
+
+def _extension_loaded(server: ReferenceServer) -> bool:
+    return "jupyter_http_over_ws extension initialized" in server.logs()

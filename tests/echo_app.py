@@ -76,7 +76,7 @@ def make_echo_app(echo: Echo) -> web.Application:
         await resp.prepare(request)
         for i in range(5):
             await resp.write(f"part {i}\n".encode())
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # parts apart in time: a stream, not one write
         await resp.write_eof()
         return resp
 
@@ -122,7 +122,7 @@ def make_echo_app(echo: Echo) -> web.Application:
 
     async def slow(request: web.Request) -> web.StreamResponse:
         (await record(request))["arrived"] = asyncio.get_running_loop().time()
-        await asyncio.sleep(float(request.query.get("s", "1")))
+        await asyncio.sleep(float(request.query.get("s", "1")))  # a slow backend, on purpose
         return web.Response(text="finally")
 
     async def flood(request: web.Request) -> web.StreamResponse:
@@ -139,7 +139,7 @@ def make_echo_app(echo: Echo) -> web.Application:
         """Read nothing for a while, then count what arrives; answer with the count."""
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
-        await asyncio.sleep(float(request.query.get("wait", "3")))
+        await asyncio.sleep(float(request.query.get("wait", "3")))  # a stalled reader, on purpose
         count = 0
         async for msg in ws:
             if msg.type is WSMsgType.TEXT and msg.data == "done":

@@ -41,7 +41,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ import trustme
 
 from .needs import missing
 from .servers import BIN, ROOT, _child_env, free_port
+from .waiting import eventually_sync
 
 # configurable-http-proxy, installed by `npm ci` in bench (scripts/test does it).
 CHP_DIR = ROOT / "bench" / "node_modules" / ".bin"
@@ -246,19 +246,23 @@ class Hub:
     def wait_server(
         self, user: str, server: str = "", *, ready: bool, timeout: float = SPAWN_TIMEOUT
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        model: dict[str, Any] | None = None
-        while time.monotonic() < deadline:
+        state = "ready" if ready else "stopped"
+
+        def there() -> tuple[dict[str, Any]] | None:
             model = self.server(user, server)
             if ready and model is not None and model.get("ready"):
-                return model
+                return (model,)
             if not ready and model is None:
-                return {}
-            time.sleep(0.1)
-        raise HubError(
-            f"{user}'s server {server!r} is not {'ready' if ready else 'stopped'} after "
-            f"{timeout} s: {model}\nhub log:\n{self.logs()}"
-        )
+                return ({},)
+            return None
+
+        try:
+            (model,) = eventually_sync(
+                there, timeout=timeout, interval=0.1, what=f"{user}'s server {server!r} {state}"
+            )
+        except AssertionError as exc:
+            raise HubError(f"{exc}\nhub log:\n{self.logs()}") from exc
+        return model
 
     # --- the process -----------------------------------------------------------------------
 
@@ -286,24 +290,29 @@ class Hub:
                 cwd=self.dir,
                 env=env,
             )
-        deadline = time.monotonic() + START_TIMEOUT
-        last: object = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+        proc = self.proc
+
+        def answers() -> tuple[int, Any] | None:
+            if proc.poll() is not None:
                 with self.log.open("rb") as log:
                     log.seek(offset)
                     text = log.read().decode(errors="replace")
-                raise HubError(f"jupyterhub exited ({self.proc.returncode}): {text[-3000:]}")
-            try:
-                status, answer = self.request("GET", "hub/api/", timeout=5)
-                if status == 200 and isinstance(answer, dict) and "version" in answer:
-                    return
-                last = (status, answer)
-            except (OSError, http.client.HTTPException) as exc:
-                last = exc
-            time.sleep(0.1)
-        self.stop()
-        raise HubError(f"jupyterhub did not answer over TLS ({last}): {self.logs()}")
+                raise HubError(f"jupyterhub exited ({proc.returncode}): {text[-3000:]}")
+            status, answer = self.request("GET", "hub/api/", timeout=5)
+            assert status == 200 and isinstance(answer, dict), (status, answer)
+            return (status, answer) if "version" in answer else None
+
+        try:
+            eventually_sync(
+                answers,
+                timeout=START_TIMEOUT,
+                interval=0.1,
+                what="jupyterhub answers hub/api/ over TLS",
+                ignoring=(AssertionError, OSError, http.client.HTTPException),
+            )
+        except AssertionError as exc:
+            self.stop()
+            raise HubError(f"{exc}: {self.logs()}") from exc
 
     def _processes(self) -> list[psutil.Process]:
         """The Hub, its proxy, the users' servers and their kernels: all that has its dir."""

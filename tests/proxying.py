@@ -31,6 +31,7 @@ from jupyter_relay.server import start
 
 from .conftest import RELAY_TOKEN, STATE_DIR, WatchedRelay
 from .servers import BIN, RelayProcess, start_relay_process
+from .waiting import eventually
 
 WEBAPPS = Path(__file__).resolve().parent / "webapps.py"
 PREFIX_HEADERS = ("X-Forwarded-Prefix", "X-Forwarded-Context", "X-ProxyContextPath")
@@ -251,14 +252,15 @@ def gone(pid: int) -> bool:
         return True
 
 
-async def wait_until_gone(pids: Sequence[int], bound: float = 10) -> list[int]:
-    """Wait up to `bound` s for every pid to be gone; return those still alive."""
-    deadline = time.monotonic() + bound
-    alive = [p for p in pids if not gone(p)]
-    while alive and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        alive = [p for p in alive if not gone(p)]
-    return alive
+async def wait_until_gone(pids: Sequence[int], bound: float = 10, *, what: str) -> None:
+    """Wait up to `bound` s for every pid to be gone; fail naming those still alive."""
+
+    def none_alive() -> bool:
+        alive = [p for p in pids if not gone(p)]
+        assert not alive, f"still alive: {alive}"
+        return True
+
+    await eventually(none_alive, timeout=bound, what=what)
 
 
 # --- config files -------------------------------------------------------------------------

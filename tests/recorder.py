@@ -15,6 +15,8 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from .waiting import eventually
+
 BACKEND_TOKEN = "recorder-backend-token-7f3a9c"
 LOGIN_COOKIE = "username-127-0-0-1-1"
 
@@ -77,9 +79,12 @@ class Recorder:
 
     async def settled(self, bound: float = 5) -> None:
         """Until the relay has closed every connection it forwarded on: all it sent is here."""
-        async with asyncio.timeout(bound):
-            while self.busy:
-                await asyncio.sleep(0.01)
+        await eventually(
+            lambda: not self.busy,
+            timeout=bound,
+            interval=0.01,
+            what="every connection the relay forwarded on closed",
+        )
 
 
 def _own_probe(head: bytes) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -10,11 +11,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .waiting import eventually_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -117,21 +119,24 @@ def start_jupyter(
             cmd, stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
         )
     info_path = runtime / f"jpserver-{proc.pid}.json"
-    deadline = time.monotonic() + 60
-    port = 0
-    while time.monotonic() < deadline:
+
+    def its_port() -> int | None:
         if proc.poll() is not None:
             raise RuntimeError(f"jupyter server exited: {log.read_text()[-2000:]}")
-        if info_path.exists():
-            try:
-                port = int(json.loads(info_path.read_text())["port"])
-                break
-            except (ValueError, KeyError):
-                pass
-        time.sleep(0.05)
-    else:
+        if not info_path.exists():
+            return None
+        return int(json.loads(info_path.read_text())["port"])  # a file half written: again
+
+    try:
+        port = eventually_sync(
+            its_port,
+            timeout=60,
+            what=f"{info_path} names the port",
+            ignoring=(ValueError, KeyError),
+        )
+    except AssertionError as exc:
         proc.kill()
-        raise RuntimeError("jupyter server did not start")
+        raise RuntimeError(f"jupyter server did not start: {exc}") from exc
     server = JupyterServer(proc, port, token, root, log, scheme)
     if wait_ready and scheme == "http":
         wait_http(f"{server.base}api/status", {"Authorization": f"token {token}"})
@@ -210,26 +215,46 @@ def start_kernel_gateway(
     raise RuntimeError("no free port for the kernel gateway")
 
 
+def unread_requests(port: int) -> int:
+    """Open connections to 127.0.0.1:`port` holding bytes its server has not read.
+
+    Linux's /proc/net/tcp lists each socket with its receive queue: for a server that is
+    stopped (SIGSTOP), a request that has reached it is exactly such a connection.
+    """
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        established, unread = state == "01", int(queues.split(":")[1], 16) > 0
+        if int(local.rsplit(":", 1)[1], 16) == port and established and unread:
+            count += 1
+    return count
+
+
 def wait_http(
     url: str,
     headers: dict[str, str] | None = None,
     timeout: float = 60,
     proc: subprocess.Popen[bytes] | None = None,
 ) -> None:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{url}: the server exited ({proc.returncode})")
-        try:
-            req = urllib.request.Request(url, headers=headers or {})
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                if resp.status == 200:
-                    return
-        except Exception as exc:
-            last = exc
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer: {last}")
+        req = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return bool(resp.status == 200)
+
+    try:
+        eventually_sync(
+            answers,
+            timeout=timeout,
+            interval=0.1,
+            what=f"{url} answers 200",
+            ignoring=(OSError, http.client.HTTPException),
+        )
+    except AssertionError as exc:
+        raise RuntimeError(str(exc)) from exc
 
 
 URL_RE = re.compile(r"((?:https?|http\+unix)://\S+)")
@@ -293,13 +318,16 @@ def start_relay_process(
             stdin=subprocess.DEVNULL,
             cwd=cwd,
         )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def printed_url() -> re.Match[str] | None:
         match = URL_RE.search(stdout.read_text())
-        if match:
-            return RelayProcess(proc, match.group(1), stdout, stderr)
-        if proc.poll() is not None:
+        if match is None and proc.poll() is not None:
             raise RuntimeError(f"jupyter-relay exited {proc.returncode}: {stderr.read_text()}")
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"jupyter-relay printed no URL: {stderr.read_text()}")
+        return match
+
+    try:
+        match = eventually_sync(printed_url, timeout=timeout, what="jupyter-relay prints its URL")
+    except AssertionError as exc:
+        proc.kill()
+        raise RuntimeError(f"jupyter-relay printed no URL: {stderr.read_text()}") from exc
+    return RelayProcess(proc, match.group(1), stdout, stderr)

@@ -29,7 +29,6 @@ import re
 import secrets
 import shlex
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from pathlib import Path
 import psutil
 
 from .servers import BIN, JupyterServer, free_port, start_jupyter
+from .waiting import eventually_sync
 
 SSHD = "/usr/sbin/sshd"
 SSH = "/usr/bin/ssh"
@@ -166,18 +166,21 @@ class Sshd:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
+        proc = self.proc
+
+        def listening() -> bool:
             with self.log.open("rb") as log:
                 log.seek(offset)
                 text = log.read().decode(errors="replace")
-            if mark in text:
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sshd exited ({self.proc.returncode}): {text[-2000:]}")
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"sshd did not listen on port {self.port}: {self.logs()}")
+            if mark not in text and proc.poll() is not None:
+                raise RuntimeError(f"sshd exited ({proc.returncode}): {text[-2000:]}")
+            return mark in text
+
+        try:
+            eventually_sync(listening, timeout=START_TIMEOUT, interval=0.02, what=repr(mark))
+        except AssertionError as exc:
+            self.stop()
+            raise RuntimeError(f"sshd did not listen on port {self.port}: {self.logs()}") from exc
 
     def stop(self) -> None:
         """Kill sshd and every sshd process it forked: live SSH connections drop at once.
@@ -200,12 +203,16 @@ class Sshd:
                 proc.kill()
         self.proc.wait(10)
         # The others are not our children: dead once a zombie (init reaps them later).
-        deadline = time.monotonic() + 10
-        while victims and time.monotonic() < deadline:
-            victims = [p for p in victims if _alive(p)]
-            time.sleep(0.01)
-        if victims:
-            raise RuntimeError(f"sshd processes survived SIGKILL: {victims}")
+        try:
+            eventually_sync(
+                lambda: not [p for p in victims if _alive(p)],
+                timeout=10,
+                interval=0.01,
+                what="no sshd process left",
+            )
+        except AssertionError as exc:
+            alive = [p for p in victims if _alive(p)]
+            raise RuntimeError(f"sshd processes survived SIGKILL: {alive}") from exc
 
     def reconfigure(self, extra: str = "") -> None:
         """Stop sshd, add `extra` lines to its config (or drop earlier ones), start it again.

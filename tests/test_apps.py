@@ -37,6 +37,7 @@ from .proxying import (
     webapp_command,
 )
 from .servers import free_port
+from .waiting import eventually
 
 JSON = {"Accept": "application/json"}
 HTML = {"Accept": "text/html"}
@@ -60,6 +61,12 @@ async def app_status(client: aiohttp.ClientSession, base: str, name: str) -> dic
     entry: dict[str, Any] = apps[name]
     assert {"name", "url", "state", "pid", "port", "error"} <= entry.keys(), entry
     return entry
+
+
+async def app_stopped(client: aiohttp.ClientSession, base: str) -> dict[str, Any] | None:
+    """The echo app's status entry once the relay no longer says it is running."""
+    entry = await app_status(client, base, "echo")
+    return entry if entry["state"] != "running" else None
 
 
 def pids_in(path: Path) -> list[int]:
@@ -133,7 +140,7 @@ async def test_starts_on_first_request_and_serves_under_its_prefix(
             assert (await ws.receive(timeout=10)).data == b"\x01\x02"
 
         assert starts.read_text() == "started\n"  # still the same process
-    assert not await wait_until_gone([pid]), f"app {pid} outlived the relay"
+    await wait_until_gone([pid], what=f"app {pid} gone with the relay")
 
 
 async def test_absolute_url_app_sees_the_whole_path(
@@ -185,7 +192,7 @@ async def test_an_app_that_never_listens_is_a_503_after_its_timeout(
         assert 1.8 < got.seconds < 10, got.seconds
         started = pids_in(pids)
         assert len(started) == 2, started
-        assert not await wait_until_gone(started), "the app's processes outlived its timeout"
+        await wait_until_gone(started, what="the app's processes gone after its timeout")
         entry = await app_status(client, relay.base, "mute")
         assert entry["state"] == "failed" and entry["error"], entry
 
@@ -198,11 +205,14 @@ async def test_a_dead_app_is_started_again_on_the_next_request(
         first = seen(await fetch(client, "GET", url(relay.base, "/apps/echo/one")))
         old = first.raw["pid"]
         os.kill(old, signal.SIGKILL)
-        assert not await wait_until_gone([old])
+        await wait_until_gone([old], what=f"the killed app {old} gone")
         # Once the relay has seen it go (its status says so), the next request starts it.
-        async with asyncio.timeout(10):
-            while (await app_status(client, relay.base, "echo"))["state"] == "running":
-                await asyncio.sleep(0.05)
+        await eventually(
+            lambda: app_stopped(client, relay.base),
+            timeout=10,
+            what="the relay sees the app gone",
+            ignoring=(),  # app_status's assertions fail at once
+        )
         second = seen(await fetch(client, "GET", url(relay.base, "/apps/echo/two")))
         assert second.path == "/two", second.raw
         assert second.raw["pid"] != old
@@ -244,7 +254,7 @@ async def test_the_command_stops_its_apps_when_it_stops(
     finally:
         code = await asyncio.to_thread(proc.stop)
     assert code == 0, proc.logs()
-    assert not await wait_until_gone(pids), f"{pids} outlived the relay: {proc.logs()}"
+    await wait_until_gone(pids, what=f"{pids} gone with the relay: {proc.logs()}")
 
 
 async def test_a_dead_leaders_group_is_stopped_on_restart_and_with_the_relay(
@@ -263,19 +273,22 @@ async def test_a_dead_leaders_group_is_stopped_on_restart_and_with_the_relay(
         async def leader_dies() -> int:
             leader = seen(await fetch(client, "GET", url(relay.base, "/apps/echo/x"))).raw["pid"]
             os.kill(leader, signal.SIGKILL)
-            async with asyncio.timeout(10):
-                while (await app_status(client, relay.base, "echo"))["state"] == "running":
-                    await asyncio.sleep(0.05)
+            await eventually(
+                lambda: app_stopped(client, relay.base),
+                timeout=10,
+                what="the relay sees the app gone",
+                ignoring=(),  # app_status's assertions fail at once
+            )
             return int(pids_in(pids)[-1])
 
         first = await leader_dies()
         assert not gone(first), "the background child should still run before any stop"
         # The next request starts the app again, ending what was left of the first run.
         await leader_dies()
-        assert not await wait_until_gone([first], 3), f"sleep {first} survived the restart"
+        await wait_until_gone([first], 3, what=f"sleep {first} gone with the restart")
         second = pids_in(pids)[-1]
         assert not gone(second)
-    assert not await wait_until_gone([second], 3), f"sleep {second} outlived the relay"
+    await wait_until_gone([second], 3, what=f"sleep {second} gone with the relay")
 
 
 async def test_stopping_an_app_twice_is_harmless(tmp_path: Path) -> None:

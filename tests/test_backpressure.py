@@ -38,7 +38,9 @@ async def test_slow_websocket_reader_keeps_relay_memory_flat(tmp_path: Path) -> 
     async with relay_session(tmp_path) as (base, proc, session):
         baseline = proc.memory_info().rss
         ws = await session.ws_connect(f"{base}flood?n={COUNT}", max_msg_size=0)
-        await asyncio.sleep(3)  # read nothing: the backend is far faster than us
+        # Time is the measure: read nothing for 3 s while the backend (far faster than us)
+        # floods; the relay's memory then shows whether it buffered what we did not read.
+        await asyncio.sleep(3)
         stalled_growth = proc.memory_info().rss - baseline
         received = 0
         async for msg in ws:
@@ -66,7 +68,9 @@ async def test_slow_websocket_backend_keeps_relay_memory_flat(tmp_path: Path) ->
             await ws.send_str("done")
 
         sender = asyncio.create_task(send_all())
-        await asyncio.sleep(2.5)  # the backend reads nothing yet
+        # Time is the measure: the backend reads nothing for its first 3 s; the sender is
+        # to be held back meanwhile, and the relay's memory must not grow with what it sent.
+        await asyncio.sleep(2.5)
         stalled_growth = proc.memory_info().rss - baseline
         assert not sender.done(), "the sender was never slowed down"
         await sender

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from jupyter_relay.cli import main
 
 from .servers import BIN, JupyterServer, RelayProcess, _child_env, start_relay_process
+from .waiting import eventually_sync
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -277,10 +277,7 @@ def test_backends_down_at_start_are_said_plainly_then_retried_quietly(tmp_path: 
             error = str(gpu["error"] or "")
             return error if re.search(r"attempt ([3-9]|\d\d)\b", error) else None
 
-        deadline = time.monotonic() + 30
-        while tried_three_times() is None:
-            assert time.monotonic() < deadline, "gpu was not tried three times within 30 s"
-            time.sleep(0.2)
+        eventually_sync(tried_three_times, timeout=30, what="gpu tried three times")
         # The start said it (progress and announcement); the background tries said nothing.
         assert relay.logs().count("cannot resolve host 'nosuchhost.invalid'") == 2, relay.logs()
     finally:

@@ -102,8 +102,9 @@ from .colab_reference import ReferenceServer, start_reference
 from .conftest import RELAY_TOKEN, start_relay
 from .echo_app import BACKEND_TOKEN, Echo, run_echo
 from .kernel_client import V1
-from .servers import JupyterServer, start_jupyter
+from .servers import JupyterServer, start_jupyter, unread_requests
 from .sshd import Sshd, running_sshd, start_remote_jupyter
+from .waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -767,8 +768,14 @@ async def test_relay_backend_stopped_then_killed_under_live_requests(colab_work:
                 assert stopped.status == 504, stopped.describe()
                 assert waited < 2 + 5 + 3, waited
 
+                waiting = unread_requests(server.port)
                 pending = await sock.submit("GET", "/api/contents")
-                await asyncio.sleep(0.5)
+                # Killed once the request is at the stopped backend, unread: it is live.
+                await eventually(
+                    lambda: unread_requests(server.port) - waiting,
+                    timeout=FAIL_BOUND,
+                    what="the request in the stopped backend's socket",
+                )
                 server.proc.kill()  # SIGKILL: a stopped process dies too
                 server.proc.wait()
                 killed = await sock.reply(pending, FAIL_BOUND)
@@ -837,9 +844,12 @@ async def test_relay_backend_fails_mid_body() -> None:
             where = Endpoint("relay-cut", running.base_url, Path())
             async with colab_page(where) as page, page.bridge() as sock:
                 message_id = await sock.submit("GET", "/cut")
-                async with asyncio.timeout(FAIL_BOUND):
-                    while not sock.replies[message_id]:
-                        await asyncio.sleep(0.01)
+                await eventually(
+                    lambda: sock.replies[message_id],
+                    timeout=FAIL_BOUND,
+                    interval=0.01,
+                    what="the first part of the reply",
+                )
                 cut.set()
                 reply = await sock.reply(message_id, FAIL_BOUND)
                 assert (await sock.request("GET", "/other")).status == 200
@@ -898,7 +908,10 @@ async def test_relay_proxied_ws_keeps_frames_and_close_codes(
             await ws.send_str("ping")
             assert (await ws.receive(timeout=10)).data == "ping"
             await ws.close(code=4100, message=b"client done")
-        async with asyncio.timeout(10):
-            while len(echo.close_codes) == before:
-                await asyncio.sleep(0.02)
+        await eventually(
+            lambda: len(echo.close_codes) > before,
+            timeout=10,
+            interval=0.02,
+            what="the backend sees the close",
+        )
         assert echo.close_codes[-1] == 4100, echo.close_codes

@@ -10,8 +10,6 @@ a road with reading paused.
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from jupyter_relay.errors import NotFound
@@ -140,7 +138,6 @@ async def test_a_road_decided_later_that_fails_answers_in_the_relays_words() -> 
     assert h.transport.written.startswith(b"HTTP/1.1 404 Not Found\r\n")
     assert b"<p>no port-proxy target here</p>" in h.transport.written
     assert h.transport.closed
-    await asyncio.sleep(0)
 
 
 async def test_an_allowed_origins_preflight_is_answered_here_and_the_connection_goes_on() -> None:

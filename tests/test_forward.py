@@ -21,6 +21,7 @@ from jupyter_relay.server import RunningRelay
 
 from .conftest import RELAY_TOKEN, start_relay
 from .echo_app import BACKEND_TOKEN, Echo, run_echo
+from .waiting import eventually
 
 
 @pytest.fixture
@@ -214,10 +215,9 @@ async def test_client_close_code_reaches_backend(
 ) -> None:
     ws = await client.ws_connect(raw(echo_relay, "/ws"))
     await ws.close(code=4002, message=b"client done")
-    for _ in range(100):
-        if echo.close_codes:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(
+        lambda: echo.close_codes, timeout=1, interval=0.01, what="the backend sees a close"
+    )
     assert echo.close_codes == [4002]
 
 
@@ -356,9 +356,12 @@ async def test_the_access_log_says_4xx_at_info_and_success_at_debug(
     def lines() -> list[logging.LogRecord]:
         return [r for r in caplog.records if r.name == "jupyter_relay.access"]
 
-    async with asyncio.timeout(5):
-        while not any("/no-such-route 404" in r.getMessage() for r in lines()):
-            await asyncio.sleep(0.02)
+    await eventually(
+        lambda: any("/no-such-route 404" in r.getMessage() for r in lines()),
+        timeout=5,
+        interval=0.02,
+        what="the access log line of /no-such-route",
+    )
     logged = [r for r in lines() if "/no-such-route" in r.getMessage()]
     assert [r.levelno for r in logged] == [logging.INFO]
     assert RELAY_TOKEN not in logged[0].getMessage()

@@ -21,6 +21,7 @@ from .conftest import RELAY_TOKEN, start_relay
 from .proxying import raw_request
 from .recorder import BACKEND_TOKEN, LOGIN_COOKIE, Recorder, run_recorder
 from .servers import JupyterServer
+from .waiting import eventually
 
 TOKEN_HEADER = f"Authorization: token {RELAY_TOKEN}\r\n"
 UPGRADE = (
@@ -230,9 +231,12 @@ async def test_a_hung_backend_is_let_go_when_its_client_leaves(
     _, writer = await asyncio.open_connection("127.0.0.1", relay.port)
     writer.write(head("GET", "/hang", relay.port, TOKEN_HEADER))
     await writer.drain()
-    async with asyncio.timeout(10):
-        while backend.paths() != ["/hang"]:
-            await asyncio.sleep(0.02)
+    await eventually(
+        lambda: backend.paths() == ["/hang"],
+        timeout=10,
+        interval=0.02,
+        what="the request at the backend",
+    )
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()

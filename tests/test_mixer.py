@@ -25,6 +25,7 @@ from jupyter_relay.server import RunningRelay
 from .conftest import RELAY_TOKEN, Mixed, start_relay
 from .kernel_client import V1, execute, run_code, start_kernel
 from .servers import start_relay_process
+from .waiting import eventually
 
 WHERE = 'import os; print(os.environ["RELAY_TEST_BACKEND"])'
 NAMES = {"a": "python3", "b": "b--python3", "eg": "eg--python3"}
@@ -490,9 +491,8 @@ async def test_a_kernel_websocket_is_tunnelled_before_its_owner_is_known(
                         for r in caplog.records
                     )
 
-                async with asyncio.timeout(10):
-                    while not tunnelled():  # logged when the tunnel closes
-                        await asyncio.sleep(0.05)
+                # logged when the tunnel closes
+                await eventually(tunnelled, timeout=10, what="the websocket tunnel closed")
                 assert running.relay.mixer.kernel_owner[kernel_id] == "b"
             finally:
                 await running.stop()

@@ -26,6 +26,7 @@ from jupyter_relay.server import RunningRelay
 from .browser import PageLog, open_page
 from .conftest import RELAY_TOKEN, Mixed, start_relay
 from .needs import need_chromium
+from .waiting import eventually
 
 # Generous: two cores, three kernels starting, and a whole JupyterLab to load.
 TIMEOUT_MS = 90_000
@@ -96,8 +97,8 @@ async def _the_session(
     With `path` None, also wait until the session has its notebook's path: JupyterLab
     starts a new notebook's session under a placeholder path, then renames it.
     """
-    deadline = asyncio.get_running_loop().time() + TIMEOUT_S
-    while True:
+
+    async def the_session() -> dict[str, Any] | None:
         sessions = await _sessions(client, relay)
         mine = [s for s in sessions if s["id"] == session_id]
         assert len(mine) <= 1, f"session {session_id} is listed {len(mine)} times: {sessions}"
@@ -109,22 +110,28 @@ async def _the_session(
             same_path = [s for s in sessions if s["path"] == mine[0]["path"]]
             assert len(same_path) == 1, f"several sessions for one notebook: {sessions}"
             return mine[0]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(
-                f"no session {session_id} with kernel {kernel_name}, path {path}: {sessions}"
-            )
-        await asyncio.sleep(0.25)
+        return None
+
+    return await eventually(
+        the_session,
+        timeout=TIMEOUT_S,
+        interval=0.25,
+        what=f"session {session_id} with kernel {kernel_name}, path {path}",
+        ignoring=(),  # its assertions fail at once
+    )
 
 
 async def _wait_kernel_gone(
     client: aiohttp.ClientSession, relay: RunningRelay, kernel_id: str
 ) -> None:
     """The kernel a session was moved off is shut down (as jupyter_server does)."""
-    deadline = asyncio.get_running_loop().time() + 30
-    while kernel_id in (ids := await _kernel_ids(client, relay)):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"old kernel {kernel_id} still listed after the switch: {ids}")
-        await asyncio.sleep(0.5)
+
+    async def gone() -> bool:
+        ids = await _kernel_ids(client, relay)
+        assert kernel_id not in ids, f"old kernel {kernel_id} still listed after the switch: {ids}"
+        return True
+
+    await eventually(gone, timeout=30, interval=0.5, what=f"the old kernel {kernel_id} gone")
 
 
 def _kernel_label(panel: Locator) -> Locator:
@@ -181,10 +188,13 @@ async def _notebook_across_backends(
     ).click()
 
     # The notebook, its file and its session are on `a`, the primary.
-    deadline = asyncio.get_running_loop().time() + TIMEOUT_S
-    while not (new := [s for s in await _sessions(client, relay) if s["id"] not in before]):
-        assert asyncio.get_running_loop().time() < deadline, "the notebook started no session"
-        await asyncio.sleep(0.25)
+
+    async def new_sessions() -> list[dict[str, Any]]:
+        return [s for s in await _sessions(client, relay) if s["id"] not in before]
+
+    new = await eventually(
+        new_sessions, timeout=TIMEOUT_S, interval=0.25, what="the notebook starts a session"
+    )
     assert len(new) == 1, f"one notebook, several new sessions: {new}"
     session_id = new[0]["id"]
     session = await _the_session(client, relay, session_id, "python3")

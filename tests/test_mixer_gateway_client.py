@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -32,6 +31,7 @@ from .servers import (
     start_jupyter,
     start_relay_process,
 )
+from .waiting import eventually_sync
 
 # The front server waits this long for the relay (kernel starts included).
 GATEWAY_TIMEOUT = 120
@@ -80,26 +80,31 @@ def wait_status(front: FrontServer, timeout: float = 90) -> None:
 
     A 401/403 there is the gateway refusing the front server's credentials: no retry helps.
     """
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if front.proc.poll() is not None:
             raise RuntimeError(f"jupyter lab exited {front.proc.returncode}")
         request = urllib.request.Request(f"{front.base}api/status", headers=front.headers)
         try:
             with urllib.request.urlopen(request, timeout=10) as resp:
-                if resp.status == 200:
-                    return
+                return bool(resp.status == 200)
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
                 body = exc.read().decode(errors="replace")
                 message = f"GET /api/status on the front server -> {exc.code} {body}"
                 raise RuntimeError(message) from None
-            last = exc
-        except OSError as exc:
-            last = exc
-        time.sleep(0.1)
-    raise RuntimeError(f"the front server's /api/status did not answer 200: {last}")
+            raise
+
+    try:
+        eventually_sync(
+            answers,
+            timeout=timeout,
+            interval=0.1,
+            what="the front server's /api/status answers 200",
+            ignoring=(OSError,),
+        )
+    except AssertionError as exc:
+        raise RuntimeError(str(exc)) from exc
 
 
 @pytest.fixture(scope="module")

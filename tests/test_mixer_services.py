@@ -32,6 +32,7 @@ import pytest
 from .conftest import RELAY_TOKEN, Mixed
 from .needs import JS_DIR, need_node
 from .servers import RelayProcess, start_relay_process
+from .waiting import eventually
 
 MIXER_CLIENT = JS_DIR / "mixer_client.mjs"
 # One step of the node script (a kernel start plus an execution) on a busy 2-core machine.
@@ -181,11 +182,15 @@ async def _check_kernel_gone(
     client: aiohttp.ClientSession, relay: RelayProcess, kernel_id: str, when: str
 ) -> None:
     """A session's previous kernel is shut down on a kernel change (as jupyter_server does)."""
-    deadline = asyncio.get_running_loop().time() + SHUTDOWN_WAIT
-    while kernel_id in (ids := await _kernel_ids(client, relay)):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{when}: the replaced kernel {kernel_id} still runs: {ids}")
-        await asyncio.sleep(0.25)
+
+    async def gone() -> bool:
+        ids = await _kernel_ids(client, relay)
+        assert kernel_id not in ids, f"{when}: the replaced kernel {kernel_id} still runs: {ids}"
+        return True
+
+    await eventually(
+        gone, timeout=SHUTDOWN_WAIT, interval=0.25, what=f"{when}: the replaced kernel gone"
+    )
 
 
 def _check_switch(step: dict[str, Any], session_id: str, backend: str) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from jupyter_relay.backends import remote
 
+from .waiting import eventually_sync
+
 SERVERS = [
     {
         "base_url": "/",
@@ -88,11 +90,11 @@ def test_start_command_runs_detached_and_prints_its_pid(tmp_path: Path) -> None:
     try:
         assert done.returncode == 0
         assert subprocess.run(["sh", "-c", remote.alive_command(pid)]).returncode == 0
-        for _ in range(50):
-            if (tmp_path / "args").exists():
-                break
-            subprocess.run(["sleep", "0.1"])
-        args = (tmp_path / "args").read_text()
+        args_file = tmp_path / "args"
+        eventually_sync(
+            args_file.exists, timeout=5, interval=0.1, what="the stand-in records its arguments"
+        )
+        args = args_file.read_text()
         assert "server --no-browser --port=0 --ServerApp.ip=127.0.0.1" in args
         assert (tmp_path / ".jupyter-relay" / "gpu.log").exists()
     finally:

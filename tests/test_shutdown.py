@@ -13,6 +13,7 @@ import aiohttp
 
 from .conftest import start_relay
 from .echo_app import run_echo
+from .waiting import eventually
 
 
 async def test_in_flight_request_finishes_and_websocket_gets_1001(
@@ -22,7 +23,12 @@ async def test_in_flight_request_finishes_and_websocket_gets_1001(
         running = await start_relay([echo.backend_arg], shutdown_timeout="5")
         ws = await client.ws_connect(running.base_url + "ws")
         slow = asyncio.create_task(client.get(running.base_url + "slow?s=1"))
-        await asyncio.sleep(0.3)
+        # The stop begins once the slow request is at the backend: it is in flight.
+        await eventually(
+            lambda: any(str(r["raw_path"]).startswith("/slow") for r in echo.requests),
+            timeout=10,
+            what="the slow request at the backend",
+        )
         stopping = asyncio.create_task(running.stop())
         resp = await slow
         assert resp.status == 200 and await resp.text() == "finally"

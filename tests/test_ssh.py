@@ -56,6 +56,7 @@ from .sshd import (
     start_remote_jupyter,
     start_sshd,
 )
+from .waiting import eventually, eventually_sync
 
 GPU = "gpu"  # the backend's name in every relay here
 REMOTE_FILE = "hello-remote.txt"
@@ -106,15 +107,16 @@ async def wait_for_status(
     """Poll `url` until it answers `status`; return how long that took and what came before."""
     started = time.monotonic()
     seen: list[Answer] = []
-    while True:
+
+    async def answered() -> bool:
         answer = await call(session, "GET", url, timeout=FAIL_BOUND)
-        if answer.status == status:
-            return time.monotonic() - started, seen
-        seen.append(answer)
-        if time.monotonic() - started > bound:
-            last = [(a.status, a.text[:300]) for a in seen[-3:]]
-            raise AssertionError(f"{url} did not answer {status} within {bound} s: {last}")
-        await asyncio.sleep(0.05)
+        if answer.status != status:
+            seen.append(answer)
+        assert answer.status == status, [(a.status, a.text[:300]) for a in seen[-3:]]
+        return True
+
+    await eventually(answered, timeout=bound, what=f"{url} answers {status}")
+    return time.monotonic() - started, seen
 
 
 def other_host_key(sshd: Sshd, tag: str) -> str:
@@ -156,14 +158,16 @@ def clients_of(port: int) -> set[str]:
 
 def wait_for_log(proc: RelayProcess, pattern: str, bound: float = 60) -> str:
     """The relay command's stderr once a line matches `pattern`; fail after `bound` s."""
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
+
+    def logged() -> str | None:
         text = proc.logs()
         if re.search(pattern, text, re.IGNORECASE | re.MULTILINE):
             return text
         assert proc.proc.poll() is None, f"jupyter-relay exited: {text}"
-        time.sleep(0.1)
-    raise AssertionError(f"no line matching {pattern!r} within {bound} s: {proc.logs()}")
+        return None
+
+    what = f"a line matching {pattern!r}"
+    return eventually_sync(logged, timeout=bound, interval=0.1, what=what, ignoring=())
 
 
 # --- fixtures -----------------------------------------------------------------------------
@@ -350,8 +354,13 @@ async def test_starts_a_remote_jupyter_on_demand_that_outlives_the_session(
         assert logs, relay.progress
         assert f":{servers[pid]['port']}/" in logs[0].read_text(), logs[0].read_text()[-2000:]
     try:
-        # The relay and its SSH session are gone; the server it started is not.
-        await asyncio.sleep(1)
+        # The relay and its SSH session are gone (sshd's session process has ended); the
+        # server it started is not: it still runs, and the next relay is served by it.
+        await eventually(
+            lambda: not session_processes(empty_sshd),
+            timeout=10,
+            what="the first relay's SSH session ended on the sshd side",
+        )
         assert started.is_running() and started.status() != psutil.STATUS_ZOMBIE
         # A second relay with start=true uses it rather than starting another.
         async with ssh_relay(empty_sshd.backend_arg(start="true")) as relay:
@@ -573,13 +582,13 @@ async def wait_for_message(
     session: aiohttp.ClientSession, url: str, text: str, bound: float = RECOVERY_BOUND
 ) -> Answer:
     """Poll `url` until its error message holds `text` (the relay retries meanwhile)."""
-    deadline = time.monotonic() + bound
-    while True:
+
+    async def says() -> Answer:
         answer = await call(session, "GET", url, timeout=FAIL_BOUND)
-        if text in answer.text:
-            return answer
-        assert time.monotonic() < deadline, (text, answer.status, answer.text[:300])
-        await asyncio.sleep(0.1)
+        assert text in answer.text, (answer.status, answer.text[:300])
+        return answer
+
+    return await eventually(says, timeout=bound, interval=0.1, what=f"{url} says {text!r}")
 
 
 async def test_sshd_refusing_sessions_is_a_502_then_recovers(
@@ -710,9 +719,11 @@ async def test_server_alive_settings_of_the_ssh_config_detect_a_dead_connection(
             proc.suspend()  # SIGSTOP: the TCP connection stays up, nothing answers on it
         try:
             bound = interval * (count + 1) + 2.0  # asyncssh gives up after count+1 intervals
-            while getattr(backend, "_down", None) is None:  # what upstream() reports
-                assert time.monotonic() - stopped < bound, "the dead connection went unnoticed"
-                await asyncio.sleep(0.05)
+            await eventually(  # _down: what upstream() reports
+                lambda: getattr(backend, "_down", None) is not None,
+                timeout=bound - (time.monotonic() - stopped),
+                what="the dead connection noticed",
+            )
             noticed = time.monotonic() - stopped
         finally:
             for proc in frozen:
@@ -817,10 +828,9 @@ async def test_tokens_in_remote_output_are_not_shown(
 
 async def wait_for_log_record(caplog: pytest.LogCaptureFixture, text: str) -> None:
     """The reconnect loop has logged `text` (it quotes the remote's output too)."""
-    deadline = time.monotonic() + RECOVERY_BOUND
-    while text not in caplog.text:
-        assert time.monotonic() < deadline, caplog.text[-2000:]
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: text in caplog.text, timeout=RECOVERY_BOUND, what=f"{text!r} in the log"
+    )
 
 
 # --- 11. passwords ------------------------------------------------------------------------
@@ -908,9 +918,12 @@ async def test_a_request_in_flight_when_ssh_drops_is_a_502_naming_the_backend(
             pending = asyncio.create_task(
                 call(client, "GET", relay.base + "api/contents", timeout=FAIL_BOUND)
             )
-            async with asyncio.timeout(FAIL_BOUND):  # until the request rides a channel
-                while not clients_of(remote.port):
-                    await asyncio.sleep(0.02)
+            await eventually(
+                lambda: clients_of(remote.port),
+                timeout=FAIL_BOUND,
+                interval=0.02,
+                what="the request rides a channel to the remote Jupyter",
+            )
             assert not pending.done()
             await asyncio.to_thread(sshd.stop)
             answer = await pending

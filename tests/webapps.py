@@ -208,7 +208,7 @@ def make_app(state: WebApp | None = None) -> web.Application:
         await resp.prepare(request)
         for index in range(count):
             if index:
-                await asyncio.sleep(gap)
+                await asyncio.sleep(gap)  # events apart in time: what the SSE tests time
             sent = time.time()
             seen.sse_sent.append(sent)
             await resp.write(f"data: {json.dumps({'i': index, 'sent': sent})}\n\n".encode())
@@ -258,7 +258,7 @@ def make_app(state: WebApp | None = None) -> web.Application:
 
     async def slow(request: web.Request) -> web.StreamResponse:
         seen.requests.append(_info(request))
-        await asyncio.sleep(float(request.query.get("s", "5")))
+        await asyncio.sleep(float(request.query.get("s", "5")))  # a slow app, on purpose
         return web.Response(text="finally")
 
     routes = {
@@ -364,7 +364,12 @@ class CountingListener:
             sock.close()
 
     async def settled(self, wait: float = 0.3) -> int:
-        """The count after giving a connection in flight `wait` seconds to arrive."""
+        """The count after giving a connection in flight `wait` seconds to arrive.
+
+        For absences only (`== 0` after refused requests): a request the relay refused
+        leaves nothing to wait on, so time is the measure. A connection that should
+        arrive is awaited on `count` instead (tests/waiting.py's `eventually`).
+        """
         await asyncio.sleep(wait)
         with self._lock:
             return self.count

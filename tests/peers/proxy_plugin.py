@@ -17,15 +17,11 @@ Where the relay differs on purpose, the test file was adapted by `proxy_differen
 
 from __future__ import annotations
 
-import secrets
-import subprocess
-import tempfile
-import urllib.parse
 from collections.abc import Iterator
 
 import pytest
 from proxy_differences import NOT_APPLICABLE  # type: ignore[import-not-found]
-from relay_command import relay_command  # type: ignore[import-not-found]
+from relay_fixtures import RelayProcess  # type: ignore[import-not-found]
 
 # The sdist's own fixtures (a_server, a_token, an_unused_port, a_server_cmd), unchanged.
 from conftest import *  # type: ignore[import-not-found]  # noqa: F403
@@ -33,56 +29,23 @@ from conftest import *  # type: ignore[import-not-found]  # noqa: F403
 START_TIMEOUT = 60.0
 
 
-class Relay:
-    def __init__(self, backend: str) -> None:
-        self.token = secrets.token_hex(16)
-        self.state = tempfile.TemporaryDirectory(prefix="relay-state-")
-        self.log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            relay_command(self.token, backend, self.state.name),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # the printed URL, once the backend answers
-        url = urllib.parse.urlsplit(line.strip())
-        if url.port is None:
-            said = self.said()
-            self.stop()
-            raise RuntimeError(f"the relay printed no URL: {line!r}; it said: {said}")
-        self.port: int = url.port
-
-    def said(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        said = self.said()
-        if said.strip():
-            print(f"--- relay stderr ---\n{said}")
-        self.log.close()
-        self.state.cleanup()
-
-
 @pytest.fixture(scope="session")
-def peers_proxy_relay(a_server: str, a_token: str) -> Iterator[Relay]:
-    relay = Relay(f"{a_server}?token={a_token}")
-    yield relay
-    relay.stop()
+def peers_proxy_relay(
+    a_server: str, a_token: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RelayProcess]:
+    """One relay (the peers tier's RelayProcess) in front of the sdist's server."""
+    relay = RelayProcess(f"{a_server}?token={a_token}", tmp_path_factory.mktemp("relay-state"))
+    try:
+        relay.ready_now(START_TIMEOUT)  # the printed URL, once the backend answers
+        yield relay
+    finally:
+        relay.stop()
 
 
 @pytest.fixture
-def a_server_port_and_token(peers_proxy_relay: Relay) -> tuple[int, str]:
+def a_server_port_and_token(peers_proxy_relay: RelayProcess) -> tuple[int, str]:
     """The sdist's fixture names its server's port and token; here, the relay's."""
-    return peers_proxy_relay.port, peers_proxy_relay.token
+    return peers_proxy_relay.ready_now(), peers_proxy_relay.token
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
