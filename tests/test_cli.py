@@ -55,6 +55,8 @@ def test_help_lists_backends_and_examples() -> None:
         "local?root_dir=PATH",
         "/lab",
         "/relay/api/status",
+        "/relay/metrics",
+        "the status page",
         "--new-token",
     ):
         assert text in result.stdout

@@ -28,8 +28,9 @@ and prints the URL to open in a browser or paste into VS Code / PyCharm."""
 EPILOG = f"""\
 once running:
   open the printed URL for JupyterLab (/ leads to /lab), or paste it into an IDE;
-  /relay/api/status says how each backend is (JSON), /relay/healthz whether the
-  primary answers (no token needed)
+  /relay/ is the status page (each backend up or down, its kernels and sessions),
+  /relay/api/status the same as JSON, /relay/metrics for Prometheus, and
+  /relay/healthz whether the primary answers (no token needed)
 
 backend URIs:
   local                                   a Jupyter server the relay starts and stops
