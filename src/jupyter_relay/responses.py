@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 
 from aiohttp import web
@@ -112,9 +112,14 @@ def error_bytes(
         **(headers or {}),
         "Connection": "close",
     }
-    lines = [f"HTTP/1.1 {status} {reason}", *(f"{k}: {v}" for k, v in fields.items())]
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    head = wire_head(f"HTTP/1.1 {status} {reason}", fields.items())
     return head + (b"" if method == "HEAD" else body)
+
+
+def wire_head(first_line: str, fields: Iterable[tuple[str, str]]) -> bytes:
+    """A message head on the wire: its first line, its fields, the blank line."""
+    lines = [first_line, *(f"{k}: {v}" for k, v in fields)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 def websocket_refusal(backend: str, status: int) -> tuple[int, str, str]:

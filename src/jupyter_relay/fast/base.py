@@ -54,6 +54,17 @@ class Forwarding:
         """The relay's error for a failure on the way to the backend, in its own words."""
         return self.backend.explain(translate_client_error(self.backend.name, exc, address))
 
+    async def veto(self, status: int, location: str | None) -> BackendError | None:
+        """The backend's word on an answer it may veto (`Upstream.vetoes`); None: pass it on.
+
+        Asking that fails passes the answer on as it came.
+        """
+        try:
+            return await self.backend.answered(status, location)
+        except Exception as exc:
+            log.debug("asking %s about its %d: %s", self.backend.name, status, exc)
+            return None
+
     def error_answer(self, error: BackendError) -> bytes:
         """The relay's error answer (JSON or an escaped page), closing the connection."""
         log.warning("%s %s: %s", self.head.method, self.path, error.message)

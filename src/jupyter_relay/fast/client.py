@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, cast
 from .. import cors, gate, routes
 from ..errors import BackendError, RelayError
 from ..logs import log_access
-from ..responses import answer_of, error_bytes, relay_error_bytes
+from ..responses import answer_of, error_bytes, relay_error_bytes, wire_head
 from ..routes import Forward, Later, Redirect, Road
 from .base import PIPELINE_LIMIT, WRITE_HIGH
 from .exchange import Exchange
@@ -212,10 +212,9 @@ class ClientConnection(asyncio.Protocol):
 
     def _preflight(self, head: Head, end: int, fields: tuple[tuple[str, str], ...]) -> None:
         """Answer an allowed origin's CORS preflight: no backend is asked."""
-        lines = ["HTTP/1.1 204 No Content", *(f"{k}: {v}" for k, v in fields)]
         keep = head.keep_alive and head.content_length == 0 and not head.chunked
-        lines.append("Connection: keep-alive" if keep else "Connection: close")
-        self.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        connection = ("Connection", "keep-alive" if keep else "close")
+        self.write(wire_head("HTTP/1.1 204 No Content", (*fields, connection)))
         log_access(head.method, head.target.partition("?")[0], 204, 0.0)
         self.server.relay.meter.observe(Road.HOUSE, HOUSE, 204, None)
         if not keep:
@@ -227,15 +226,14 @@ class ClientConnection(asyncio.Protocol):
 
     def _redirect(self, head: Head, found: Redirect, road: Road) -> None:
         reason = "Moved Permanently" if found.status == 301 else "Found"
-        lines = [
-            f"HTTP/1.1 {found.status} {reason}",
-            f"Location: {found.location}",
-            *(f"{k}: {v}" for k, v in self.cors_fields(head)),
-            "Content-Length: 0",
-            "Connection: close",
-        ]
+        fields = (
+            ("Location", found.location),
+            *self.cors_fields(head),
+            ("Content-Length", "0"),
+            ("Connection", "close"),
+        )
         self.buffer.clear()
-        self.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        self.write(wire_head(f"HTTP/1.1 {found.status} {reason}", fields))
         log_access(head.method, head.target.partition("?")[0], found.status, 0.0)
         self.server.relay.meter.observe(road, NO_BACKEND, found.status, None)
         self.close()

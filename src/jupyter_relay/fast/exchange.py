@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from ..backends.base import Target, Upstream
@@ -169,11 +170,7 @@ class Exchange(Forwarding):
         self.task = asyncio.ensure_future(self._vetted(status, location))
 
     async def _vetted(self, status: int, location: str | None) -> None:
-        try:
-            error = await self.backend.answered(status, location)
-        except Exception as exc:  # asking failed: pass the answer on, as it came
-            log.debug("asking %s about its %d: %s", self.backend.name, status, exc)
-            error = None
+        error = await self.veto(status, location)
         if self.done or self.conn is None:
             return
         if error is not None:
@@ -184,30 +181,26 @@ class Exchange(Forwarding):
 
     def refuse(self, status: int, reason: str, message: str) -> None:
         """The client's request cannot go on (its body is broken): say so, close both."""
+        self._give_up(lambda: self.answer(status, message, reason), status)
+
+    def fail(self, error: BackendError) -> None:
+        """Answer with the error if nothing was sent yet; close both sides."""
+        if self.status != 0:
+            log.warning("%s %s: %s", self.head.method, self.path, error.message)
+        self._give_up(lambda: self.error_answer(error), answer_of(error)[0])
+
+    def _give_up(self, answer: Callable[[], bytes], status: int) -> None:
+        """Close both sides; the client gets `answer` unless part of an answer went out."""
         sent = self.status != 0
         self._end()
         if self.conn is not None:
             self.conn.exchange = None
             self.conn.close()
-        if not sent:
-            self.client.write(self.answer(status, message, reason))
-            self._log(status)
-        else:
-            self._count(self.status)
-        self.client.finished(keep_alive=False)
-
-    def fail(self, error: BackendError) -> None:
-        """Answer with the error if nothing was sent yet; close both sides."""
-        sent = self.status != 0
-        self._end()
-        if self.conn is not None:
-            self.conn.close()
         if sent:
-            log.warning("%s %s: %s", self.head.method, self.path, error.message)
             self._count(self.status)  # cut off mid-answer: counted with the status it had
         else:
-            self.client.write(self.error_answer(error))
-            self._log(answer_of(error)[0])
+            self.client.write(answer())
+            self._log(status)
         self.client.finished(keep_alive=False)
 
     def complete(self, upstream_reusable: bool, client_keep_alive: bool) -> None:

@@ -18,7 +18,7 @@ from ..headers import (
     response_headers,
 )
 from ..logs import access_level, access_log
-from ..responses import websocket_refusal
+from ..responses import websocket_refusal, wire_head
 from ..routes import Road
 from ..translate import ClosedEarly
 from .base import PIPELINE_LIMIT, WRITE_HIGH, Forwarding
@@ -172,11 +172,7 @@ class Tunnel(Forwarding):
 
     async def vet(self, status: int, location: str | None) -> None:
         """A refusal the backend may veto (a hub whose server is gone): ask, then answer."""
-        try:
-            error = await self.backend.answered(status, location)
-        except Exception as exc:
-            log.debug("asking %s about its %d: %s", self.backend.name, status, exc)
-            error = None
+        error = await self.veto(status, location)
         if self.closed:
             return
         if error is not None:
@@ -317,9 +313,8 @@ class TunnelUpstream(asyncio.Protocol):
         )
         out["Connection"] = "Upgrade"
         out["Upgrade"] = "websocket"
-        lines = [f"HTTP/1.1 {self.status} {self.reason.decode('latin-1')}"]
-        lines.extend(f"{k}: {v}" for k, v in out.items())
-        tunnel.client.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        status_line = f"HTTP/1.1 {self.status} {self.reason.decode('latin-1')}"
+        tunnel.client.write(wire_head(status_line, out.items()))
         tunnel.upgraded()
         if rest:
             tunnel.to_client(rest)

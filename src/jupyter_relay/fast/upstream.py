@@ -15,6 +15,7 @@ from ..headers import (
     page_to_scrub,
     response_headers,
 )
+from ..responses import wire_head
 from ..scrub import Scrubber
 from ..translate import ClosedEarly
 from .base import WRITE_HIGH
@@ -267,9 +268,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _head_bytes(self, status: int, headers: Any) -> bytes:
         reason = self.reason.decode("latin-1") or "OK"
-        lines = [f"HTTP/1.1 {status} {reason}"]
-        lines.extend(f"{k}: {v}" for k, v in headers)
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return wire_head(f"HTTP/1.1 {status} {reason}", headers)
 
 
 # --- websockets --------------------------------------------------------------------------
