@@ -335,3 +335,15 @@ async def test_a_backend_that_does_not_answer_is_counted_without_a_latency() -> 
     assert h.transport.written.startswith(b"HTTP/1.1 504 ")
     assert h.relay.meter.requests == {(Road.PRIMARY, "fake", 5): 1}
     assert h.relay.meter.latency == {}
+
+
+async def test_a_backends_secure_cookie_stays_secure_when_the_relay_speaks_https() -> None:
+    """Over plain HTTP a browser would drop a Secure cookie, so the relay takes the flag
+    off; with --certfile it serves HTTPS, and the flag stays."""
+    for scheme, kept in (("http", False), ("https", True)):
+        h = Harness(FakeBackend())
+        h.relay.scheme = scheme
+        h.send(request("/lab"))
+        _, proto = await upstream_of(h)
+        feed(proto, b"HTTP/1.1 200 OK\r\nSet-Cookie: a=b; Secure\r\nContent-Length: 0\r\n\r\n")
+        assert (b"Set-Cookie: a=b; Secure" in h.transport.written) is kept, h.transport.written

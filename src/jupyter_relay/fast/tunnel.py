@@ -305,7 +305,7 @@ class TunnelUpstream(asyncio.Protocol):
         out = response_headers(
             self.headers,
             backend_origins=up.origins,
-            relay_is_https=False,
+            relay_is_https=tunnel.client.server.relay.scheme == "https",
             relay_cookie=tunnel.client.server.relay.cookie_name,
             cookie_scope=up.cookie_scope,
             cookie_relative=bool(up.strip_prefix),

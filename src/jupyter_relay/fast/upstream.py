@@ -107,7 +107,7 @@ class UpstreamConnection(asyncio.Protocol):
             out = response_headers(
                 self.headers,
                 backend_origins=ex.up.origins,
-                relay_is_https=False,
+                relay_is_https=ex.client.server.relay.scheme == "https",
                 location_prefix=ex.up.location_prefix if 300 <= status < 400 else "",
                 relay_cookie=ex.client.server.relay.cookie_name,
                 cookie_scope=ex.up.cookie_scope,
