@@ -247,14 +247,15 @@ async def serve(config: RelayConfig, out: TextIO = sys.stdout, err: TextIO = sys
 
 
 async def _checked(relay: Relay, seconds: float) -> None:
-    """Each backend's health, asked now (within `seconds`), for the announcement."""
+    """Each backend's health for the announcement: asked now (within `seconds`) of those
+    whose start did not just ask it (a `jupyter` or `local` backend's does)."""
 
     async def check(backend: Backend) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await backend.check()
 
-    await asyncio.gather(*(check(b) for b in relay.backends.values()))
+    await asyncio.gather(*(check(b) for b in relay.backends.values() if b.last_health is None))
 
 
 def backend_line(backend: Backend, primary: bool) -> str:
