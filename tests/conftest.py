@@ -31,6 +31,7 @@ RELAY_TOKEN = "relay-test-token-0123456789abcdef"
 UNIT_MODULES = frozenset(
     {
         "test_auth",
+        "test_channel",
         "test_colab_protocol",
         "test_config",
         "test_cors",

@@ -390,6 +390,19 @@ def remote_processes(sshd: Sshd) -> list[psutil.Process]:
     return mine
 
 
+FAR_SIDE_MARK = "jupyter-relay-far-side"  # in the program text of the relay's helper
+
+
+def far_sides(sshd: Sshd) -> list[psutil.Process]:
+    """The relay's helpers running on the "remote" side of this sshd."""
+    found = []
+    for proc in remote_processes(sshd):
+        with contextlib.suppress(psutil.Error):
+            if any(FAR_SIDE_MARK in part for part in proc.cmdline()):
+                found.append(proc)
+    return found
+
+
 def kill_remote_processes(sshd: Sshd) -> list[str]:
     """Kill whatever runs with this sshd's runtime dir (servers, kernels); say what it was."""
     victims = remote_processes(sshd)

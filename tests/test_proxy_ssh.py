@@ -3,10 +3,10 @@
 The "remote" is this machine's real sshd (tests/sshd.py) with its "remote" Jupyter; the
 app (tests/webapps.py) listens on 127.0.0.1, as an app on a remote machine's loopback
 would. The relay is told only the SSH alias and must ride its SSH connection: while a
-response streams or a websocket is open, the process connected to the app is sshd, never
-the relay. With sshd gone, the answer is a 502 that names the backend. An ssh backend is
-a Jupyter over SSH: on a machine without one the backend is down, and its ports answer
-the same 502 that says how to start one.
+response streams or a websocket is open, the process connected to the app is sshd or the
+relay's helper on the remote side, never the relay. With sshd gone, the answer is a 502
+that names the backend. An ssh backend is a Jupyter over SSH: on a machine without one
+the backend is down, and its ports answer the same 502 that says how to start one.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .proxying import (
     url,
 )
 from .servers import JupyterServer, free_port
-from .sshd import Sshd, running_sshd, start_remote_jupyter
+from .sshd import Sshd, far_sides, running_sshd, start_remote_jupyter
 from .webapps import WebApp, run_webapp
 
 GPU = "gpu"
@@ -73,16 +73,26 @@ async def relay(live_sshd: Sshd) -> AsyncIterator[WatchedRelay]:
         yield running
 
 
-def only_sshd(port: int) -> set[str]:
-    """The names of what holds connections to `port`; fails unless all are sshd's."""
-    names = set(clients_of(port).values())
-    assert names, f"nothing is connected to port {port}"
-    assert all(name.startswith("sshd") for name in names), names
-    return names
+def only_the_remote_side(sshd: Sshd, port: int) -> set[str]:
+    """The names of what holds connections to `port`; fails unless all are on the SSH side.
+
+    The first connection to a port is sshd's (a direct-tcpip channel: sshd's forwarding
+    policy decides), later ones the relay's helper's there (test_ssh_far_side.py).
+    """
+    clients = clients_of(port)
+    assert clients, f"nothing is connected to port {port}"
+    helpers = {p.pid for p in far_sides(sshd)}
+    strays = {
+        pid: name
+        for pid, name in clients.items()
+        if not name.startswith("sshd") and pid not in helpers
+    }
+    assert not strays, (strays, clients)
+    return set(clients.values())
 
 
 async def test_http_reaches_the_remote_loopback_over_ssh(
-    relay: WatchedRelay, app: WebApp, client: aiohttp.ClientSession
+    live_sshd: Sshd, relay: WatchedRelay, app: WebApp, client: aiohttp.ClientSession
 ) -> None:
     prefix = f"/proxy/{GPU}:{app.port}"
     echo = seen(await fetch(client, "GET", url(relay.base, f"{prefix}/over/ssh?q=%2F")))
@@ -101,13 +111,13 @@ async def test_http_reaches_the_remote_loopback_over_ssh(
         assert resp.status == 200, await resp.text()
         first = await resp.content.readline()
         assert first.startswith(b"data: "), first
-        only_sshd(app.port)
+        only_the_remote_side(live_sshd, app.port)
         rest = await resp.content.read()
     assert rest.count(b"data: ") == 2, rest
 
 
 async def test_websocket_reaches_the_remote_loopback_over_ssh(
-    relay: WatchedRelay, app: WebApp, client: aiohttp.ClientSession
+    live_sshd: Sshd, relay: WatchedRelay, app: WebApp, client: aiohttp.ClientSession
 ) -> None:
     target = url(relay.base, f"/proxy/{GPU}:{app.port}/_ws")
     async with (
@@ -118,7 +128,7 @@ async def test_websocket_reaches_the_remote_loopback_over_ssh(
         await ws.send_str("info")
         info = json.loads((await ws.receive()).data)
         assert info["path"] == "/_ws", info
-        only_sshd(app.port)
+        only_the_remote_side(live_sshd, app.port)
         await ws.send_bytes(b"\x00binary\xff")
         msg = await ws.receive()
         assert (msg.type, msg.data) == (aiohttp.WSMsgType.BINARY, b"\x00binary\xff")

@@ -48,6 +48,7 @@ from .password_sshd import PASSWORD, password_sshd
 from .servers import BIN, JupyterServer, RelayProcess, free_port, start_relay_process
 from .sshd import (
     Sshd,
+    far_sides,
     keygen,
     kill_remote_processes,
     public_key,
@@ -140,20 +141,36 @@ def listening_ports() -> set[int]:
     }
 
 
-def clients_of(port: int) -> set[str]:
-    """The names of the processes with a TCP connection to 127.0.0.1:`port`."""
+def client_pids(port: int) -> set[int]:
+    """The processes with a TCP connection to 127.0.0.1:`port`."""
     conns = psutil.net_connections(kind="tcp")
     peers = {
         (c.raddr.ip, c.raddr.port)
         for c in conns
         if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED and c.raddr
     }
+    return {
+        c.pid
+        for c in conns
+        if c.laddr and (c.laddr.ip, c.laddr.port) in peers and c.pid is not None
+    }
+
+
+def clients_of(port: int) -> set[str]:
+    """The names of the processes with a TCP connection to 127.0.0.1:`port`."""
     names: set[str] = set()
-    for c in conns:
-        if c.laddr and (c.laddr.ip, c.laddr.port) in peers and c.pid is not None:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                names.add(psutil.Process(c.pid).name())
+    for pid in client_pids(port):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            names.add(psutil.Process(pid).name())
     return names
+
+
+def only_the_far_side_talks_to(sshd: Sshd, port: int) -> None:
+    """What holds the connections to the remote `port` is the relay's helper there, alone."""
+    helpers = {p.pid for p in far_sides(sshd)}
+    assert len(helpers) == 1, helpers
+    pids = client_pids(port)
+    assert pids and pids <= helpers, (pids, helpers, clients_of(port))
 
 
 def wait_for_log(proc: RelayProcess, pattern: str, bound: float = 60) -> str:
@@ -262,8 +279,9 @@ async def test_executes_code_over_the_tunnel_with_v1_websocket(
                 assert ws.protocol == V1
                 out, reply = await execute(ws, "print(6*7)")
                 assert reply["content"]["status"] == "ok" and out == "42\n", (out, reply)
-                # While it is open, what talks to the remote Jupyter is sshd, not the relay.
-                assert clients_of(remote.port) == {"sshd"}, clients_of(remote.port)
+                # While it is open, what talks to the remote Jupyter is the relay's helper
+                # there (not the relay, not sshd: see test_ssh_far_side.py).
+                only_the_far_side_talks_to(sshd, remote.port)
             # It runs under the remote Jupyter: the environment sshd's side gave it.
             where = await run_code(
                 client, relay.base, kernel_id, 'import os; print(os.environ["JUPYTER_RUNTIME_DIR"])'
@@ -302,8 +320,8 @@ async def test_256_mib_download_streams_through_the_tunnel(
                     assert resp.status == 200, await resp.text()
                     assert resp.headers.get("Content-Length") in (None, str(BIG_SIZE))
                     async for piece in resp.content.iter_chunked(1024 * 1024):
-                        if not size:  # mid-stream, the bytes come from sshd's side
-                            assert clients_of(remote.port) == {"sshd"}, clients_of(remote.port)
+                        if not size:  # mid-stream, the bytes come from the remote side
+                            only_the_far_side_talks_to(sshd, remote.port)
                         got.update(piece)
                         size += len(piece)
             seconds = time.monotonic() - started

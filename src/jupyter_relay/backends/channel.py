@@ -1,11 +1,16 @@
-"""An SSH `direct-tcpip` channel dressed as an asyncio transport.
+"""An SSH channel dressed as an asyncio transport.
 
-The port proxy reaches a port on an `ssh` backend's machine through the
-backend's connection, with no local listening port: anyone on this machine
-could use a local forward, and the apps behind it (TensorBoard, Dash) often
-have no login of their own. asyncssh gives a channel and session callbacks;
-this adapter lets any asyncio protocol (the fast path's, aiohttp's) speak
-over that channel as over a socket, flow control included.
+The `ssh` backend reaches its Jupyter, and the port proxy a port on its
+machine, through the backend's connection, with no local listening port:
+anyone on this machine could use a local forward, and the apps behind it
+(TensorBoard, Dash) often have no login of their own. asyncssh gives a
+channel and session callbacks; this adapter lets any asyncio protocol (the
+engine's, aiohttp's) speak over that channel as over a socket, flow control
+included.
+
+Two kinds of channel: `direct-tcpip` to host:port (sshd dials it), and a
+`direct-streamlocal` one to the relay's helper on that machine (`far_side`),
+which first reads a greeting naming host:port and answers `ok` or why not.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncssh
+from asyncssh.channel import SSHChannel
 
 
 class ChannelTransport(asyncio.Transport):
-    def __init__(self, channel: asyncssh.SSHTCPChannel[bytes], peer: tuple[str, int]) -> None:
+    def __init__(self, channel: SSHChannel[bytes], peer: tuple[str, int]) -> None:
         super().__init__()
         self._channel = channel
         self._peer = peer
@@ -82,35 +88,82 @@ class ChannelTransport(asyncio.Transport):
         self._channel.set_write_buffer_limits(high, low)
 
 
-class _Session(asyncssh.SSHTCPSession[bytes]):
-    """Passes the channel's events to the asyncio protocol."""
+class _Session(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[bytes]):
+    """Passes the channel's events to the asyncio protocol.
 
-    def __init__(self, protocol: asyncio.Protocol, peer: tuple[str, int]) -> None:
+    With a `greeting` (a channel to the far-side helper), the greeting goes
+    out and the protocol is connected at once, with no round trip waited
+    for; the helper's first line is taken off what follows. `ok` lets the
+    rest through; a refusal ends the protocol's connection with it, as
+    ConnectionRefusedError (the engine answers as for a refused dial).
+    """
+
+    def __init__(
+        self, protocol: asyncio.Protocol, peer: tuple[str, int], greeting: bytes = b""
+    ) -> None:
         self.protocol = protocol
         self.peer = peer
         self.transport: ChannelTransport | None = None
+        self._greeting = greeting
+        self._answer: bytes | None = b"" if greeting else None  # None: answered (or none due)
+        self._live = False  # the protocol is connected and not yet told it ended
 
-    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+    def connection_made(self, chan: SSHChannel[bytes]) -> None:
         self.transport = ChannelTransport(chan, self.peer)
         self.transport.set_protocol(self.protocol)
+        if self._greeting:
+            chan.write(self._greeting)
+        self._live = True
         self.protocol.connection_made(self.transport)
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        self.protocol.data_received(data)
+        if not self._live:
+            return
+        if self._answer is None:
+            self.protocol.data_received(data)
+            return
+        self._answer += data
+        line, found, rest = self._answer.partition(b"\n")
+        if found:
+            self._answered(line.decode("utf-8", "replace"), rest)
+        elif len(self._answer) > 1024:
+            self._answered("error 71 an answer that is not the helper's", b"")
+
+    def _answered(self, line: str, rest: bytes) -> None:
+        assert self.transport is not None
+        self._answer = None
+        if line == "ok":
+            if rest:
+                self.protocol.data_received(rest)
+            return
+        _, number, reason = [*line.split(" ", 2), "", ""][:3]
+        host, port = self.peer
+        refused = ConnectionRefusedError(
+            int(number) if number.isdigit() else errno.ECONNREFUSED,
+            f"{reason or line or 'refused'} (said the relay's helper on the ssh server, "
+            f"connecting to {host}:{port})",
+        )
+        self._live = False
+        self.transport.abort()
+        self.protocol.connection_lost(refused)
 
     def eof_received(self) -> bool:
-        return bool(self.protocol.eof_received())
+        return self._live and bool(self.protocol.eof_received())
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is not None:
             self.transport._closing = True
-        self.protocol.connection_lost(exc)
+        if self._live:
+            self._live = False
+            self.protocol.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self.protocol.pause_writing()
+        if self._live:
+            self.protocol.pause_writing()
 
     def resume_writing(self) -> None:
-        self.protocol.resume_writing()
+        if self._live:
+            self.protocol.resume_writing()
 
 
 async def open_channel(
@@ -136,6 +189,36 @@ async def open_channel(
         ) from exc
     except (asyncssh.Error, asyncssh.misc.ConnectionLost) as exc:
         raise ConnectionResetError(errno.ECONNRESET, f"ssh connection lost: {exc}") from exc
-    transport = session.transport if isinstance(session, _Session) else None
-    assert transport is not None
-    return transport, protocol
+    assert isinstance(session, _Session) and session.transport is not None
+    return session.transport, protocol
+
+
+async def open_greeted(
+    conn: asyncssh.SSHClientConnection,
+    path: str,
+    host: str,
+    port: int,
+    factory: Callable[[], asyncio.Protocol],
+) -> tuple[asyncio.Transport, asyncio.Protocol]:
+    """Connect `factory()`'s protocol to `host:port` through the far-side helper at `path`.
+
+    Returns once the channel is open, with no further round trip: should the
+    helper fail to dial, the protocol's connection ends with
+    ConnectionRefusedError (its reason). The helper gone or the channel
+    refused raise ConnectionResetError.
+    """
+    protocol = factory()
+    greeting = f"{host} {port}\n".encode()
+    try:
+        _, session = await conn.create_unix_connection(
+            lambda: _Session(protocol, (host, port), greeting), path, encoding=None
+        )
+    except asyncssh.ChannelOpenError as exc:
+        raise ConnectionResetError(
+            errno.ECONNRESET,
+            f"the ssh server refused a channel to the relay's helper: {exc.reason}",
+        ) from exc
+    except (asyncssh.Error, asyncssh.misc.ConnectionLost) as exc:
+        raise ConnectionResetError(errno.ECONNRESET, f"ssh connection lost: {exc}") from exc
+    assert isinstance(session, _Session) and session.transport is not None
+    return session.transport, protocol

@@ -52,6 +52,21 @@ def start_command(jupyter: str, log: str) -> str:
     )
 
 
+def far_side_command(jupyter: str, program: str) -> str:
+    """Run `program` with the Python next to `jupyter` (else the first on PATH), in a POSIX shell.
+
+    Exits 127 with a line on stderr when there is no Python at all.
+    """
+    q = shlex.quote
+    return (
+        f"j=$(command -v {q(jupyter)} 2>/dev/null); d=${{j%/*}}; "
+        'for p in "$d/python3" "$d/python" python3 python; do '
+        'if command -v "$p" >/dev/null 2>&1; then '
+        f'exec "$p" -u -c {q(program)}; fi; done; '
+        "echo 'no python3 on the PATH of the login shell' >&2; exit 127"
+    )
+
+
 def alive_command(pid: int) -> str:
     return f"kill -0 {int(pid)}"
 

@@ -39,6 +39,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import asyncssh
@@ -47,7 +48,7 @@ from yarl import URL
 from ..credentials import Secret
 from ..errors import BackendError, BackendTimeout, BackendUnreachable
 from ..logs import redact
-from . import channel, remote
+from . import channel, remote, ssh_far
 from .base import HealthResult, Progress, RawOpener, Upstream
 from .ssh_connect import SshConnect, SshError
 from .ssh_remote import RemoteJupyter
@@ -72,6 +73,10 @@ class SshBackend(SshConnect, RemoteJupyter):
         self._password: str | None = None
         self._conn: asyncssh.SSHClientConnection | None = None
         self._listener: asyncssh.SSHListener | None = None
+        self._far: ssh_far.FarSide | None = None  # the helper there, when it runs
+        # (host, port)s sshd opened a direct-tcpip channel to on this connection: the helper
+        # reaches only those, so sshd's forwarding policy (PermitOpen) holds through it.
+        self._permitted: set[tuple[str, int]] = set()
         self._local_port = 0
         self._down: str | None = "not connected yet"
         self._watcher: asyncio.Task[None] | None = None
@@ -108,6 +113,10 @@ class SshBackend(SshConnect, RemoteJupyter):
         await super().stop()
 
     def _close_connection(self) -> None:
+        if self._far is not None:
+            self._far.close()
+            self._far = None
+        self._permitted.clear()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -167,18 +176,23 @@ class SshBackend(SshConnect, RemoteJupyter):
 
     async def _establish_steps(self, progress: Progress) -> None:
         where = self.target.address
-        progress(f"backend '{self.name}': connecting to {where} over SSH")
+        who = f"backend '{self.name}'"
+        progress(f"{who}: connecting to {where} over SSH")
         conn = await self._connect()
+        far: ssh_far.FarSide | None = None
         try:
             self._stage = "looking for the Jupyter server"
             server = await self._same_server(conn) or await self._find_server(conn, progress)
             self._stage = "opening the way to the Jupyter server"
-            listener, base, opener = await self._route(conn, server)
+            far = None if server.secure else await ssh_far.try_start(conn, self.target.jupyter, who)
+            listener, base, opener = await self._route(conn, server, far)
         except BaseException:
+            if far is not None:
+                far.close()
             conn.close()
             raise
         old_session = self._session
-        self._conn, self._listener = conn, listener
+        self._conn, self._listener, self._far = conn, listener, far
         token = self.spec.token.read() or (Secret(server.token) if server.token else None)
         self._open(base, token, opener)
         if old_session is not None:
@@ -188,18 +202,24 @@ class SshBackend(SshConnect, RemoteJupyter):
         progress(
             f"backend '{self.name}': serving the Jupyter on {self.target.host} "
             f"{server.describe()} through SSH"
+            + (" and the relay's helper there" if far is not None else "")
         )
 
     async def _route(
-        self, conn: asyncssh.SSHClientConnection, server: remote.RemoteServer
+        self,
+        conn: asyncssh.SSHClientConnection,
+        server: remote.RemoteServer,
+        far: ssh_far.FarSide | None,
     ) -> tuple[asyncssh.SSHListener | None, URL, RawOpener | None]:
         """How requests reach `server`: (local forward or None, base URL, channel opener).
 
-        Plain HTTP rides a direct-tcpip channel per connection, with no local
-        port anyone on this machine could use; one channel is opened here, so
-        an sshd that forbids them (AllowTcpForwarding, PermitOpen) is named now
-        rather than at every request. A server that speaks TLS gets a local
-        forward bound to 127.0.0.1 (aiohttp does TLS only over its own sockets).
+        Plain HTTP rides a channel per connection, with no local port anyone
+        on this machine could use: to the relay's helper there (`far`), else
+        a direct-tcpip one. One direct-tcpip channel is opened here, so an
+        sshd that forbids them (AllowTcpForwarding, PermitOpen) is named now
+        rather than at every request, and its policy holds with the helper too.
+        A server that speaks TLS gets a local forward bound to 127.0.0.1
+        (aiohttp does TLS only over its own sockets).
         """
         host, port = server.host, server.port
         if server.secure:
@@ -217,12 +237,13 @@ class SshBackend(SshConnect, RemoteJupyter):
             )
             return listener, base, None
         timeout = self.timeouts.connect
+        dial = far.open if far is not None else partial(channel.open_channel, conn)
 
         async def opener(
             factory: Callable[[], asyncio.Protocol],
         ) -> tuple[asyncio.Transport, asyncio.Protocol]:
             async with asyncio.timeout(timeout):
-                return await channel.open_channel(conn, host, port, factory)
+                return await dial(host, port, factory)
 
         try:
             async with asyncio.timeout(timeout):
@@ -244,6 +265,7 @@ class SshBackend(SshConnect, RemoteJupyter):
                 "ask its administrator",
             ) from exc
         probe.close()
+        self._permitted.add((host, port))
         # The Host header the server gets is its own address, as a browser there would send.
         base = URL.build(scheme="http", host=host, port=port, path=server.base_url, encoded=True)
         return None, base, opener
@@ -328,12 +350,19 @@ class SshBackend(SshConnect, RemoteJupyter):
     ) -> tuple[asyncio.Transport, asyncio.Protocol]:
         """Connect `factory()`'s protocol to `host:port` as the remote machine sees it.
 
-        For the port proxy: a direct-tcpip channel of this backend's connection.
+        For the port proxy: the first connection to a port is a direct-tcpip
+        channel, so sshd's forwarding policy decides; later ones go through
+        the relay's helper there, when it runs.
         """
         conn = self._conn
         if conn is None or self._down is not None:
             raise ConnectionResetError(errno.ECONNRESET, self._down or "not connected")
-        return await channel.open_channel(conn, host, port, factory)
+        if self._far is not None and (host, port) in self._permitted:
+            return await self._far.open(host, port, factory)
+        opened = await channel.open_channel(conn, host, port, factory)
+        if self._far is not None:
+            self._permitted.add((host, port))
+        return opened
 
 
 def _redacting(progress: Progress) -> Progress:

@@ -76,6 +76,23 @@ def known_hosts_files(config: Any | None) -> list[str] | None:
     return _config_paths(config, "UserKnownHostsFile", "GlobalKnownHostsFile") or None
 
 
+# Hardware AES (AES-NI, ARMv8 crypto) makes AES-GCM the fastest cipher asyncssh has:
+# ~1.8x chacha20-poly1305, its default first choice, measured through a loopback sshd.
+FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+def encryption_algs(config: Any | None, defaults: list[str]) -> list[str] | None:
+    """The ciphers to offer, best first: None when the config names its own (`Ciphers`).
+
+    `defaults` is asyncssh's list; the AES-GCM ones move to its front.
+    """
+    if config is not None and config.get("Ciphers"):
+        return None
+    return [c for c in FAST_CIPHERS if c in defaults] + [
+        c for c in defaults if c not in FAST_CIPHERS
+    ]
+
+
 def existing(paths: list[str]) -> list[str]:
     return [p for p in paths if Path(p).is_file()]
 

@@ -25,6 +25,7 @@ from ..specs import SshTarget
 from .base import HttpBackend
 from .ssh_config import (
     client_config,
+    encryption_algs,
     existing,
     identity_files,
     int_option,
@@ -110,6 +111,11 @@ class SshConnect(HttpBackend):
             "keepalive_count_max": int_option(config, "ServerAliveCountMax", KEEPALIVE_COUNT),
             "connect_timeout": None,  # _connecting times it, pausing while the user types
         }
+        ciphers = encryption_algs(
+            config, [c.decode() for c in asyncssh.encryption.get_default_encryption_algs()]
+        )
+        if ciphers is not None:
+            options["encryption_algs"] = ciphers
         if config is not None and config.get("UserKnownHostsFile") == []:
             raise SshError(self.name, self._no_known_hosts_message())
         listed = known_hosts_files(config)

@@ -333,5 +333,6 @@ class TunnelUpstream(asyncio.Protocol):
             return  # the answer waits for the backend's word; `vet` closes
         if not self.upgraded and not self.refused and not self.tunnel.closed:
             # Closed before answering the handshake: the client has had nothing yet.
-            self.tunnel.client.write(self.tunnel.error_answer(self.tunnel.failure(ClosedEarly())))
+            early = exc if isinstance(exc, ConnectionRefusedError) else ClosedEarly()
+            self.tunnel.client.write(self.tunnel.error_answer(self.tunnel.failure(early)))
         self.tunnel.close()

@@ -255,8 +255,8 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if not self.head_sent and self.reused and ex.can_retry():
             ex.retry()  # a kept-alive connection the backend had just closed: try a fresh one
-        elif not self.head_sent:
-            ex.fail(ex.failure(ClosedEarly()))
+        elif not self.head_sent:  # a dial refused late (an ssh helper's word) says so
+            ex.fail(ex.failure(exc if isinstance(exc, ConnectionRefusedError) else ClosedEarly()))
         elif self.close_delimited:
             if self.scrubber is not None:
                 ex.client.write(self.scrubber.flush())
