@@ -32,6 +32,7 @@ import psutil
 import pytest
 
 from jupyter_relay.backends import remote as remote_commands
+from jupyter_relay.backends.ssh import SshBackend
 from jupyter_relay.backends.ssh_far import BANNER, program
 
 from .conftest import WatchedRelay, watched_relay
@@ -225,6 +226,10 @@ async def test_the_helper_holds_the_far_end_and_goes_with_the_relay(
     sshd = live_sshd
     async with ssh_relay(sshd) as relay:
         assert "the relay's helper there" in relay.said, relay.said
+        # The ssh config names no Ciphers: asyncssh's fastest, AES-GCM, was agreed on.
+        backend = relay.running.relay.backends[GPU]
+        assert isinstance(backend, SshBackend) and backend._conn is not None
+        assert backend._conn.get_extra_info("send_cipher") == "aes128-gcm@openssh.com"
         kernel_id = await start_kernel(client, relay.base)
         url = f"{relay.base}api/kernels/{kernel_id}/channels"
         async with asyncio.timeout(60), client.ws_connect(url) as ws:
