@@ -15,6 +15,7 @@ forwarding gets direct-tcpip channels and a line in the log saying why.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import errno
@@ -155,6 +156,19 @@ def test_ends_and_removes_its_socket_when_its_lifeline_goes(helper: Helper, how:
         helper.proc.send_signal(getattr(signal, how))
     assert helper.ends() == 0
     assert not directory.exists()
+
+
+def test_the_program_is_python_3_8_and_imports_only_the_standard_library() -> None:
+    tree = ast.parse(program(), feature_version=(3, 8))  # jupyter_server 2 runs on 3.8
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in (
+            node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
+        )
+    }
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
 
 
 def test_the_command_runs_the_python_next_to_jupyter(tmp_path: Path) -> None:
