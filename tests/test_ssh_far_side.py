@@ -336,3 +336,33 @@ async def test_through_a_proxyjump_host_the_helper_runs_on_the_last_one(
             await client.delete(f"{relay.base}api/kernels/{kernel_id}")
     finally:
         await asyncio.to_thread(jump.stop)
+
+
+async def test_a_helper_killed_alone_is_said_once_and_connections_go_direct(
+    live_sshd: Sshd,
+    remote: JupyterServer,
+    client: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sshd = live_sshd
+    caplog.set_level(logging.WARNING, logger="jupyter_relay.ssh")
+    async with ssh_relay(sshd) as relay:
+        kernel_id = await start_kernel(client, relay.base)
+        (helper,) = far_sides(sshd)
+        helper.kill()
+        await asyncio.to_thread(helper.wait, BOUND)
+        # The SSH connection lives on: the kernel answers, over sshd's own forwarding.
+        for _ in range(3):
+            assert await run_code(client, relay.base, kernel_id, "print(6 * 7)") == "42"
+        said = [
+            r.getMessage()
+            for r in caplog.records
+            if "helper on the ssh server ended" in r.getMessage()
+        ]
+        assert len(said) == 1 and "sshd's own forwarding" in said[0], said
+        url = f"{relay.base}api/kernels/{kernel_id}/channels"
+        async with asyncio.timeout(60), client.ws_connect(url) as ws:
+            names = {psutil.Process(pid).name() for pid in client_pids(remote.port)}
+            assert names and all(n.startswith("sshd") for n in names), names
+            await ws.close()
+        await client.delete(f"{relay.base}api/kernels/{kernel_id}")

@@ -39,7 +39,6 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import asyncssh
@@ -48,7 +47,7 @@ from yarl import URL
 from ..credentials import Secret
 from ..errors import BackendError, BackendTimeout, BackendUnreachable
 from ..logs import redact
-from . import channel, remote, ssh_far
+from . import remote, ssh_far
 from .base import HealthResult, Progress, RawOpener, Upstream
 from .ssh_connect import SshConnect, SshError
 from .ssh_remote import RemoteJupyter
@@ -73,10 +72,8 @@ class SshBackend(SshConnect, RemoteJupyter):
         self._password: str | None = None
         self._conn: asyncssh.SSHClientConnection | None = None
         self._listener: asyncssh.SSHListener | None = None
-        self._far: ssh_far.FarSide | None = None  # the helper there, when it runs
-        # (host, port)s sshd opened a direct-tcpip channel to on this connection: the helper
-        # reaches only those, so sshd's forwarding policy (PermitOpen) holds through it.
-        self._permitted: set[tuple[str, int]] = set()
+        # The way to host:port there: the relay's helper (when it runs) or direct-tcpip.
+        self._channels: ssh_far.Channels | None = None
         self._local_port = 0
         self._down: str | None = "not connected yet"
         self._watcher: asyncio.Task[None] | None = None
@@ -113,10 +110,9 @@ class SshBackend(SshConnect, RemoteJupyter):
         await super().stop()
 
     def _close_connection(self) -> None:
-        if self._far is not None:
-            self._far.close()
-            self._far = None
-        self._permitted.clear()
+        if self._channels is not None:
+            self._channels.close()
+            self._channels = None
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -179,20 +175,21 @@ class SshBackend(SshConnect, RemoteJupyter):
         who = f"backend '{self.name}'"
         progress(f"{who}: connecting to {where} over SSH")
         conn = await self._connect()
-        far: ssh_far.FarSide | None = None
+        channels: ssh_far.Channels | None = None
         try:
             self._stage = "looking for the Jupyter server"
             server = await self._same_server(conn) or await self._find_server(conn, progress)
             self._stage = "opening the way to the Jupyter server"
             far = None if server.secure else await ssh_far.try_start(conn, self.target.jupyter, who)
-            listener, base, opener = await self._route(conn, server, far)
+            channels = ssh_far.Channels(conn, far, who)
+            listener, base, opener = await self._route(conn, server, channels)
         except BaseException:
-            if far is not None:
-                far.close()
+            if channels is not None:
+                channels.close()
             conn.close()
             raise
         old_session = self._session
-        self._conn, self._listener, self._far = conn, listener, far
+        self._conn, self._listener, self._channels = conn, listener, channels
         token = self.spec.token.read() or (Secret(server.token) if server.token else None)
         self._open(base, token, opener)
         if old_session is not None:
@@ -202,22 +199,23 @@ class SshBackend(SshConnect, RemoteJupyter):
         progress(
             f"backend '{self.name}': serving the Jupyter on {self.target.host} "
             f"{server.describe()} through SSH"
-            + (" and the relay's helper there" if far is not None else "")
+            + (" and the relay's helper there" if channels.far is not None else "")
         )
 
     async def _route(
         self,
         conn: asyncssh.SSHClientConnection,
         server: remote.RemoteServer,
-        far: ssh_far.FarSide | None,
+        channels: ssh_far.Channels,
     ) -> tuple[asyncssh.SSHListener | None, URL, RawOpener | None]:
         """How requests reach `server`: (local forward or None, base URL, channel opener).
 
         Plain HTTP rides a channel per connection, with no local port anyone
-        on this machine could use: to the relay's helper there (`far`), else
-        a direct-tcpip one. One direct-tcpip channel is opened here, so an
-        sshd that forbids them (AllowTcpForwarding, PermitOpen) is named now
-        rather than at every request, and its policy holds with the helper too.
+        on this machine could use: to the relay's helper there, else a
+        direct-tcpip one (`channels` chooses). One direct-tcpip channel is
+        opened here, so an sshd that forbids them (AllowTcpForwarding,
+        PermitOpen) is named now rather than at every request, and its policy
+        holds with the helper too.
         A server that speaks TLS gets a local forward bound to 127.0.0.1
         (aiohttp does TLS only over its own sockets).
         """
@@ -237,13 +235,12 @@ class SshBackend(SshConnect, RemoteJupyter):
             )
             return listener, base, None
         timeout = self.timeouts.connect
-        dial = far.open if far is not None else partial(channel.open_channel, conn)
 
         async def opener(
             factory: Callable[[], asyncio.Protocol],
         ) -> tuple[asyncio.Transport, asyncio.Protocol]:
             async with asyncio.timeout(timeout):
-                return await dial(host, port, factory)
+                return await channels.open(host, port, factory)
 
         try:
             async with asyncio.timeout(timeout):
@@ -265,7 +262,7 @@ class SshBackend(SshConnect, RemoteJupyter):
                 "ask its administrator",
             ) from exc
         probe.close()
-        self._permitted.add((host, port))
+        channels.permitted.add((host, port))
         # The Host header the server gets is its own address, as a browser there would send.
         base = URL.build(scheme="http", host=host, port=port, path=server.base_url, encoded=True)
         return None, base, opener
@@ -350,19 +347,13 @@ class SshBackend(SshConnect, RemoteJupyter):
     ) -> tuple[asyncio.Transport, asyncio.Protocol]:
         """Connect `factory()`'s protocol to `host:port` as the remote machine sees it.
 
-        For the port proxy: the first connection to a port is a direct-tcpip
-        channel, so sshd's forwarding policy decides; later ones go through
-        the relay's helper there, when it runs.
+        For the port proxy: through the relay's helper there once sshd let a
+        direct-tcpip channel reach the port (`ssh_far.Channels`).
         """
-        conn = self._conn
-        if conn is None or self._down is not None:
+        channels = self._channels
+        if channels is None or self._down is not None:
             raise ConnectionResetError(errno.ECONNRESET, self._down or "not connected")
-        if self._far is not None and (host, port) in self._permitted:
-            return await self._far.open(host, port, factory)
-        opened = await channel.open_channel(conn, host, port, factory)
-        if self._far is not None:
-            self._permitted.add((host, port))
-        return opened
+        return await channels.open(host, port, factory)
 
 
 def _redacting(progress: Progress) -> Progress:

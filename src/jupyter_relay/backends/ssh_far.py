@@ -45,7 +45,14 @@ class FarSide:
         self._conn = conn
         self._process = process
         self.path = path
+        self.ended = False  # the helper exited (killed, crashed) while the session lives
         self._stderr = asyncio.create_task(self._log_stderr())
+        self._watch = asyncio.create_task(self._wait_exit())
+
+    async def _wait_exit(self) -> None:
+        with contextlib.suppress(asyncssh.Error, OSError):
+            await self._process.wait_closed()
+        self.ended = True
 
     async def open(
         self, host: str, port: int, factory: Callable[[], asyncio.Protocol]
@@ -61,6 +68,7 @@ class FarSide:
     def close(self) -> None:
         """End the helper: its stdin closes, it removes its socket and exits."""
         self._stderr.cancel()
+        self._watch.cancel()
         self._process.close()
 
 
@@ -114,3 +122,53 @@ async def try_start(conn: asyncssh.SSHClientConnection, jupyter: str, who: str) 
             why,
         )
         return None
+
+
+class Channels:
+    """How one SSH connection reaches host:port: the helper, once sshd allowed it directly.
+
+    The first connection to each (host, port) is a direct-tcpip channel, so
+    sshd's forwarding policy (AllowTcpForwarding, PermitOpen) decides what
+    the helper may reach; later ones go through the helper. Should the helper
+    end while the connection lives, the next connections go direct, and the
+    log says so once.
+    """
+
+    def __init__(self, conn: asyncssh.SSHClientConnection, far: FarSide | None, who: str) -> None:
+        self.conn = conn
+        self.far = far
+        self.who = who
+        self.permitted: set[tuple[str, int]] = set()
+
+    async def open(
+        self, host: str, port: int, factory: Callable[[], asyncio.Protocol]
+    ) -> tuple[asyncio.Transport, asyncio.Protocol]:
+        far = self.far
+        if far is not None and far.ended:
+            self._lost("it exited")
+        elif far is not None and (host, port) in self.permitted:
+            try:
+                return await far.open(host, port, factory)
+            except ConnectionResetError as exc:  # nothing was sent: going direct is safe
+                if self.conn.is_closed():
+                    raise
+                self._lost(str(exc))
+        opened = await channel.open_channel(self.conn, host, port, factory)
+        self.permitted.add((host, port))
+        return opened
+
+    def _lost(self, why: str) -> None:
+        if self.far is not None:
+            self.far.close()
+            self.far = None
+            log.warning(
+                "%s: the relay's helper on the ssh server ended (%s); connections go through "
+                "sshd's own forwarding until the next reconnection",
+                self.who,
+                redact(why),
+            )
+
+    def close(self) -> None:
+        if self.far is not None:
+            self.far.close()
+            self.far = None
