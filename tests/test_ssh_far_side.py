@@ -19,6 +19,7 @@ import ast
 import asyncio
 import contextlib
 import errno
+import html
 import logging
 import os
 import signal
@@ -229,6 +230,16 @@ def ssh_relay(sshd: Sshd) -> contextlib.AbstractAsyncContextManager[WatchedRelay
     return watched_relay([sshd.backend_arg(GPU)], timeout=90)
 
 
+async def reached(client: aiohttp.ClientSession, relay: WatchedRelay) -> str:
+    """How the status says requests reach the ssh backend, on the page and in its JSON."""
+    async with client.get(relay.base + "relay/api/status") as resp:
+        (entry,) = [b for b in (await resp.json())["backends"] if b["name"] == GPU]
+    async with client.get(relay.base + "relay/") as resp:
+        page = await resp.text()
+    assert html.escape(entry["reached"], quote=True) in page, page
+    return str(entry["reached"])
+
+
 def no_helper_left(sshd: Sshd) -> bool:
     assert far_sides(sshd) == []
     return True
@@ -244,6 +255,7 @@ async def test_the_helper_holds_the_far_end_and_goes_with_the_relay(
         backend = relay.running.relay.backends[GPU]
         assert isinstance(backend, SshBackend) and backend._conn is not None
         assert backend._conn.get_extra_info("send_cipher") == "aes128-gcm@openssh.com"
+        assert "through the relay's helper there" in await reached(client, relay), relay.said
         kernel_id = await start_kernel(client, relay.base)
         url = f"{relay.base}api/kernels/{kernel_id}/channels"
         async with asyncio.timeout(60), client.ws_connect(url) as ws:
@@ -301,6 +313,8 @@ async def test_without_unix_socket_forwarding_channels_go_direct_and_the_log_say
         ]
         assert warned and "AllowStreamLocalForwarding" in warned[0], warned
         assert "40 ms" in warned[0], warned
+        said = await reached(client, relay)
+        assert "direct-tcpip" in said and "AllowStreamLocalForwarding" in said, said
         # Nothing of it is left running, and requests ride direct-tcpip channels (sshd's).
         await eventually(lambda: no_helper_left(sshd), timeout=BOUND, what="no helper runs")
         kernel_id = await start_kernel(client, relay.base)

@@ -128,6 +128,7 @@ async def page_data(relay: Relay) -> PageData:
                 error=health.error if health else None,
                 kernels_error=relay.mixer.problem(backend.name),
                 history=relay.health_history.samples(backend.name, now),
+                reached=info.get("reached"),
             )
         )
     return PageData(

@@ -37,6 +37,7 @@ class BackendView:
     error: str | None
     kernels_error: str | None = None
     history: tuple[Sample, ...] = ()
+    reached: str | None = None  # how requests get there, where that is worth saying
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,12 @@ def _backend(view: BackendView, data: PageData) -> str:
         '<table class="facts">'
         f"<tr><th>kind</th><td>{e(view.kind)}</td></tr>"
         f'<tr><th>address</th><td class="address">{e(view.url)}</td></tr>'
-        f'<tr><th>state</th><td class="state {css}"><strong>{e(text)}</strong>{reason}</td></tr>'
+        + (
+            f'<tr><th>reached</th><td class="reached">{e(view.reached)}</td></tr>'
+            if view.reached
+            else ""
+        )
+        + f'<tr><th>state</th><td class="state {css}"><strong>{e(text)}</strong>{reason}</td></tr>'
         f'<tr><th>latency now</th><td class="latency">{e(_latency(view.latency_ms))}</td></tr>'
         f"<tr><th>last hour</th><td>{chart(view.history, data.now)}</td></tr>"
         f"<tr><th>JupyterLab</th><td>{lab}</td></tr>"

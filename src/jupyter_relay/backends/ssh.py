@@ -180,8 +180,12 @@ class SshBackend(SshConnect, RemoteJupyter):
             self._stage = "looking for the Jupyter server"
             server = await self._same_server(conn) or await self._find_server(conn, progress)
             self._stage = "opening the way to the Jupyter server"
-            far = None if server.secure else await ssh_far.try_start(conn, self.target.jupyter, who)
-            channels = ssh_far.Channels(conn, far, who)
+            far, why = (
+                (None, "not used for a Jupyter that speaks TLS")
+                if server.secure
+                else await ssh_far.try_start(conn, self.target.jupyter, who)
+            )
+            channels = ssh_far.Channels(conn, far, who, why)
             listener, base, opener = await self._route(conn, server, channels)
         except BaseException:
             if channels is not None:
@@ -334,6 +338,12 @@ class SshBackend(SshConnect, RemoteJupyter):
                 message = f"backend '{self.name}': {message}"
             raise BackendUnreachable(self.name, message)
         return super().upstream()
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        if self._channels is not None and self._down is None:
+            info["reached"] = f"over SSH to {self.target.host}: {self._channels.describe()}"
+        return info
 
     async def check(self) -> HealthResult:
         if self._down is not None:

@@ -108,10 +108,12 @@ async def start(conn: asyncssh.SSHClientConnection, jupyter: str) -> FarSide:
     return FarSide(conn, process, path)
 
 
-async def try_start(conn: asyncssh.SSHClientConnection, jupyter: str, who: str) -> FarSide | None:
-    """The helper, or None after saying once in the log why not (channels go direct then)."""
+async def try_start(
+    conn: asyncssh.SSHClientConnection, jupyter: str, who: str
+) -> tuple[FarSide | None, str]:
+    """(the helper, "") or (None, why not) after saying it once in the log (channels go direct)."""
     try:
-        return await start(conn, jupyter)
+        return await start(conn, jupyter), ""
     except (FarSideUnavailable, asyncssh.Error, OSError) as exc:
         why = str(exc) if isinstance(exc, FarSideUnavailable) else f"{type(exc).__name__}: {exc}"
         log.warning(
@@ -121,7 +123,7 @@ async def try_start(conn: asyncssh.SSHClientConnection, jupyter: str, who: str) 
             who,
             why,
         )
-        return None
+        return None, why
 
 
 class Channels:
@@ -134,11 +136,21 @@ class Channels:
     log says so once.
     """
 
-    def __init__(self, conn: asyncssh.SSHClientConnection, far: FarSide | None, who: str) -> None:
+    def __init__(
+        self, conn: asyncssh.SSHClientConnection, far: FarSide | None, who: str, why: str = ""
+    ) -> None:
         self.conn = conn
         self.far = far
         self.who = who
+        self.why = why  # when there is no helper: why not
         self.permitted: set[tuple[str, int]] = set()
+
+    def describe(self) -> str:
+        """How connections go, for the status page."""
+        if self.far is not None:
+            return "each connection through the relay's helper there (no delayed-ACK stall)"
+        why = f" (the relay's helper: {self.why})" if self.why else ""
+        return f"each connection a direct-tcpip channel of sshd's{why}"
 
     async def open(
         self, host: str, port: int, factory: Callable[[], asyncio.Protocol]
@@ -161,6 +173,7 @@ class Channels:
         if self.far is not None:
             self.far.close()
             self.far = None
+            self.why = f"it ended: {redact(why)}"
             log.warning(
                 "%s: the relay's helper on the ssh server ended (%s); connections go through "
                 "sshd's own forwarding until the next reconnection",
