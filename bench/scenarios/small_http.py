@@ -50,6 +50,31 @@ def parse_wrk(output: str) -> Metrics:
     }
 
 
+async def wrk(ctx: Context, url: str, seconds: float) -> Metrics:
+    """One wrk run of the settings' threads and connections against `url`."""
+    s = ctx.settings
+    cmd = [
+        "wrk",
+        f"-t{s.wrk_threads}",
+        f"-c{s.http_connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "-H",
+        f"Authorization: token {ctx.token}",
+        url,
+    ]
+    return parse_wrk(await run_command(cmd, timeout=seconds + 60))
+
+
+async def measure_wrk(ctx: Context, url: str) -> Metrics:
+    """A warm-up run (connections to the backend opened, caches settled), then the measured one."""
+    await wrk(ctx, url, ctx.settings.http_warmup_s)
+    result = await wrk(ctx, url, ctx.settings.http_seconds)
+    if result["failed"]:
+        raise RuntimeError(f"{result['failed']:.0f} of {result['requests']:.0f} requests failed")
+    return result
+
+
 class SmallHttp(Scenario):
     name = "small_http"
     title = "Small HTTP requests"
@@ -60,27 +85,5 @@ class SmallHttp(Scenario):
         Metric("p99_ms", "p99 latency", "ms", False, headline=True),
     )
 
-    async def _wrk(self, ctx: Context, url: str, seconds: float) -> Metrics:
-        s = ctx.settings
-        cmd = [
-            "wrk",
-            f"-t{s.wrk_threads}",
-            f"-c{s.http_connections}",
-            f"-d{max(1, round(seconds))}s",
-            "--latency",
-            "-H",
-            f"Authorization: token {ctx.token}",
-            url,
-        ]
-        return parse_wrk(await run_command(cmd, timeout=seconds + 60))
-
     async def measure(self, ctx: Context, path: ProxyPath) -> Metrics:
-        url = path.url(WEB, SMALL_PATH)
-        # Warm-up: connections to the backend opened, caches and JITs settled.
-        await self._wrk(ctx, url, ctx.settings.http_warmup_s)
-        result = await self._wrk(ctx, url, ctx.settings.http_seconds)
-        if result["failed"]:
-            raise RuntimeError(
-                f"{result['failed']:.0f} of {result['requests']:.0f} requests failed"
-            )
-        return result
+        return await measure_wrk(ctx, path.url(WEB, SMALL_PATH))
