@@ -101,7 +101,7 @@ async def _measure_scenario(
             started = time.monotonic()
             try:
                 figures[name] = await asyncio.wait_for(
-                    scenario.measure(ctx, ctx.paths[name]), scenario.timeout(ctx)
+                    scenario.measure(ctx, scenario.path(ctx, name)), scenario.timeout(ctx)
                 )
             except PartialResult as exc:
                 figures[name] = exc.metrics
