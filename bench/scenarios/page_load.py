@@ -65,11 +65,11 @@ async def cold_load(browser: Browser, ctx: Context, path: ProxyPath) -> float:
         await context.close()
 
 
-async def cold_loads(browser: Browser, ctx: Context, path: ProxyPath) -> list[float]:
-    """The settings' cold loads (after a discarded warm-up load unless --quick), in seconds."""
+async def cold_loads(browser: Browser, ctx: Context, path: ProxyPath, count: int) -> list[float]:
+    """`count` cold loads (after a discarded warm-up load unless --quick), in seconds."""
     if ctx.settings.page_warmup:
         await cold_load(browser, ctx, path)
-    return [await cold_load(browser, ctx, path) for _ in range(ctx.settings.page_loads)]
+    return [await cold_load(browser, ctx, path) for _ in range(count)]
 
 
 class PageLoad(Scenario):
@@ -96,5 +96,5 @@ class PageLoad(Scenario):
 
     async def measure(self, ctx: Context, path: ProxyPath) -> Metrics:
         assert self.browser is not None
-        times = await cold_loads(self.browser, ctx, path)
+        times = await cold_loads(self.browser, ctx, path, ctx.settings.page_loads)
         return {"median_s": median(times), "min_s": min(times), "max_s": max(times)}
