@@ -23,7 +23,7 @@ from typing import ClassVar
 
 from ..backends import NODE, WEB
 from ..nginx import BIG_PATH
-from ..paths import ALL_PATHS, JSP, ProxyPath
+from ..paths import JSP, RUN_PATHS, ProxyPath
 from ..procs import Child
 from ..settings import MIB
 from .base import Context, Metric, Metrics, PartialResult, Scenario, median, run_command
@@ -119,7 +119,7 @@ def read_through(path: Path) -> None:
 class LargeTransfer(Scenario):
     name = "large_transfer"
     title = "Large transfer"
-    paths = ALL_PATHS
+    paths = RUN_PATHS
     metrics: ClassVar[tuple[Metric, ...]] = (
         Metric("download_mb_per_s", "download", "MB/s", True, headline=True),
         Metric("upload_mb_per_s", "upload", "MB/s", True, headline=True),

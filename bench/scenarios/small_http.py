@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from ..backends import WEB
 from ..nginx import SMALL_PATH
-from ..paths import ALL_PATHS, ProxyPath
+from ..paths import RUN_PATHS, ProxyPath
 from .base import Context, Metric, Metrics, Scenario, run_command
 
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
@@ -78,7 +78,7 @@ async def measure_wrk(ctx: Context, url: str) -> Metrics:
 class SmallHttp(Scenario):
     name = "small_http"
     title = "Small HTTP requests"
-    paths = ALL_PATHS
+    paths = RUN_PATHS
     metrics: ClassVar[tuple[Metric, ...]] = (
         Metric("requests_per_s", "throughput", "req/s", True, headline=True),
         Metric("p50_ms", "p50 latency", "ms", False),

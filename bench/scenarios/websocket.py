@@ -13,7 +13,7 @@ import os
 from typing import ClassVar
 
 from ..backends import BENCH_DIR, NODE
-from ..paths import ALL_PATHS, ProxyPath
+from ..paths import RUN_PATHS, ProxyPath
 from .base import Context, Metric, Metrics, Scenario, run_command
 
 WS_LOAD = BENCH_DIR / "ws_load.mjs"
@@ -38,7 +38,7 @@ async def ws_load(
 class Websocket(Scenario):
     name = "websocket"
     title = "WebSocket messages"
-    paths = ALL_PATHS
+    paths = RUN_PATHS
     metrics: ClassVar[tuple[Metric, ...]] = (
         Metric("messages_per_s", "ping-pong, 8 conns x 100 B", "msg/s", True, headline=True),
         Metric("p50_ms", "ping-pong p50 round trip", "ms", False),
