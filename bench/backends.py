@@ -45,6 +45,17 @@ class Backends:
     def base(self, backend: str) -> str:
         return f"http://127.0.0.1:{self.ports[backend]}/"
 
+    @property
+    def jupyter_root(self) -> Path:
+        """The Jupyter backend's root directory (what `/files/` serves)."""
+        return jupyter_home(self.children[JUPYTER]) / "root"
+
+    @property
+    def jupyter_runtime_file(self) -> Path:
+        """The Jupyter backend's `jpserver-<pid>.json` (what `jupyter server list` reads)."""
+        child = self.children[JUPYTER]
+        return jupyter_home(child) / "runtime" / f"jpserver-{child.pid}.json"
+
 
 def _spawn_nginx_backend(procs: Processes, download_bytes: int) -> tuple[Child, int, Path]:
     workdir = procs.workdir / "nginx-backend"
@@ -62,6 +73,11 @@ def _spawn_nginx_backend(procs: Processes, download_bytes: int) -> tuple[Child, 
 
 def _spawn_node_backend(procs: Processes) -> Child:
     return procs.spawn("backend-node", ["node", str(BENCH_DIR / "backend.mjs")], cwd=BENCH_DIR)
+
+
+def jupyter_home(child: Child) -> Path:
+    """Where a `jupyter server` of spawn_jupyter keeps its root, runtime files and state."""
+    return child.log.parent / child.name
 
 
 def spawn_jupyter(procs: Processes, name: str, token: str) -> Child:
@@ -93,7 +109,7 @@ def spawn_jupyter(procs: Processes, name: str, token: str) -> Child:
 
 def wait_jupyter(child: Child, token: str, timeout: float = 90.0) -> int:
     """Wait until the server wrote its port and answers `/api/status`; return the port."""
-    info = child.log.parent / child.name / "runtime" / f"jpserver-{child.pid}.json"
+    info = jupyter_home(child) / "runtime" / f"jpserver-{child.pid}.json"
     deadline = time.monotonic() + timeout
     port = 0
     while not port:

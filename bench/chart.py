@@ -23,8 +23,8 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.ticker import StrMethodFormatter
 
-from .paths import CHP, DIRECT, JSP, NGINX, PORTPROXY, RELAY
-from .report import SHORT, number, ratio
+from .paths import CHP, DIRECT, JSP, NGINX, PORTPROXY, RELAY, SSH_L
+from .report import RATIO_COLUMNS, SHORT, number, ratio
 from .targets import TARGETS
 
 COLOURS = {
@@ -34,6 +34,7 @@ COLOURS = {
     CHP: "#4c78a8",
     JSP: "#54a24b",
     NGINX: "#8e6bb8",
+    SSH_L: "#2a9d8f",
 }
 VERDICT_COLOURS = {True: "#2e7d32", False: "#c62828", None: "#9e9e9e"}
 COLUMNS = 3
@@ -114,7 +115,7 @@ def _panel(
     better = "higher is better" if metric["higher_is_better"] else "lower is better"
     ax.set_title(f"{info['title']}\n{metric['label']} ({metric['unit']}), {better}", fontsize=9)
     ratios = results["ratios"].get(scenario, {}).get(metric["key"], {})
-    shown = [f"{ratio(r)} {SHORT[o]}" for o in (DIRECT, CHP) if (r := ratios.get(f"relay/{o}"))]
+    shown = [f"{ratio(r)} {SHORT[o]}" for o in RATIO_COLUMNS if (r := ratios.get(f"relay/{o}"))]
     caption = ["relay = " + ", ".join(shown)] if shown else []
     caption += [line.text for line in lines]
     if caption:

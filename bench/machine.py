@@ -89,6 +89,7 @@ def describe(quick: bool) -> dict[str, Any]:
         "nginx": _output(["nginx", "-v"]).removeprefix("nginx version: "),
         "wrk": _output(["wrk", "-v"]).split(" [")[0],
         "curl": " ".join(_output(["curl", "--version"]).split()[:2]),
+        "openssh": _output(["ssh", "-V"]).split(",")[0],
         "chromium": _output(["/usr/bin/chromium", "--version"]),
         "playwright": _dist("playwright"),
         "quick": quick,

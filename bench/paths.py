@@ -9,7 +9,10 @@ that backend (whose memory the scenarios measure):
 - `chp`: configurable-http-proxy from npm, one per backend (`--default-target`);
 - `portproxy`: the same relays' port proxy, `/proxy/<port>/` (the relay's answer to jsp);
 - `jsp`: jupyter-server-proxy from PyPI, `/proxy/127.0.0.1:<port>/` of a Jupyter server;
-- `nginx`: Debian's nginx, one process with a server block per backend.
+- `nginx`: Debian's nginx, one process with a server block per backend;
+- `ssh_l`: OpenSSH's `ssh -N -L` port forwards to a Jupyter behind sshd, what
+  users do today; only the `ssh` scenario has it (bench/ssh.py starts it, and
+  there `relay` is a relay with an `ssh://` backend).
 
 Every path takes the same credentials, `Authorization: token T`: the relay,
 both Jupyter servers and so jupyter-server-proxy share the run's token, and
@@ -27,8 +30,10 @@ from .backends import BACKENDS, JUPYTER, NODE_MODULES, Backends
 from .procs import Child, Processes, free_port
 
 DIRECT, RELAY, CHP, JSP, NGINX = "direct", "relay", "chp", "jsp", "nginx"
-PORTPROXY = "portproxy"
-ALL_PATHS = (DIRECT, RELAY, PORTPROXY, CHP, JSP, NGINX)
+PORTPROXY, SSH_L = "portproxy", "ssh_l"
+# The paths start_paths starts for every scenario; and every path a scenario may take.
+RUN_PATHS = (DIRECT, RELAY, PORTPROXY, CHP, JSP, NGINX)
+ALL_PATHS = (*RUN_PATHS, SSH_L)
 LABELS = {
     DIRECT: "direct",
     RELAY: "jupyter-relay",
@@ -36,6 +41,7 @@ LABELS = {
     CHP: "configurable-http-proxy",
     JSP: "jupyter-server-proxy",
     NGINX: "nginx",
+    SSH_L: "ssh -L",
 }
 RELAY_BIN = Path(sys.executable).parent / "jupyter-relay"
 CHP_BIN = NODE_MODULES / ".bin" / "configurable-http-proxy"

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .paths import ALL_PATHS, CHP, DIRECT, LABELS
+from .paths import ALL_PATHS, CHP, DIRECT, LABELS, RELAY, SSH_L
 
 SHORT = {
     "direct": "direct",
@@ -16,8 +16,17 @@ SHORT = {
     "chp": "chp",
     "jsp": "jsp",
     "nginx": "nginx",
+    "ssh_l": "ssh -L",
 }
-RATIO_COLUMNS = (DIRECT, CHP)
+# The relay's figures over these paths' get a column of their own (when in the run).
+RATIO_COLUMNS = (DIRECT, CHP, SSH_L)
+
+
+def columns(results: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The paths some scenario of `results` measured, and the relay's ratio columns among them."""
+    measured = {p for info in results["scenario_info"].values() for p in info["paths"]}
+    paths = [p for p in ALL_PATHS if p in measured]
+    return paths, [p for p in RATIO_COLUMNS if p in measured and RELAY in measured]
 
 
 def number(value: float | None) -> str:
@@ -75,8 +84,9 @@ def _target_mark(met: bool | None) -> str:
 def table(results: dict[str, Any]) -> str:
     """Every figure: a block per scenario, a column per path, then the relay's ratios."""
     width = 44
-    head = f"{'':{width}}" + "".join(f"{SHORT[p]:>10}" for p in ALL_PATHS)
-    head += "".join(f"{'relay/' + SHORT[o]:>14}" for o in RATIO_COLUMNS)
+    paths, ratio_columns = columns(results)
+    head = f"{'':{width}}" + "".join(f"{SHORT[p]:>10}" for p in paths)
+    head += "".join(f"{'relay/' + SHORT[o]:>14}" for o in ratio_columns)
     lines = [head]
     for name, described in results["scenario_info"].items():
         if name not in results["scenarios"]:
@@ -85,9 +95,9 @@ def table(results: dict[str, Any]) -> str:
         for metric in described["metrics"]:
             label = f"  {metric['label']} ({metric['unit']})"
             row = f"{label[:width]:{width}}"
-            row += "".join(f"{_cell(results, name, p, metric):>10}" for p in ALL_PATHS)
+            row += "".join(f"{_cell(results, name, p, metric):>10}" for p in paths)
             row += "".join(
-                f"{_ratio_cell(results, name, metric['key'], o):>14}" for o in RATIO_COLUMNS
+                f"{_ratio_cell(results, name, metric['key'], o):>14}" for o in ratio_columns
             )
             lines.append(row)
     lines.append("")
@@ -110,10 +120,11 @@ def table(results: dict[str, Any]) -> str:
 
 def markdown(results: dict[str, Any]) -> str:
     """The headline figures and the targets, as Markdown for the README."""
-    paths = " | ".join(LABELS[p] for p in ALL_PATHS)
+    paths, ratio_columns = columns(results)
+    heads = [LABELS[p] for p in paths] + [f"relay/{SHORT[o]}" for o in ratio_columns]
     lines = [
-        f"| scenario | figure | {paths} | relay/direct | relay/chp |",
-        "|---|---|" + "---:|" * (len(ALL_PATHS) + 2),
+        f"| scenario | figure | {' | '.join(heads)} |",
+        "|---|---|" + "---:|" * len(heads),
     ]
     for name, described in results["scenario_info"].items():
         if name not in results["scenarios"]:
@@ -121,8 +132,8 @@ def markdown(results: dict[str, Any]) -> str:
         for metric in described["metrics"]:
             if not metric["headline"]:
                 continue
-            cells = [_cell(results, name, p, metric) for p in ALL_PATHS]
-            ratios = [_ratio_cell(results, name, metric["key"], o) for o in RATIO_COLUMNS]
+            cells = [_cell(results, name, p, metric) for p in paths]
+            ratios = [_ratio_cell(results, name, metric["key"], o) for o in ratio_columns]
             lines.append(
                 f"| {described['title']} | {metric['label']} ({metric['unit']}) | "
                 + " | ".join(cells + ratios)

@@ -56,7 +56,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         + "; results: DIR/<date>.json, .png and .md (<date>-quick.* with --quick)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="short runs (about a minute and a half in all)"
+        "--quick", action="store_true", help="short runs (about two and a half minutes in all)"
     )
     parser.add_argument(
         "--only",
@@ -101,7 +101,7 @@ async def _measure_scenario(
             started = time.monotonic()
             try:
                 figures[name] = await asyncio.wait_for(
-                    scenario.measure(ctx, ctx.paths[name]), scenario.timeout(ctx)
+                    scenario.measure(ctx, scenario.path(ctx, name)), scenario.timeout(ctx)
                 )
             except PartialResult as exc:
                 figures[name] = exc.metrics

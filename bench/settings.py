@@ -33,6 +33,13 @@ class Settings:
     # JupyterLab page load: cold loads per path, after one discarded warm-up load.
     page_loads: int
     page_warmup: bool
+    # Jupyter over SSH: executes (v1; legacy and services each), the size of each
+    # download and upload, the cold page loads (fewer executes than kernel_execute: three
+    # paths of round trips that take ~48 ms today).
+    ssh_executes_v1: int
+    ssh_executes_other: int
+    ssh_transfer_bytes: int
+    ssh_page_loads: int
 
 
 FULL = Settings(
@@ -54,6 +61,10 @@ FULL = Settings(
     idle_connections=2000,
     page_loads=5,
     page_warmup=True,
+    ssh_executes_v1=300,
+    ssh_executes_other=100,
+    ssh_transfer_bytes=256 * MIB,
+    ssh_page_loads=5,
 )
 
 QUICK = Settings(
@@ -75,6 +86,10 @@ QUICK = Settings(
     idle_connections=200,
     page_loads=2,
     page_warmup=False,
+    ssh_executes_v1=20,
+    ssh_executes_other=10,
+    ssh_transfer_bytes=32 * MIB,
+    ssh_page_loads=1,
 )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .paths import CHP, DIRECT, JSP, RELAY
+from .paths import CHP, DIRECT, JSP, RELAY, SSH_L
 
 Figures = dict[str, dict[str, dict[str, float]]]  # scenario -> path -> metric -> value
 
@@ -173,6 +173,49 @@ TARGETS = (
         DIRECT,
         False,
         1.15,
+    ),
+    *(
+        Target(
+            f"ssh_{variant}",
+            f"Jupyter over SSH, execute {client}: relay median ≤ 0.25x ssh -L",
+            "ssh",
+            f"{variant}_median_ms",
+            SSH_L,
+            False,
+            0.25,
+        )
+        for variant, client in (
+            ("v1", "v1 protocol"),
+            ("legacy", "legacy protocol"),
+            ("services", "@jupyterlab/services"),
+        )
+    ),
+    Target(
+        "ssh_download",
+        "Jupyter over SSH: relay download ≥ 1.0x ssh -L's MB/s",
+        "ssh",
+        "download_mb_per_s",
+        SSH_L,
+        True,
+        1.0,
+    ),
+    Target(
+        "ssh_upload",
+        "Jupyter over SSH: relay upload ≥ 1.0x ssh -L's MB/s",
+        "ssh",
+        "upload_mb_per_s",
+        SSH_L,
+        True,
+        1.0,
+    ),
+    Target(
+        "ssh_page_load",
+        "Jupyter over SSH: relay JupyterLab page load ≤ 1.0x ssh -L",
+        "ssh",
+        "page_load_s",
+        SSH_L,
+        False,
+        1.0,
     ),
 )
 

@@ -22,6 +22,7 @@ EXPECTED_PATHS = {
     "large_transfer": {"direct", "relay", "portproxy", "chp", "jsp", "nginx"},
     "idle_websockets": {"relay", "chp", "jsp", "nginx"},
     "page_load": {"direct", "relay"},
+    "ssh": {"direct", "ssh_l", "relay"},
 }
 TIMEOUT = 540  # the first run also installs the peers
 
@@ -63,8 +64,9 @@ def test_quick_benchmark_writes_complete_results(tmp_path: Path) -> None:
                     f"{scenario}/{path}/{metric['key']} = {value!r}"
                 )
     # Every target has a figure and a verdict (met or not is not judged here).
-    assert len(results["targets"]) == 12
+    assert len(results["targets"]) == 18
     for target in results["targets"]:
         assert isinstance(target["value"], float), target
         assert isinstance(target["met"], bool), target
     assert results["ratios"]["small_http"]["requests_per_s"]["relay/chp"] > 0
+    assert results["ratios"]["ssh"]["v1_median_ms"]["relay/ssh_l"] > 0

@@ -1,4 +1,4 @@
-"""The six scenarios of issue 3."""
+"""The six scenarios of issue 3, and Jupyter over SSH (issue 19)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from .kernel_execute import KernelExecute
 from .large_transfer import LargeTransfer
 from .page_load import PageLoad
 from .small_http import SmallHttp
+from .ssh import Ssh
 from .websocket import Websocket
 
 
@@ -20,6 +21,7 @@ def all_scenarios() -> list[Scenario]:
         LargeTransfer(),
         IdleWebsockets(),
         PageLoad(),
+        Ssh(),
     ]
 
 
@@ -34,4 +36,5 @@ RUN_ORDER = (
     "idle_websockets",
     "large_transfer",
     "page_load",
+    "ssh",
 )

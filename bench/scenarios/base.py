@@ -71,6 +71,10 @@ class Scenario(ABC):
         """Set up what every path shares (a kernel, a browser); by default nothing."""
         yield
 
+    def path(self, ctx: Context, name: str) -> ProxyPath:
+        """The path `name` as this scenario takes it: by default the run's, shared by all."""
+        return ctx.paths[name]
+
     @abstractmethod
     async def measure(self, ctx: Context, path: ProxyPath) -> Metrics:
         """Measure one path; raise to record an error for it."""

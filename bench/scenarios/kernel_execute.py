@@ -32,9 +32,8 @@ WARMUP = 3
 VARIANTS = ("v1", "legacy", "services")
 
 
-async def start_kernel(ctx: Context) -> str:
-    """Start a python3 kernel on the Jupyter backend (directly); return its id."""
-    base = ctx.backends.base(JUPYTER)
+async def start_kernel(ctx: Context, base: str) -> str:
+    """Start a python3 kernel on the Jupyter server at `base` (directly); return its id."""
     async with (
         aiohttp.ClientSession(headers=ctx.headers) as session,
         session.post(base + "api/kernels", json={"name": "python3"}) as resp,
@@ -45,8 +44,7 @@ async def start_kernel(ctx: Context) -> str:
         return kernel_id
 
 
-async def stop_kernel(ctx: Context, kernel_id: str) -> None:
-    base = ctx.backends.base(JUPYTER)
+async def stop_kernel(ctx: Context, base: str, kernel_id: str) -> None:
     async with (
         aiohttp.ClientSession(headers=ctx.headers) as session,
         session.delete(f"{base}api/kernels/{kernel_id}"),
@@ -55,13 +53,14 @@ async def stop_kernel(ctx: Context, kernel_id: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def kernel(ctx: Context) -> AsyncIterator[str]:
-    kernel_id = await start_kernel(ctx)
+async def kernel(ctx: Context, base: str) -> AsyncIterator[str]:
+    """A kernel on the Jupyter server at `base` for a block; its id."""
+    kernel_id = await start_kernel(ctx, base)
     try:
         yield kernel_id
     finally:
         with contextlib.suppress(aiohttp.ClientError, OSError):
-            await stop_kernel(ctx, kernel_id)
+            await stop_kernel(ctx, base, kernel_id)
 
 
 async def _execute_once(ws: aiohttp.ClientWebSocketResponse, session: str) -> float:
@@ -133,44 +132,60 @@ async def services_round_trips(
     return times
 
 
+# The figures of one path: median and p99 of each client; the medians are headlines.
+EXECUTE_METRICS = tuple(
+    Metric(
+        f"{variant}_{stat}_ms",
+        f"{variant}: {stat}, request to reply",
+        "ms",
+        False,
+        headline=stat == "median",
+    )
+    for variant in VARIANTS
+    for stat in ("median", "p99")
+)
+
+
+def executes_timeout(v1: int, other: int) -> float:
+    """The most `v1` executes and `other` of each other client may take on one path."""
+    return 120 + (v1 + 2 * other) * 0.2
+
+
+async def measure_executes(
+    ctx: Context, path: ProxyPath, kernel_id: str, v1: int, other: int
+) -> Metrics:
+    """Round trips to `kernel_id` through `path`, `v1` with the v1 protocol and `other`
+    with each other client: EXECUTE_METRICS."""
+    runs = {
+        "v1": await python_round_trips(ctx, path, kernel_id, True, v1),
+        "legacy": await python_round_trips(ctx, path, kernel_id, False, other),
+        "services": await services_round_trips(ctx, path, kernel_id, other),
+    }
+    metrics: Metrics = {}
+    for variant, times in runs.items():
+        metrics[f"{variant}_median_ms"] = median(times)
+        metrics[f"{variant}_p99_ms"] = percentile(times, 0.99)
+    return metrics
+
+
 class KernelExecute(Scenario):
     name = "kernel_execute"
     title = "Kernel execute round trip"
     paths = (DIRECT, RELAY)
-    metrics: ClassVar[tuple[Metric, ...]] = tuple(
-        Metric(
-            f"{variant}_{stat}_ms",
-            f"{variant}: {stat}, request to reply",
-            "ms",
-            False,
-            headline=stat == "median",
-        )
-        for variant in VARIANTS
-        for stat in ("median", "p99")
-    )
+    metrics: ClassVar[tuple[Metric, ...]] = EXECUTE_METRICS
 
     def __init__(self) -> None:
         self.kernel_id = ""
 
     @contextlib.asynccontextmanager
     async def prepared(self, ctx: Context) -> AsyncIterator[None]:
-        async with kernel(ctx) as kernel_id:
+        async with kernel(ctx, ctx.backends.base(JUPYTER)) as kernel_id:
             self.kernel_id = kernel_id
             yield
 
     def timeout(self, ctx: Context) -> float:
-        s = ctx.settings
-        return 120 + (s.executes_v1 + 2 * s.executes_other) * 0.2
+        return executes_timeout(ctx.settings.executes_v1, ctx.settings.executes_other)
 
     async def measure(self, ctx: Context, path: ProxyPath) -> Metrics:
         s = ctx.settings
-        runs = {
-            "v1": await python_round_trips(ctx, path, self.kernel_id, True, s.executes_v1),
-            "legacy": await python_round_trips(ctx, path, self.kernel_id, False, s.executes_other),
-            "services": await services_round_trips(ctx, path, self.kernel_id, s.executes_other),
-        }
-        metrics: Metrics = {}
-        for variant, times in runs.items():
-            metrics[f"{variant}_median_ms"] = median(times)
-            metrics[f"{variant}_p99_ms"] = percentile(times, 0.99)
-        return metrics
+        return await measure_executes(ctx, path, self.kernel_id, s.executes_v1, s.executes_other)

@@ -23,7 +23,7 @@ from typing import ClassVar
 
 from ..backends import NODE, WEB
 from ..nginx import BIG_PATH
-from ..paths import ALL_PATHS, JSP, ProxyPath
+from ..paths import JSP, RUN_PATHS, ProxyPath
 from ..procs import Child
 from ..settings import MIB
 from .base import Context, Metric, Metrics, PartialResult, Scenario, median, run_command
@@ -90,13 +90,27 @@ async def curl(
     return body, float(seconds)
 
 
-def _make_sparse(path: Path, size: int) -> None:
+async def transfer_mb_per_s(ctx: Context, url: str, upload: Path | None, size: int) -> float:
+    """MB/s of one transfer of `size` bytes: a download from `url`, or `upload` to its sink.
+
+    The upload sink (the node backend's `/upload`) answers how many bytes it read:
+    anything but `size` is an error, so the time covers every byte reaching it.
+    """
+    timeout = 60 + size / MIB  # at least 1 MiB/s
+    body, seconds = await curl(ctx, url, upload, size, timeout)
+    if upload is not None and json.loads(body).get("bytes") != size:
+        raise RuntimeError(f"the backend read {body[:100]}, not {size} bytes")
+    return size / seconds / 1e6
+
+
+def make_sparse(path: Path, size: int) -> None:
     """A file of `size` zero bytes that takes no disk."""
     with path.open("wb") as f:
         f.truncate(size)
 
 
-def _read_through(path: Path) -> None:
+def read_through(path: Path) -> None:
+    """Read a file once: its pages are in the page cache afterwards."""
     with path.open("rb") as f:
         while f.read(8 * MIB):
             pass
@@ -105,7 +119,7 @@ def _read_through(path: Path) -> None:
 class LargeTransfer(Scenario):
     name = "large_transfer"
     title = "Large transfer"
-    paths = ALL_PATHS
+    paths = RUN_PATHS
     metrics: ClassVar[tuple[Metric, ...]] = (
         Metric("download_mb_per_s", "download", "MB/s", True, headline=True),
         Metric("upload_mb_per_s", "upload", "MB/s", True, headline=True),
@@ -120,11 +134,11 @@ class LargeTransfer(Scenario):
     @contextlib.asynccontextmanager
     async def prepared(self, ctx: Context) -> AsyncIterator[None]:
         self.upload_file = ctx.workdir / "upload.bin"
-        await asyncio.to_thread(_make_sparse, self.upload_file, ctx.settings.upload_bytes)
+        await asyncio.to_thread(make_sparse, self.upload_file, ctx.settings.upload_bytes)
         # The first read of a sparse file fills the page cache with zeroed pages: do it
         # now, so that the first path measured does not pay for it.
-        await asyncio.to_thread(_read_through, ctx.backends.big_file)
-        await asyncio.to_thread(_read_through, self.upload_file)
+        await asyncio.to_thread(read_through, ctx.backends.big_file)
+        await asyncio.to_thread(read_through, self.upload_file)
         try:
             yield
         finally:
@@ -136,16 +150,11 @@ class LargeTransfer(Scenario):
         """MB/s of one transfer, and the proxy's peak RSS growth in MiB (None for direct)."""
         size = ctx.settings.upload_bytes if upload else ctx.settings.download_bytes
         url = path.url(backend, "upload" if upload else BIG_PATH)
-        timeout = 60 + size / MIB  # at least 1 MiB/s
         server = path.servers.get(backend)
         sampler = PeakRss(server) if server is not None else None
         async with sampler.running() if sampler else contextlib.nullcontext():
-            body, seconds = await curl(
-                ctx, url, self.upload_file if upload else None, size, timeout
-            )
-        if upload and json.loads(body).get("bytes") != size:
-            raise RuntimeError(f"the backend read {body[:100]}, not {size} bytes")
-        return size / seconds / 1e6, sampler.growth_mib if sampler else None
+            rate = await transfer_mb_per_s(ctx, url, self.upload_file if upload else None, size)
+        return rate, sampler.growth_mib if sampler else None
 
     async def measure(self, ctx: Context, path: ProxyPath) -> Metrics:
         metrics: Metrics = {}

@@ -26,6 +26,52 @@ from .base import Context, Metric, Metrics, Scenario, median
 LOAD_TIMEOUT_MS = 60_000
 
 
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright, for a block."""
+    if not await asyncio.to_thread(CHROMIUM.is_file):
+        raise RuntimeError(f"{CHROMIUM} is missing (Debian package chromium)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def cold_load(browser: Browser, ctx: Context, path: ProxyPath) -> float:
+    """Seconds from opening `/lab?token=` in a new context until the launcher is visible."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        context.set_default_timeout(LOAD_TIMEOUT_MS)
+        page = await context.new_page()
+        failures: list[str] = []
+
+        def on_response(response: Any) -> None:
+            if response.status >= 400:
+                failures.append(f"{response.status} {response.url.split('?')[0]}")
+
+        page.on("response", on_response)
+        started = time.perf_counter()
+        await page.goto(path.url(JUPYTER, f"lab?token={ctx.token}"))
+        await page.locator(".jp-Launcher").first.wait_for(state="visible")
+        seconds = time.perf_counter() - started
+        if failures:
+            raise RuntimeError(f"requests failed while loading: {failures[:5]}")
+        return seconds
+    finally:
+        await context.close()
+
+
+async def cold_loads(browser: Browser, ctx: Context, path: ProxyPath, count: int) -> list[float]:
+    """`count` cold loads (after a discarded warm-up load unless --quick), in seconds."""
+    if ctx.settings.page_warmup:
+        await cold_load(browser, ctx, path)
+    return [await cold_load(browser, ctx, path) for _ in range(count)]
+
+
 class PageLoad(Scenario):
     name = "page_load"
     title = "JupyterLab page load"
@@ -41,43 +87,14 @@ class PageLoad(Scenario):
 
     @contextlib.asynccontextmanager
     async def prepared(self, ctx: Context) -> AsyncIterator[None]:
-        if not await asyncio.to_thread(CHROMIUM.is_file):
-            raise RuntimeError(f"{CHROMIUM} is missing (Debian package chromium)")
-        async with async_playwright() as playwright:
-            self.browser = await playwright.chromium.launch(
-                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-            )
+        async with chromium() as browser:
+            self.browser = browser
             try:
                 yield
             finally:
-                await self.browser.close()
                 self.browser = None
 
-    async def _load(self, ctx: Context, path: ProxyPath) -> float:
-        assert self.browser is not None
-        context = await self.browser.new_context(viewport={"width": 1280, "height": 900})
-        try:
-            context.set_default_timeout(LOAD_TIMEOUT_MS)
-            page = await context.new_page()
-            failures: list[str] = []
-
-            def on_response(response: Any) -> None:
-                if response.status >= 400:
-                    failures.append(f"{response.status} {response.url.split('?')[0]}")
-
-            page.on("response", on_response)
-            started = time.perf_counter()
-            await page.goto(path.url(JUPYTER, f"lab?token={ctx.token}"))
-            await page.locator(".jp-Launcher").first.wait_for(state="visible")
-            seconds = time.perf_counter() - started
-            if failures:
-                raise RuntimeError(f"requests failed while loading: {failures[:5]}")
-            return seconds
-        finally:
-            await context.close()
-
     async def measure(self, ctx: Context, path: ProxyPath) -> Metrics:
-        if ctx.settings.page_warmup:
-            await self._load(ctx, path)
-        times = [await self._load(ctx, path) for _ in range(ctx.settings.page_loads)]
+        assert self.browser is not None
+        times = await cold_loads(self.browser, ctx, path, ctx.settings.page_loads)
         return {"median_s": median(times), "min_s": min(times), "max_s": max(times)}

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from ..backends import WEB
 from ..nginx import SMALL_PATH
-from ..paths import ALL_PATHS, ProxyPath
+from ..paths import RUN_PATHS, ProxyPath
 from .base import Context, Metric, Metrics, Scenario, run_command
 
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
@@ -50,37 +50,40 @@ def parse_wrk(output: str) -> Metrics:
     }
 
 
+async def wrk(ctx: Context, url: str, seconds: float) -> Metrics:
+    """One wrk run of the settings' threads and connections against `url`."""
+    s = ctx.settings
+    cmd = [
+        "wrk",
+        f"-t{s.wrk_threads}",
+        f"-c{s.http_connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "-H",
+        f"Authorization: token {ctx.token}",
+        url,
+    ]
+    return parse_wrk(await run_command(cmd, timeout=seconds + 60))
+
+
+async def measure_wrk(ctx: Context, url: str) -> Metrics:
+    """A warm-up run (connections to the backend opened, caches settled), then the measured one."""
+    await wrk(ctx, url, ctx.settings.http_warmup_s)
+    result = await wrk(ctx, url, ctx.settings.http_seconds)
+    if result["failed"]:
+        raise RuntimeError(f"{result['failed']:.0f} of {result['requests']:.0f} requests failed")
+    return result
+
+
 class SmallHttp(Scenario):
     name = "small_http"
     title = "Small HTTP requests"
-    paths = ALL_PATHS
+    paths = RUN_PATHS
     metrics: ClassVar[tuple[Metric, ...]] = (
         Metric("requests_per_s", "throughput", "req/s", True, headline=True),
         Metric("p50_ms", "p50 latency", "ms", False),
         Metric("p99_ms", "p99 latency", "ms", False, headline=True),
     )
 
-    async def _wrk(self, ctx: Context, url: str, seconds: float) -> Metrics:
-        s = ctx.settings
-        cmd = [
-            "wrk",
-            f"-t{s.wrk_threads}",
-            f"-c{s.http_connections}",
-            f"-d{max(1, round(seconds))}s",
-            "--latency",
-            "-H",
-            f"Authorization: token {ctx.token}",
-            url,
-        ]
-        return parse_wrk(await run_command(cmd, timeout=seconds + 60))
-
     async def measure(self, ctx: Context, path: ProxyPath) -> Metrics:
-        url = path.url(WEB, SMALL_PATH)
-        # Warm-up: connections to the backend opened, caches and JITs settled.
-        await self._wrk(ctx, url, ctx.settings.http_warmup_s)
-        result = await self._wrk(ctx, url, ctx.settings.http_seconds)
-        if result["failed"]:
-            raise RuntimeError(
-                f"{result['failed']:.0f} of {result['requests']:.0f} requests failed"
-            )
-        return result
+        return await measure_wrk(ctx, path.url(WEB, SMALL_PATH))

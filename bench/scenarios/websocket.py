@@ -13,16 +13,32 @@ import os
 from typing import ClassVar
 
 from ..backends import BENCH_DIR, NODE
-from ..paths import ALL_PATHS, ProxyPath
+from ..paths import RUN_PATHS, ProxyPath
 from .base import Context, Metric, Metrics, Scenario, run_command
 
 WS_LOAD = BENCH_DIR / "ws_load.mjs"
 
 
+async def ws_load(
+    ctx: Context, url: str, mode: str, connections: int, size: int
+) -> dict[str, float]:
+    """One `ws_load.mjs` run (`pingpong` or `stream`) of the settings' length against `url`."""
+    s = ctx.settings
+    cmd = ["node", str(WS_LOAD), url, mode, str(connections), str(size), str(s.ws_seconds)]
+    if mode == "stream":
+        cmd.append(str(s.ws_window))
+    env = {**os.environ, "BENCH_HEADERS": json.dumps(ctx.headers)}
+    out = await run_command(cmd, env=env, cwd=BENCH_DIR, timeout=s.ws_seconds + 60)
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    if not result["messages"]:
+        raise RuntimeError(f"no message came back in {mode} mode")
+    return result
+
+
 class Websocket(Scenario):
     name = "websocket"
     title = "WebSocket messages"
-    paths = ALL_PATHS
+    paths = RUN_PATHS
     metrics: ClassVar[tuple[Metric, ...]] = (
         Metric("messages_per_s", "ping-pong, 8 conns x 100 B", "msg/s", True, headline=True),
         Metric("p50_ms", "ping-pong p50 round trip", "ms", False),
@@ -33,25 +49,11 @@ class Websocket(Scenario):
         Metric("stream_p99_ms", "1 MB stream p99 round trip", "ms", False),
     )
 
-    async def _load(
-        self, ctx: Context, url: str, mode: str, connections: int, size: int
-    ) -> dict[str, float]:
-        s = ctx.settings
-        cmd = ["node", str(WS_LOAD), url, mode, str(connections), str(size), str(s.ws_seconds)]
-        if mode == "stream":
-            cmd.append(str(s.ws_window))
-        env = {**os.environ, "BENCH_HEADERS": json.dumps(ctx.headers)}
-        out = await run_command(cmd, env=env, cwd=BENCH_DIR, timeout=s.ws_seconds + 60)
-        result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
-        if not result["messages"]:
-            raise RuntimeError(f"no message came back in {mode} mode")
-        return result
-
     async def measure(self, ctx: Context, path: ProxyPath) -> Metrics:
         s = ctx.settings
         url = path.ws_url(NODE, "echo")
-        small = await self._load(ctx, url, "pingpong", s.ws_connections, s.ws_message_bytes)
-        big = await self._load(ctx, url, "stream", 1, s.ws_big_bytes)
+        small = await ws_load(ctx, url, "pingpong", s.ws_connections, s.ws_message_bytes)
+        big = await ws_load(ctx, url, "stream", 1, s.ws_big_bytes)
         return {
             "messages_per_s": small["messages_per_s"],
             "p50_ms": small["p50_ms"],
