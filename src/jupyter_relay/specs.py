@@ -26,7 +26,7 @@ KERNELS_ONLY = frozenset({"gateway"})
 # Options a backend accepts, from its URI's query or its config-file table.
 TLS_OPTIONS = ("ca_cert", "tls_server_name", "client_cert", "client_key")
 TOKEN_OPTIONS = ("token", "token_file", "token_env")
-SSH_OPTIONS = ("ssh_config", "jupyter", "jupyter_port", "start")
+SSH_OPTIONS = ("ssh_config", "jupyter", "jupyter_port", "start", "helper")
 HUB_OPTIONS = ("server",)
 HUB_TOKEN_ENV = "JUPYTERHUB_API_TOKEN"  # noqa: S105 - a variable name, not a value
 URL_OPTIONS = (*TOKEN_OPTIONS, *TLS_OPTIONS)
@@ -54,6 +54,7 @@ class SshTarget:
     jupyter: str = "jupyter"  # the remote command
     jupyter_port: int | None = None
     start: bool = False
+    helper: bool = True  # run the relay's helper there (backends/far_side.py)
 
     @property
     def address(self) -> str:
@@ -284,9 +285,7 @@ def _parse_ssh(uri: str, options: dict[str, object], where: str) -> SshTarget:
             raise ConfigError(
                 f"{where}: jupyter_port={jupyter_port} is not a port (1-65535)"
             ) from None
-    start = str(options.get("start", "false")).lower()
-    if start not in ("true", "false", "1", "0", "yes", "no"):
-        raise ConfigError(f"{where}: start={start} must be true or false")
+    start, helper = (_flag(options, key, default, where) for key, default in BOOLS)
     jupyter = str(options.get("jupyter") or "jupyter")
     return SshTarget(
         host=url.host or "",  # _read_url refused a URL without one
@@ -295,8 +294,19 @@ def _parse_ssh(uri: str, options: dict[str, object], where: str) -> SshTarget:
         ssh_config=_path(options, "ssh_config", where),
         jupyter=jupyter,
         jupyter_port=jupyter_port if isinstance(jupyter_port, int) else None,
-        start=start in ("true", "1", "yes"),
+        start=start,
+        helper=helper,
     )
+
+
+BOOLS = (("start", False), ("helper", True))
+
+
+def _flag(options: Mapping[str, object], key: str, default: bool, where: str) -> bool:
+    value = str(options.get(key, default)).lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"{where}: {key}={value} must be true or false")
+    return value in ("true", "1", "yes")
 
 
 def _token_source(options: Mapping[str, object], where: str) -> CredentialSource:

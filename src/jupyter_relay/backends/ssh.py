@@ -180,11 +180,11 @@ class SshBackend(SshConnect, RemoteJupyter):
             self._stage = "looking for the Jupyter server"
             server = await self._same_server(conn) or await self._find_server(conn, progress)
             self._stage = "opening the way to the Jupyter server"
-            far, why = (
-                (None, "not used for a Jupyter that speaks TLS")
-                if server.secure
-                else await ssh_far.try_start(conn, self.target.jupyter, who)
-            )
+            if server.secure or not self.target.helper:
+                tls = "not used for a Jupyter that speaks TLS"
+                far, why = None, tls if server.secure else "turned off with ?helper=false"
+            else:
+                far, why = await ssh_far.try_start(conn, self.target.jupyter, who)
             channels = ssh_far.Channels(conn, far, who, why)
             listener, base, opener = await self._route(conn, server, channels)
         except BaseException:
