@@ -46,6 +46,7 @@ UNIT_MODULES = frozenset(
         "test_headers",
         "test_health_history",
         "test_mixer_names",
+        "test_proxy_home",
         "test_proxy_rules",
         "test_responses",
         "test_routes",

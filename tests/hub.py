@@ -72,7 +72,10 @@ UNCACHED = "dave"
 STUBBORN = "stubborn"
 STUBBORN_STOP = 4
 
-# Appended to the generated config: per-user spawns that go wrong.
+# A user whose server has jupyter-server-proxy disabled: no port proxy of its own.
+NO_PROXY = "noproxy"
+
+# Appended to the generated config: per-user spawns that go wrong or lack something.
 SPAWN_HOOK = f"""
 import sys as _sys
 
@@ -96,6 +99,8 @@ def _pre_spawn(spawner):
         spawner.interrupt_timeout = {STUBBORN_STOP}
     if name == {UNCACHED!r}:
         spawner.args = [*spawner.args, "--HubOAuth.cache_max_age=1"]
+    if name == {NO_PROXY!r}:
+        spawner.args = [*spawner.args, "--ServerApp.jpserver_extensions=jupyter_server_proxy=False"]
 
 c.Spawner.pre_spawn_hook = _pre_spawn
 """

@@ -15,6 +15,7 @@ carries a message that tells the user what went wrong and what to do.
         ├── BackendTimeout         no answer within the bound
         ├── BackendAuthError       the backend refused our credentials
         ├── BackendBadAnswer       the backend's answer is not what Jupyter sends
+        ├── BackendNotFound        the backend lacks what was asked (its own port proxy)
         └── BackendStartError      a backend the relay starts did not come up
 """
 
@@ -78,3 +79,7 @@ class BackendStartError(BackendError):
 
 class BackendBadAnswer(BackendError):
     """The backend's answer is not what a Jupyter server sends."""
+
+
+class BackendNotFound(BackendError):
+    """The backend has not got what the request needs there (e.g. a port proxy of its own)."""

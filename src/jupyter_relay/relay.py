@@ -100,7 +100,11 @@ class Relay:
             )
         )
         self.port_proxy = PortProxy(
-            config.proxy_allow, config.proxy_deny_ports, self.backends, config.connect_timeout
+            config.proxy_allow,
+            config.proxy_deny_ports,
+            self.backends,
+            config.connect_timeout,
+            primary=self.primary,
         )
         self.apps = Apps(
             config.apps,
@@ -183,6 +187,9 @@ class Relay:
         # The port proxy reads its prefix as the client spelled it (`/proxy/127.0.0.1%3A8050/`
         # is no form), and checks it before anything is dialled.
         if road is Road.PORT:
+            passed = self.port_proxy.on_primary(raw_path)  # a hub's, a remote Jupyter's own
+            if passed is not None:
+                return Forward(passed, Road.PRIMARY)
             target = self.port_proxy.fast_target(raw_path)
             if target is not None:
                 return Forward(target, Road.PORT)

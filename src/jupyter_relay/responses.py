@@ -19,6 +19,7 @@ from .errors import (
     BackendAuthError,
     BackendBadAnswer,
     BackendError,
+    BackendNotFound,
     BackendStartError,
     BackendTimeout,
     BackendTLSError,
@@ -41,6 +42,7 @@ ANSWERS: dict[type[RelayError], tuple[int, str]] = {
     BackendAuthError: (502, "Backend Refused Credentials"),
     BackendStartError: (503, "Backend Not Started"),
     BackendBadAnswer: (502, "Invalid Backend Answer"),
+    BackendNotFound: (404, "Not Found"),
     BackendError: (502, "Bad Gateway"),
     RelayError: (500, "Relay Error"),
 }

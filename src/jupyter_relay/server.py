@@ -302,6 +302,9 @@ def _announce(running: RunningRelay, config: RelayConfig, out: TextIO, err: Text
     for name, backend in running.relay.backends.items():
         line = backend_line(backend, name == config.primary)
         print(f"jupyter-relay: serving {line}", file=err, flush=True)
+    home = running.relay.port_proxy.home
+    if home.backend is not None:  # not this machine: a change from a plain Jupyter's meaning
+        print(f"jupyter-relay: /proxy/<port>/ leads to {home.describe()}", file=err, flush=True)
     if config.token is None:
         print(
             "jupyter-relay: WARNING: authentication is disabled (--no-auth)", file=err, flush=True

@@ -248,8 +248,15 @@ def _apps(apps: Sequence[Mapping[str, Any]]) -> str:
 def _port_proxy(port_proxy: Mapping[str, Any]) -> str:
     allow = "".join(f"<li><code>{e(a)}</code></li>" for a in port_proxy.get("allow", ()))
     deny = ", ".join(e(p) for p in port_proxy.get("deny_ports", ())) or "none"
+    home = port_proxy.get("port_home")
+    leads = (
+        f'<p class="port-home"><code>/proxy/&lt;port&gt;/</code> leads to {e(home)}.</p>'
+        if home
+        else ""
+    )
     return (
-        "<p><code>/proxy/&lt;port&gt;/</code> and <code>/proxy/&lt;host&gt;:&lt;port&gt;/</code> "
+        f"{leads}<p><code>/proxy/&lt;port&gt;/</code> and "
+        "<code>/proxy/&lt;host&gt;:&lt;port&gt;/</code> "
         f'may reach:</p><ul class="allow">{allow or "<li>nothing</li>"}</ul>'
         f"<p>Ports refused: {deny}.</p>"
     )

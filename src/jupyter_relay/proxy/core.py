@@ -23,6 +23,8 @@ from ..backends.base import Backend, RawOpener
 from ..backends.ssh import SshBackend
 from ..errors import BackendUnreachable, Forbidden, NotFound
 from .allow import Allowlist, guard_of, port_denied, unmapped
+from .home import Leads, port_home
+from .passed import OwnProxy, PortOfBackend
 from .paths import ProxyPath, ip_literal, parse_proxy
 from .target import ProxyTarget, ssh_opener, tcp_opener
 
@@ -62,6 +64,7 @@ class PortProxy:
         deny_ports: tuple[tuple[int, int], ...],
         backends: Mapping[str, Backend],
         connect_timeout: float,
+        primary: Backend | None = None,
     ) -> None:
         self.allow = allow
         self.deny_ports = deny_ports
@@ -74,6 +77,26 @@ class PortProxy:
         self.denials: dict[str, int] = {}
         loopback = [a for a in LOOPBACK_ADDRESSES if allow.in_ranges(ipaddress.ip_address(a))]
         self.loopback = tuple(loopback)
+        # Where `/proxy/<port>/` leads: the machine of the primary's kernels (`home`).
+        self.primary = primary
+        url = primary.spec.url if primary is not None else None
+        self.home = port_home(
+            primary.spec.kind if primary is not None else None,
+            primary.name if primary is not None else None,
+            url.host if url is not None else None,
+        )
+        self.own_proxy = (
+            OwnProxy(primary) if primary is not None and self.home.leads is Leads.BACKEND else None
+        )
+
+    def on_primary(self, raw_path: str) -> PortOfBackend | None:
+        """`/proxy/<port>/` for a primary whose own port proxy answers it; else None."""
+        if self.own_proxy is None:
+            return None
+        parsed = parse_proxy(raw_path, self.backend_names)
+        if parsed is None or parsed.host is not None or port_denied(parsed.port, self.deny_ports):
+            return None  # another form, or a refusal the aiohttp path explains
+        return PortOfBackend(self.own_proxy.backend, self.own_proxy, parsed.port)
 
     # --- the fast path's question -----------------------------------------------------
 
@@ -138,14 +161,18 @@ class PortProxy:
             return target
         host, port = parsed.host, parsed.port
         backend = self.backends.get(host) if host is not None else None
+        if host is None and self.home.leads is Leads.SSH:
+            backend = self.primary  # the port of the machine where the kernels run
         if backend is not None and isinstance(backend, SshBackend):
             return self._make(
                 parsed,
-                f"port {port} of backend '{host}' (its localhost, over SSH)",
+                f"port {port} of backend '{backend.name}' (its localhost, over SSH)",
                 f"localhost:{port}",
                 opener=ssh_opener(backend.open_channel, port),
                 via=backend,
             )
+        if host is None and self.home.leads is Leads.BACKEND:
+            raise NotFound(f"{parsed.prefix}/ goes to {self.home.describe()}")  # on_primary's
         if host is None or (backend is not None and backend.spec.kind == "local"):
             if not self.loopback:
                 raise Forbidden(
@@ -283,6 +310,7 @@ class PortProxy:
 
     def describe(self) -> dict[str, object]:
         return {
+            "port_home": self.home.describe(),
             "allow": list(self.allow.entries),
             "deny_ports": [f"{a}-{b}" if a != b else str(a) for a, b in self.deny_ports],
         }
