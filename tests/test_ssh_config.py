@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import asyncssh
+import pytest
 
 from jupyter_relay.backends.ssh_config import FAST_CIPHERS, client_config, encryption_algs
-from jupyter_relay.specs import SshTarget
+from jupyter_relay.errors import ConfigError
+from jupyter_relay.specs import SshTarget, parse_backend
 
 DEFAULTS = [c.decode() for c in asyncssh.encryption.get_default_encryption_algs()]
 
@@ -35,3 +37,11 @@ def test_without_a_readable_config_the_defaults_are_reordered() -> None:
         "aes256-gcm@openssh.com",
         "aes128-ctr",
     ]
+
+
+def test_helper_is_on_unless_turned_off_and_a_bad_value_is_named() -> None:
+    assert parse_backend("g=ssh://gpu-box").ssh == SshTarget(host="gpu-box")
+    off = parse_backend("g=ssh://gpu-box?helper=false").ssh
+    assert off is not None and not off.helper
+    with pytest.raises(ConfigError, match=r"helper=maybe must be true or false"):
+        parse_backend("g=ssh://gpu-box?helper=maybe")

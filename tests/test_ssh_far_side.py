@@ -380,3 +380,15 @@ async def test_a_helper_killed_alone_is_said_once_and_connections_go_direct(
             assert names and all(n.startswith("sshd") for n in names), names
             await ws.close()
         await client.delete(f"{relay.base}api/kernels/{kernel_id}")
+
+
+async def test_helper_false_runs_nothing_there_and_says_so(
+    live_sshd: Sshd, remote: JupyterServer, client: aiohttp.ClientSession
+) -> None:
+    sshd = live_sshd
+    async with watched_relay([sshd.backend_arg(GPU, helper="false")], timeout=90) as relay:
+        assert "turned off with ?helper=false" in await reached(client, relay)
+        assert far_sides(sshd) == []
+        kernel_id = await start_kernel(client, relay.base)
+        assert await run_code(client, relay.base, kernel_id, "print(6 * 7)") == "42"
+        await client.delete(f"{relay.base}api/kernels/{kernel_id}")
