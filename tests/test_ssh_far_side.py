@@ -22,6 +22,7 @@ import errno
 import html
 import logging
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -32,6 +33,8 @@ from pathlib import Path
 import aiohttp
 import psutil
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from jupyter_relay.backends import remote as remote_commands
 from jupyter_relay.backends.ssh import SshBackend
@@ -137,6 +140,52 @@ async def test_a_garbled_greeting_is_refused(helper: Helper, greeting: bytes) ->
         async with asyncio.timeout(BOUND):
             assert await reader.readline() == b"ok\n"
         writer.close()
+
+
+@pytest.fixture(scope="module")
+def shared_helper() -> Iterator[Helper]:
+    running = Helper()
+    yield running
+    running.proc.kill()
+    running.proc.wait()
+
+
+def named_host(line: bytes) -> bool:
+    """`<name> <digits>`: a target the helper would resolve (no DNS lookups in tests)."""
+    parts = line.split()
+    return len(parts) == 2 and parts[1].isdigit() and not parts[0].startswith(b"127.")
+
+
+JUNK = st.binary(max_size=120).filter(lambda b: b"\n" not in b and not named_host(b))
+LOOPBACK_TARGETS = st.builds(
+    lambda host, port: f"127.0.0.{host} {port}".encode(),
+    st.integers(0, 255),
+    st.one_of(st.integers(0, 70000), st.integers(65536, 10**30)),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.one_of(JUNK, LOOPBACK_TARGETS))
+@example(b"127.0.0.1 70000")  # once left the connection unanswered
+@example(b"127.0.0.1 99999999999999999999")
+@example(b"127.0.0.1 +80")
+@example(b"\xff\xfe 80")
+def test_any_greeting_gets_one_answer_line_and_the_helper_lives_on(
+    shared_helper: Helper, line: bytes
+) -> None:
+    async def ask() -> bytes:
+        reader, writer = await greet(shared_helper.path, line + b"\n")
+        try:
+            async with asyncio.timeout(BOUND):
+                return await reader.readline()
+        finally:
+            writer.close()
+
+    answer = asyncio.run(ask())
+    assert answer == b"ok\n" or re.fullmatch(rb"error \d+ [^\n]*\n", answer), answer
+    assert shared_helper.proc.poll() is None
 
 
 def test_listens_only_on_a_private_unix_socket(helper: Helper) -> None:

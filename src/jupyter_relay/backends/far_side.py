@@ -117,13 +117,19 @@ class Front(Pipe):
 
     async def _dial(self, line: bytes, rest: bytes) -> None:
         try:
-            host, port = line.decode("ascii").split()
+            host, port_text = line.decode("ascii").split()
+            port = int(port_text)
+            if not 0 < port < 65536 or not port_text.isdigit():
+                raise ValueError(f"{port_text!r} is not a port")
             loop = asyncio.get_running_loop()
-            _, back = await loop.create_connection(lambda: Pipe(tcp=True), host, int(port))
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            number = getattr(exc, "errno", None) or 22
+            _, back = await loop.create_connection(lambda: Pipe(tcp=True), host, port)
+        except OSError as exc:
+            number = exc.errno or 5  # EIO
             # asyncio's own text ("Connect call failed") names no reason: the errno's does.
-            self._refuse(number, os.strerror(number) if number != 22 else str(exc))
+            self._refuse(number, os.strerror(number) if exc.errno else str(exc))
+            return
+        except Exception as exc:  # a line that is no target: say so, never stay silent
+            self._refuse(22, f"not a target line ({exc})")
             return
         assert isinstance(back, Pipe) and self.transport is not None
         if self.transport.is_closing():
