@@ -114,7 +114,10 @@ async def test_ssh_primary_ports_are_the_remote_machines(
     client: aiohttp.ClientSession,
 ) -> None:
     said = ssh_relay.logs()
-    assert re.search(r"/proxy/<port>/ leads to ports of backend 'gpu''s machine", said), said
+    assert re.search(
+        r"/proxy/<port>/ leads to the ports of backend 'gpu' \(its machine's localhost, over SSH\)",
+        said,
+    ), said
     base = ssh_relay.base
     prefix = f"/proxy/{remote_app.port}"
     echo = seen(await fetch(client, "GET", url(base, f"{prefix}/over/ssh?q=%2F")))
@@ -148,7 +151,7 @@ async def test_ssh_primary_ports_are_the_remote_machines(
     # The status says where /proxy/<port>/ leads.
     async with client.get(base + "relay/api/status") as resp:
         status = await resp.json()
-    assert "backend 'gpu''s machine" in status["port_proxy"]["port_home"], status
+    assert "the ports of backend 'gpu'" in status["port_proxy"]["port_home"], status
 
 
 DASH = """
@@ -241,7 +244,7 @@ async def test_hub_primary_ports_go_to_the_users_own_port_proxy(
             assert os.getpid() not in holders
         async with client.get(relay.base + "relay/api/status") as resp:
             status = await resp.json()
-        assert "backend 'cluster''s own port proxy" in status["port_proxy"]["port_home"], status
+        assert "the port proxy of backend 'cluster'" in status["port_proxy"]["port_home"], status
         log = PageLog()
         start = f"{relay.base.rstrip('/')}{prefix}/site/_page?token={RELAY_TOKEN}"
         async with open_page(log, TIMEOUT_MS, tmp_path / "hub-proxy-page.png") as page:

@@ -37,12 +37,12 @@ class PortHome:
         """For the status page and the start-up lines."""
         if self.leads is Leads.SSH:
             return (
-                f"ports of backend '{self.backend}''s machine (its localhost, over SSH); "
-                "this machine's: /proxy/localhost:<port>/"
+                f"the ports of backend '{self.backend}' (its machine's localhost, over SSH); "
+                "this machine's ports: /proxy/localhost:<port>/"
             )
         if self.leads is Leads.BACKEND:
             return (
-                f"backend '{self.backend}''s own port proxy (jupyter-server-proxy there); "
+                f"the port proxy of backend '{self.backend}' (jupyter-server-proxy there); "
                 "this machine's ports: /proxy/localhost:<port>/"
             )
         return "ports of this machine"
