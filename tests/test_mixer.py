@@ -19,7 +19,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from jupyter_relay.mixer import held
 from jupyter_relay.server import RunningRelay
 
 from .conftest import RELAY_TOKEN, Mixed, start_relay
@@ -340,24 +339,6 @@ async def test_concurrent_moves_of_one_session_leave_one_kernel(
         async with client.delete(url) as resp:
             assert resp.status == 204
     assert await kernel_ids(client, relay) == before
-
-
-def test_corrupt_sessions_file_is_moved_aside_and_start_is_empty(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    for n, junk in enumerate((b"{not json", b'{"sessions": 5}', b"[" * 100_000, b"\xff\xfe")):
-        state = tmp_path / f"state-{n}"
-        state.mkdir()
-        (state / held.FILE_NAME).write_bytes(junk)
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="jupyter_relay.mixer"):
-            sessions = held.HeldSessions(state)
-        assert sessions.records == {}
-        assert str(state / held.FILE_NAME) in caplog.text, caplog.text
-        assert (state / f"{held.FILE_NAME}.corrupt").read_bytes() == junk
-        assert not (state / held.FILE_NAME).exists()
-        sessions.put({"id": "x", "backend": "eg", "url": "u", "kernel_id": "k"})
-        assert set(held.HeldSessions(state).records) == {"x"}
 
 
 async def test_relays_sharing_a_state_dir_keep_each_others_gateway_sessions(
