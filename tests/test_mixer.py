@@ -381,6 +381,38 @@ async def test_relays_sharing_a_state_dir_keep_each_others_gateway_sessions(
             await relay.stop()
 
 
+async def test_relays_naming_a_gateway_differently_share_its_sessions(
+    mixed: Mixed, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Sessions are matched to a gateway by its URL: `gw` here is `eg` there."""
+    eg = await start_relay(mixed.backend_args, state_dir=str(tmp_path))
+    # The same gateway under another name, its URL spelled without the trailing slash.
+    url = mixed.eg.backend_arg.replace("/?token", "?token")
+    gw = await start_relay([f"gw={url}"], state_dir=str(tmp_path))
+    try:
+        body = {"path": "named.ipynb", "type": "notebook", "kernel": {"name": NAMES["eg"]}}
+        made = await send_json(client, "POST", eg.base_url + "api/sessions", body, 201)
+        listed = await get_json(client, gw.base_url + "api/sessions")
+        seen = {s["id"]: s for s in listed}
+        assert made["id"] in seen, listed
+        assert seen[made["id"]]["kernel"]["id"] == made["kernel"]["id"]
+        assert seen[made["id"]]["kernel"]["name"] == "gw--python3"
+        # And the other way: a session made through `gw` is listed through `eg`.
+        other = {"path": "other.ipynb", "type": "notebook", "kernel": {"name": "gw--python3"}}
+        theirs = await send_json(client, "POST", gw.base_url + "api/sessions", other, 201)
+        assert theirs["id"] in {
+            s["id"] for s in await get_json(client, eg.base_url + "api/sessions")
+        }
+        for session_id in (made["id"], theirs["id"]):
+            async with client.delete(f"{gw.base_url}api/sessions/{session_id}") as resp:
+                assert resp.status == 204
+        left = {s["id"] for s in await get_json(client, eg.base_url + "api/sessions")}
+        assert not left & {made["id"], theirs["id"]}
+    finally:
+        await eg.stop()
+        await gw.stop()
+
+
 async def test_session_map_forgets_sessions_ended_behind_the_relays_back(
     relay: RunningRelay, client: aiohttp.ClientSession, mixed: Mixed
 ) -> None:
