@@ -343,10 +343,12 @@ class Sessions(Kernels):
     async def _end_session(self, backend: str, own_id: str) -> Result:
         """End a session where it lives, and so its kernel."""
         if self._holds(backend):
+            # The kernel first: a relay that dies between the two leaves a record whose
+            # kernel is gone (dropped at the next list), never a kernel nobody knows.
             record = await self.held.get(own_id)
-            await self.held.drop(own_id)
             if record is not None:
                 await self._end_kernel(backend, str(record["kernel_id"]))
+            await self.held.drop(own_id)
             return Result(204)
         answer = await self._call(backend, "DELETE", f"api/sessions/{own_id}", slow=True)
         if not answer.ok:
