@@ -28,7 +28,6 @@ import logging
 import os
 import socket
 import sqlite3
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, replace
@@ -240,19 +239,15 @@ class Store:
 
 
 class HeldSessions:
-    """The store, each call on a thread of its own (sqlite may wait for another relay)."""
+    """The store, its calls one at a time on a thread of its own (sqlite may wait for
+    another relay's write; the event loop never does)."""
 
     def __init__(self, directory: Path | None) -> None:
         self.store = Store(directory)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="jupyter-relay-held")
-        self.lock = threading.Lock()
 
     async def _run(self, call: Callable[[], T]) -> T:
-        def locked() -> T:
-            with self.lock:
-                return call()
-
-        return await asyncio.get_running_loop().run_in_executor(self.pool, locked)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, call)
 
     async def of(self, url: str) -> list[Record]:
         return await self._run(lambda: self.store.of(url))
