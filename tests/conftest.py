@@ -45,6 +45,7 @@ UNIT_MODULES = frozenset(
         "test_metrics_rules",
         "test_headers",
         "test_health_history",
+        "test_mixer_held",
         "test_mixer_names",
         "test_proxy_home",
         "test_proxy_rules",

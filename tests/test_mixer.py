@@ -19,7 +19,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from jupyter_relay.mixer import held
 from jupyter_relay.server import RunningRelay
 
 from .conftest import RELAY_TOKEN, Mixed, start_relay
@@ -342,24 +341,6 @@ async def test_concurrent_moves_of_one_session_leave_one_kernel(
     assert await kernel_ids(client, relay) == before
 
 
-def test_corrupt_sessions_file_is_moved_aside_and_start_is_empty(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    for n, junk in enumerate((b"{not json", b'{"sessions": 5}', b"[" * 100_000, b"\xff\xfe")):
-        state = tmp_path / f"state-{n}"
-        state.mkdir()
-        (state / held.FILE_NAME).write_bytes(junk)
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="jupyter_relay.mixer"):
-            sessions = held.HeldSessions(state)
-        assert sessions.records == {}
-        assert str(state / held.FILE_NAME) in caplog.text, caplog.text
-        assert (state / f"{held.FILE_NAME}.corrupt").read_bytes() == junk
-        assert not (state / held.FILE_NAME).exists()
-        sessions.put({"id": "x", "backend": "eg", "url": "u", "kernel_id": "k"})
-        assert set(held.HeldSessions(state).records) == {"x"}
-
-
 async def test_relays_sharing_a_state_dir_keep_each_others_gateway_sessions(
     mixed: Mixed, client: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
@@ -398,6 +379,38 @@ async def test_relays_sharing_a_state_dir_keep_each_others_gateway_sessions(
     finally:
         for relay in relays:
             await relay.stop()
+
+
+async def test_relays_naming_a_gateway_differently_share_its_sessions(
+    mixed: Mixed, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Sessions are matched to a gateway by its URL: `gw` here is `eg` there."""
+    eg = await start_relay(mixed.backend_args, state_dir=str(tmp_path))
+    # The same gateway under another name, its URL spelled without the trailing slash.
+    url = mixed.eg.backend_arg.replace("/?token", "?token")
+    gw = await start_relay([f"gw={url}"], state_dir=str(tmp_path))
+    try:
+        body = {"path": "named.ipynb", "type": "notebook", "kernel": {"name": NAMES["eg"]}}
+        made = await send_json(client, "POST", eg.base_url + "api/sessions", body, 201)
+        listed = await get_json(client, gw.base_url + "api/sessions")
+        seen = {s["id"]: s for s in listed}
+        assert made["id"] in seen, listed
+        assert seen[made["id"]]["kernel"]["id"] == made["kernel"]["id"]
+        assert seen[made["id"]]["kernel"]["name"] == "gw--python3"
+        # And the other way: a session made through `gw` is listed through `eg`.
+        other = {"path": "other.ipynb", "type": "notebook", "kernel": {"name": "gw--python3"}}
+        theirs = await send_json(client, "POST", gw.base_url + "api/sessions", other, 201)
+        assert theirs["id"] in {
+            s["id"] for s in await get_json(client, eg.base_url + "api/sessions")
+        }
+        for session_id in (made["id"], theirs["id"]):
+            async with client.delete(f"{gw.base_url}api/sessions/{session_id}") as resp:
+                assert resp.status == 204
+        left = {s["id"] for s in await get_json(client, eg.base_url + "api/sessions")}
+        assert not left & {made["id"], theirs["id"]}
+    finally:
+        await eg.stop()
+        await gw.stop()
 
 
 async def test_session_map_forgets_sessions_ended_behind_the_relays_back(

@@ -74,6 +74,8 @@ def hostile_data() -> PageData:
         lists_error=HOSTILE,
         apps=[{"name": HOSTILE, "url": HOSTILE, "state": HOSTILE, "error": HOSTILE}],
         port_proxy={"allow": [HOSTILE], "deny_ports": [HOSTILE]},
+        reconciled=[(NOW - 90, HOSTILE)],
+        pending_starts=1,
     )
 
 
@@ -95,6 +97,25 @@ def test_the_hostile_backend_is_still_shown_with_its_kernel_and_session() -> Non
     sections = [a for t, a in parsed.tags if t == "section" and a.get("data-name") == HOSTILE]
     assert len(sections) == 1
     assert sections[0]["data-state"] == "up"
+
+
+def test_kernels_reconciled_are_listed_newest_first_and_waiting_ones_counted() -> None:
+    data = PageData(
+        version="1",
+        uptime_seconds=1,
+        now=NOW,
+        backends=(view(),),
+        reconciled=[(NOW - 120, "kernel k1: shut down"), (NOW - 5, "kernel k2: re-bound")],
+        pending_starts=2,
+    )
+    parsed = parse(render_page(data))
+    text = "".join(parsed.text)
+    assert "Kernels reconciled" in text
+    assert text.index("k2: re-bound") < text.index("k1: shut down")
+    assert "5 s ago" in text and "2 min ago" in text
+    assert "2 kernel start(s) for sessions not completed yet" in text
+    quiet = PageData(version="1", uptime_seconds=1, now=NOW, backends=(view(),))
+    assert "Kernels reconciled" not in render_page(quiet)
 
 
 def test_a_backend_down_shows_why() -> None:

@@ -20,6 +20,7 @@ from . import auth, gate, routes, status
 from .errors import BackendError, RelayError
 from .headers import is_upgrade
 from .mixer import routes as mixer_routes
+from .mixer.orphans import RECONCILE_INTERVAL
 from .relay import Relay
 from .responses import error_response, relay_error_response, security_headers
 
@@ -32,6 +33,7 @@ HEALTH_INTERVAL = 30.0
 
 RELAY_KEY = web.AppKey("relay", Relay)
 HEALTH_TASK_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("health_task")
+RECONCILE_TASK_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("reconcile_task")
 
 
 @web.middleware
@@ -140,6 +142,16 @@ async def _health_loop(relay: Relay) -> None:
         await status.check_all(relay, HEALTH_INTERVAL)
 
 
+async def _reconcile_loop(relay: Relay) -> None:
+    """Kernels started for sessions never completed: at start-up, then every so often."""
+    while True:
+        try:
+            await relay.mixer.reconcile()
+        except Exception:  # a pass that fails is tried again at the next
+            log.exception("reconciling pending kernel starts failed")
+        await asyncio.sleep(RECONCILE_INTERVAL)
+
+
 def make_app(relay: Relay) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, make_gate_middleware(relay)],
@@ -169,18 +181,22 @@ def make_app(relay: Relay) -> web.Application:
 
     async def on_startup(app: web.Application) -> None:
         app[HEALTH_TASK_KEY] = asyncio.create_task(_health_loop(relay))
+        if any(b.spec.kernels_only for b in relay.backends.values()):
+            app[RECONCILE_TASK_KEY] = asyncio.create_task(_reconcile_loop(relay))
 
     async def on_shutdown(app: web.Application) -> None:
         await relay.bridge.close()
 
     async def on_cleanup(app: web.Application) -> None:
-        task = app.get(HEALTH_TASK_KEY)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+        for key in (HEALTH_TASK_KEY, RECONCILE_TASK_KEY):
+            task = app.get(key)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         await asyncio.gather(relay.apps.stop(), relay.port_proxy.close())
         await relay.stop_backends()
+        relay.mixer.held.close()
 
     app.on_response_prepare.append(_security_headers)
     app.on_startup.append(on_startup)

@@ -88,6 +88,8 @@ def status_handler(relay: Relay) -> Handler:
             ],
             "apps": relay.apps.describe(),
             "port_proxy": relay.port_proxy.describe(),
+            "reconciled": [{"at": at, "what": what} for at, what in relay.mixer.reconciled],
+            "pending_kernel_starts": relay.mixer.pending_starts,
         }
         return web.json_response(body, headers=NO_STORE)
 
@@ -142,6 +144,8 @@ async def page_data(relay: Relay) -> PageData:
         lists_error=lists_error,
         apps=relay.apps.describe(),
         port_proxy=relay.port_proxy.describe(),
+        reconciled=tuple(relay.mixer.reconciled),
+        pending_starts=relay.mixer.pending_starts,
     )
 
 

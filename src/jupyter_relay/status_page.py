@@ -52,6 +52,9 @@ class PageData:
     lists_error: str | None = None  # why kernels or sessions could not be listed
     apps: Sequence[Mapping[str, Any]] = ()
     port_proxy: Mapping[str, Any] = field(default_factory=dict)
+    # Kernels started for sessions never completed: (epoch seconds, what the relay did).
+    reconciled: Sequence[tuple[float, str]] = ()
+    pending_starts: int = 0  # such records still waiting
 
 
 def e(value: object) -> str:
@@ -262,6 +265,25 @@ def _port_proxy(port_proxy: Mapping[str, Any]) -> str:
     )
 
 
+def _reconciled(data: PageData) -> str:
+    if not data.reconciled and not data.pending_starts:
+        return ""
+    items = "".join(
+        f'<li class="reconciled">{e(_ago(data.now - at))}: {e(what)}</li>'
+        for at, what in reversed(data.reconciled)
+    )
+    waiting = (
+        f"<p>{data.pending_starts} kernel start(s) for sessions not completed yet, waiting.</p>"
+        if data.pending_starts
+        else ""
+    )
+    return f"<h2>Kernels reconciled</h2>{waiting}<ul>{items}</ul>"
+
+
+def _ago(seconds: float) -> str:
+    return f"{uptime_text(max(seconds, 0))} ago"
+
+
 def render_status(data: PageData) -> str:
     """The `#status` part: what the page's script swaps in on each refresh."""
     up = sum(1 for b in data.backends if b.reachable)
@@ -275,6 +297,7 @@ def render_status(data: PageData) -> str:
         f'<p class="summary">Version {e(data.version)}, up {e(uptime_text(data.uptime_seconds))}; '
         f"{up} of {len(data.backends)} backends up.</p>{problem}"
         f"<h2>Backends</h2>{''.join(_backend(b, data) for b in data.backends)}{_unowned(data)}"
+        f"{_reconciled(data)}"
         f"<h2>Named apps</h2>{_apps(data.apps)}"
         f"<h2>Port proxy</h2>{_port_proxy(data.port_proxy)}</div>"
     )

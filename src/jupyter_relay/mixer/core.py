@@ -14,12 +14,13 @@ one, and the caches are plain dicts changed between awaits.
 from __future__ import annotations
 
 from .fanout import ListingRefused, Located, Passed, Result
-from .sessions import Sessions
+from .reconcile import Reconciling
 
 __all__ = ["ListingRefused", "Located", "Mixer", "Passed", "Result"]
 
 
-class Mixer(Sessions):
+class Mixer(Reconciling):
     """The mixer: kernelspecs (`kernelspecs.py`), kernels (`kernels.py`) and sessions
-    (`sessions.py`) of every backend as one, over the state and fan-out calls of
-    `fanout.py`; each part a layer on the one before."""
+    (`sessions.py`, with the kernels started for them reconciled: `reconcile.py`) of
+    every backend as one, over the state and fan-out calls of `fanout.py`; each part
+    a layer on the one before."""

@@ -1,34 +1,66 @@
-"""Sessions of kernels that run on gateways, kept by the relay in a small file.
+"""Sessions of kernels that run on gateways, kept by the relay in a small sqlite file.
 
 A Kernel Gateway serves kernels, not sessions: its session API stores a path
 and a kernel id, drops `name` and `type`, and cannot bind an existing kernel.
 So, as Jupyter's own GatewayClient does, the relay keeps those sessions
-itself. It saves them (id, path, name, type, kernel id, and the gateway's
-URL) in a JSON file, so a restarted relay, or a second one using the same
-file, knows them again; the kernels themselves keep running on the gateway.
-The file holds no secrets.
+itself, in `jupyter-relay-sessions.sqlite` in the state directory (WAL mode,
+so several relays on one host read and write it at once; a writer waits up to
+BUSY_MS for another). A record holds the session's id, path, name, type, its
+kernel's id and the gateway's URL, which is what matches a record to a backend:
+relays that name the same gateway differently share its sessions. The file
+holds no secrets.
+
+Kernels the relay starts for a session are recorded as pending before they
+are started (`Pending`), so one whose session was never completed (the relay
+died meanwhile) is found again and reconciled (see `orphans.py`).
+
+An older relay's `jupyter-relay-sessions.json` is imported once, then renamed
+`….json.imported`. `Store` is the file, synchronous; `HeldSessions` runs it on
+a thread of its own, so a busy file never blocks the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
-import tempfile
+import socket
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jupyter_core.paths import jupyter_runtime_dir
+from yarl import URL
+
+from .orphans import Pending
+
+__all__ = ["Pending", "Record"]
 
 log = logging.getLogger("jupyter_relay.mixer")
 
-FILE_NAME = "jupyter-relay-sessions.json"
-LOCK_NAME = ".jupyter-relay-sessions.lock"
+DB_NAME = "jupyter-relay-sessions.sqlite"
+JSON_NAME = "jupyter-relay-sessions.json"  # what relays before the sqlite store kept
 FIELDS = ("id", "backend", "url", "path", "name", "type", "kernel_id")
+BUSY_MS = 10_000  # how long a write waits for another relay's (sqlite's busy timeout)
 
 Record = dict[str, Any]
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, backend TEXT, url TEXT NOT NULL, path TEXT, name TEXT,
+    type TEXT, kernel_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS sessions_url ON sessions (url);
+CREATE TABLE IF NOT EXISTS pending (
+    kernel_id TEXT PRIMARY KEY, url TEXT NOT NULL, backend TEXT, session_id TEXT NOT NULL,
+    path TEXT, name TEXT, type TEXT, change INTEGER NOT NULL, owner TEXT NOT NULL,
+    deadline REAL NOT NULL);
+"""
 
 
 def default_dir() -> Path:
@@ -36,125 +68,211 @@ def default_dir() -> Path:
     return Path(jupyter_runtime_dir())
 
 
-class HeldSessions:
-    """The records, by client session id; every change is written at once.
+def gateway_key(url: str) -> str:
+    """What identifies a gateway across relays: its public URL, spelled one way.
 
-    Relays sharing the file each change only the record they touch: under an
-    exclusive `flock` of a lock file beside it, a change reads the file again,
-    applies itself and writes the whole (atomically, by rename). Reads take the
-    file again whenever its mtime or size changed, so another relay's records
-    are seen without a restart.
+    Scheme and host in lower case, the port explicit, no trailing slash, no query.
     """
+    kind, plus, rest = url.partition("+")
+    parsed = URL(rest if plus and "://" in rest else url)
+    if not parsed.is_absolute():
+        return url
+    prefix = f"{kind.lower()}+" if plus and "://" in rest else ""
+    path = parsed.path.rstrip("/")
+    return f"{prefix}{parsed.scheme.lower()}://{(parsed.host or '').lower()}:{parsed.port}{path}"
+
+
+# The statements, spelled out (their columns are FIELDS and Pending's fields, in order).
+PUT = (
+    "INSERT OR REPLACE INTO sessions (id, backend, url, path, name, type, kernel_id) "
+    "VALUES (?,?,?,?,?,?,?)"
+)
+IMPORT = PUT.replace("OR REPLACE", "OR IGNORE")
+ADD_PENDING = (
+    "INSERT INTO pending (kernel_id, url, backend, session_id, path, name, type, change, "
+    "owner, deadline) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def this_owner() -> str:
+    """`host:pid` of this relay, as pending records name their owner."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the relay that owns a pending record runs. On another host: assumed
+    (there only the record's deadline ends it)."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _row(record: Record) -> tuple[Any, ...]:
+    return tuple(_text(record.get(k)) for k in FIELDS)
+
+
+class Store:
+    """The sqlite file (or, with no directory, a database in memory); synchronous."""
 
     def __init__(self, directory: Path | None) -> None:
-        self.path = directory / FILE_NAME if directory is not None else None
-        self.records: dict[str, Record] = {}
-        self.seen: tuple[int, int, int] | None = None  # (inode, mtime_ns, size) last read
-        self.reload()
+        self.path = directory / DB_NAME if directory is not None else None
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+        self.db = self._open()
+        if directory is not None:
+            self._import(directory / JSON_NAME)
 
-    def reload(self) -> None:
-        """Read the file again if it changed since last read (another relay may have)."""
-        if self.path is None:
-            return
+    def _open(self) -> sqlite3.Connection:
+        target = str(self.path) if self.path is not None else ":memory:"
         try:
-            st = self.path.stat()
-        except OSError:
-            self.records, self.seen = {}, None
-            return
-        if (st.st_ino, st.st_mtime_ns, st.st_size) != self.seen:
-            self.records = self._read()
-
-    def _read(self) -> dict[str, Record]:
-        """The file's records; a file that is not ours to read is moved aside."""
-        assert self.path is not None
-        try:
-            st = self.path.stat()
-            data = json.loads(self.path.read_bytes())
-            found = data["sessions"] if isinstance(data, dict) else None
-            if not isinstance(found, list):
-                raise ValueError('no "sessions" list')
-        except FileNotFoundError:
-            self.seen = None
-            return {}
-        except OSError as exc:
-            log.warning("cannot read %s (%s); going on without its sessions", self.path, exc)
-            return dict(self.records)
-        except (ValueError, RecursionError) as exc:
+            return self._connect(target)
+        except sqlite3.DatabaseError as exc:
+            if self.path is None:
+                raise
             aside = self.path.with_name(self.path.name + ".corrupt")
             log.warning(
-                "%s is not a jupyter-relay sessions file (%s); moved it to %s and "
+                "%s is not a jupyter-relay sessions database (%s); moved it to %s and "
                 "starting without its gateway sessions",
                 self.path,
+                exc,
+                aside,
+            )
+            os.replace(self.path, aside)
+            return self._connect(target)
+
+    @staticmethod
+    def _connect(target: str) -> sqlite3.Connection:
+        db = sqlite3.connect(target, timeout=BUSY_MS / 1000, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        db.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")  # WAL: durable at each checkpoint, never torn
+        db.executescript(SCHEMA)
+        return db
+
+    def _import(self, old: Path) -> None:
+        """An older relay's JSON file, once: its records added, the file renamed."""
+        try:
+            data = json.loads(old.read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, RecursionError) as exc:
+            aside = old.with_name(old.name + ".corrupt")
+            log.warning(
+                "%s is not a jupyter-relay sessions file (%s); moved it to %s",
+                old,
                 str(exc)[:200],
                 aside,
             )
             with contextlib.suppress(OSError):
-                os.replace(self.path, aside)
-            self.seen = None
-            return {}
-        self.seen = (st.st_ino, st.st_mtime_ns, st.st_size)
-        return {
-            str(r["id"]): {k: r.get(k) for k in FIELDS}
-            for r in found
-            if isinstance(r, dict) and r.get("id")
-        }
+                os.replace(old, aside)
+            return
+        found = data.get("sessions") if isinstance(data, dict) else None
+        records = [r for r in found or [] if isinstance(r, dict) and r.get("id")]
+        with self.db:  # one transaction; a record already here (another relay's import) stays
+            self.db.executemany(
+                IMPORT,
+                [_row({**r, "url": gateway_key(str(r.get("url", "")))}) for r in records],
+            )
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(old, old.with_name(old.name + ".imported"))
+        log.info("imported %d gateway session(s) from %s into %s", len(records), old, self.path)
 
-    def of(self, backend: str, url: str) -> list[Record]:
-        self.reload()
-        return [r for r in self.records.values() if r["backend"] == backend and r["url"] == url]
+    # --- sessions ---------------------------------------------------------------------
+
+    def of(self, url: str) -> list[Record]:
+        rows = self.db.execute("SELECT * FROM sessions WHERE url = ?", (gateway_key(url),))
+        return [dict(r) for r in rows]
 
     def get(self, session_id: str) -> Record | None:
-        self.reload()
-        return self.records.get(session_id)
+        row = self.db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return dict(row) if row is not None else None
 
     def put(self, record: Record) -> None:
-        self._change(str(record["id"]), {k: record.get(k) for k in FIELDS})
+        with self.db:
+            self._put(record)
+
+    def _put(self, record: Record) -> None:
+        row = _row({**record, "url": gateway_key(str(record["url"]))})
+        self.db.execute(PUT, row)
 
     def drop(self, session_id: str) -> None:
-        self._change(session_id, None)
+        with self.db:
+            self.db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
-    def _change(self, session_id: str, record: Record | None) -> None:
-        """Set (or, with None, remove) one record, merged into what the file holds now."""
-        if self.path is None:
-            if record is None:
-                self.records.pop(session_id, None)
-            else:
-                self.records[session_id] = record
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            lock = os.open(self.path.with_name(LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            log.warning("cannot save gateway sessions to %s: %s", self.path, exc)
-            return
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # held for a local read and write, no more
-            records = self._read()
-            if record is None:
-                records.pop(session_id, None)
-            else:
-                records[session_id] = record
-            self.records = records
-            self._write(records)
-        finally:
-            os.close(lock)  # and so the flock
+    # --- kernels being started ----------------------------------------------------------
 
-    def _write(self, records: dict[str, Record]) -> None:
-        assert self.path is not None
-        body = json.dumps({"sessions": list(records.values())}, indent=1)
-        tmp = ""
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".jupyter-relay-", dir=self.path.parent)
-            with os.fdopen(fd, "w") as out:
-                out.write(body)
-            os.replace(tmp, self.path)
-            st = self.path.stat()
-            self.seen = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except OSError as exc:
-            log.warning("cannot save gateway sessions to %s: %s", self.path, exc)
-            if tmp:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+    def add_pending(self, pending: Pending) -> None:
+        row = astuple(replace(pending, url=gateway_key(pending.url)))
+        with self.db:
+            self.db.execute(ADD_PENDING, row)
+
+    def all_pending(self) -> list[Pending]:
+        rows = self.db.execute("SELECT * FROM pending")
+        return [Pending(**{**dict(r), "change": bool(r["change"])}) for r in rows]
+
+    def settle(self, kernel_id: str, record: Record | None = None) -> bool:
+        """The start of `kernel_id` is over: forget it, and save `record` with it.
+
+        True if this call took the pending record (so two relays reconciling the
+        same record never both act on it); the record is saved either way.
+        """
+        with self.db:
+            took = self.db.execute("DELETE FROM pending WHERE kernel_id = ?", (kernel_id,))
+            if record is not None:
+                self._put(record)
+            return took.rowcount > 0
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class HeldSessions:
+    """The store, its calls one at a time on a thread of its own (sqlite may wait for
+    another relay's write; the event loop never does)."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.store = Store(directory)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="jupyter-relay-held")
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, call)
+
+    async def of(self, url: str) -> list[Record]:
+        return await self._run(lambda: self.store.of(url))
+
+    async def get(self, session_id: str) -> Record | None:
+        return await self._run(lambda: self.store.get(session_id))
+
+    async def put(self, record: Record) -> None:
+        await self._run(lambda: self.store.put(record))
+
+    async def drop(self, session_id: str) -> None:
+        await self._run(lambda: self.store.drop(session_id))
+
+    async def add_pending(self, pending: Pending) -> None:
+        await self._run(lambda: self.store.add_pending(pending))
+
+    async def all_pending(self) -> list[Pending]:
+        return await self._run(self.store.all_pending)
+
+    async def settle(self, kernel_id: str, record: Record | None = None) -> bool:
+        return await self._run(lambda: self.store.settle(kernel_id, record))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.store.close()
 
 
 def model(record: Record, kernel: dict[str, Any]) -> dict[str, Any]:

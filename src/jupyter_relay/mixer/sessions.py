@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -19,6 +20,8 @@ from .fanout import Located, Passed, Result
 from .kernels import Kernels
 
 log = logging.getLogger("jupyter_relay.mixer")
+# Seconds a gateway may take past the relay's own timeout to answer a kernel start.
+START_MARGIN = 30.0
 
 
 class Sessions(Kernels):
@@ -44,19 +47,22 @@ class Sessions(Kernels):
 
     async def _sessions_of(self, backend: str) -> list[dict[str, Any]]:
         if self._holds(backend):
-            records = self.held.of(backend, self.backends[backend].spec.public_url())
-            found = await asyncio.gather(*(self._held_model(r) for r in records))
+            records = await self.held.of(self._url(backend))
+            found = await asyncio.gather(*(self._held_model(backend, r) for r in records))
             return [m for m in found if m is not None]
         data = await self._get_list(backend, "api/sessions", list)
         return [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
-    async def _held_model(self, record: held.Record) -> dict[str, Any] | None:
+    def _url(self, backend: str) -> str:
+        """What held records know a gateway by: its URL (relays may name it differently)."""
+        return held.gateway_key(self.backends[backend].spec.public_url())
+
+    async def _held_model(self, backend: str, record: held.Record) -> dict[str, Any] | None:
         """The record with its kernel's current model; None (and forgotten) if it is gone."""
-        backend = str(record["backend"])
         answer = await self._call(backend, "GET", f"api/kernels/{record['kernel_id']}")
         if answer.status == 404:
             log.info("session %s: its kernel on %s is gone; ending it", record["id"], backend)
-            self.held.drop(str(record["id"]))
+            await self.held.drop(str(record["id"]))
             return None
         if not answer.ok:
             raise BackendError(backend, f"backend '{backend}' answered {answer.status}")
@@ -79,7 +85,6 @@ class Sessions(Kernels):
             if raw is not None:
                 return self._learn_session(cached[0], raw)
             self.sessions.pop(session_id, None)
-        self.held.reload()
         for located in await self._all_sessions():
             if located.model["id"] == session_id:
                 return located
@@ -95,8 +100,10 @@ class Sessions(Kernels):
 
     async def _session_at(self, backend: str, own_id: str) -> dict[str, Any] | None:
         if self._holds(backend):
-            record = self.held.get(own_id)
-            return await self._held_model(record) if record else None
+            record = await self.held.get(own_id)
+            if record is None or record["url"] != self._url(backend):
+                return None
+            return await self._held_model(backend, record)
         answer = await self._call(backend, "GET", f"api/sessions/{own_id}")
         if answer.status == 404:
             return None
@@ -159,14 +166,13 @@ class Sessions(Kernels):
         kernel: dict[str, Any] | None,
         client_id: str | None,
     ) -> dict[str, Any]:
-        url = self.backends[backend].spec.public_url()
+        url = self._url(backend)
         path = fields.get("path")
         if client_id is None:  # Jupyter answers a second session for a path with the first
-            same = next((r for r in self.held.of(backend, url) if r["path"] == path), None)
-            existing = await self._held_model(same) if same else None
+            same = next((r for r in await self.held.of(url) if r["path"] == path), None)
+            existing = await self._held_model(backend, same) if same else None
             if existing is not None:
                 return existing
-        kernel_model = await self._gateway_kernel(backend, kernel, path)
         record = {
             "id": client_id or str(uuid.uuid4()),
             "backend": backend,
@@ -174,27 +180,60 @@ class Sessions(Kernels):
             "path": path,
             "name": fields.get("name"),
             "type": fields.get("type"),
-            "kernel_id": kernel_model["id"],
+            "kernel_id": None,
         }
-        self.held.put(record)
+        kernel_model = await self._gateway_kernel(backend, kernel, record, client_id is not None)
+        record["kernel_id"] = kernel_model["id"]
+        await self.held.settle(str(kernel_model["id"]), record)
         return held.model(record, kernel_model)
 
     async def _gateway_kernel(
-        self, backend: str, kernel: dict[str, Any] | None, path: Any
+        self, backend: str, kernel: dict[str, Any] | None, session: held.Record, change: bool
     ) -> dict[str, Any]:
-        """The kernel a held session gets: the one named by id, or a new one."""
+        """The kernel a held session gets: the one named by id, or a new one.
+
+        A new one is recorded as pending first, under an id the relay chooses (Enterprise
+        Gateway takes it from `env.KERNEL_ID`, jupyter_server's Kernel Gateway from
+        `kernel_id`), so a relay that dies before the session is saved leaves a record
+        to reconcile (see `orphans.py`), not an orphan. The caller settles it.
+        """
         if kernel is not None and kernel.get("id"):
             answer = await self._call(backend, "GET", f"api/kernels/{kernel['id']}")
         else:
-            body = {"name": kernel["name"]} if kernel and kernel.get("name") else {}
-            if isinstance(path, str):
-                body["path"] = path
+            kernel_id = str(uuid.uuid4())
+            body: dict[str, Any] = {"name": kernel["name"]} if kernel and kernel.get("name") else {}
+            if isinstance(session.get("path"), str):
+                body["path"] = session["path"]
+            body["kernel_id"] = kernel_id
+            body["env"] = {"KERNEL_ID": kernel_id}
+            await self.held.add_pending(self._pending(backend, kernel_id, session, change))
             answer = await self._call(backend, "POST", "api/kernels", body, slow=True)
+            if not answer.ok:  # an answer, so nothing runs; a timeout is left to reconcile
+                await self.held.settle(kernel_id)
+            elif isinstance(answer.data, dict) and answer.data.get("id") != kernel_id:
+                await self.held.settle(kernel_id)  # a gateway that chose its own id
         if not answer.ok:
             raise Passed(self._passed(backend, answer))
         model = self._object(backend, answer)
         self._started(backend, str(model.get("id")))
         return model
+
+    def _pending(
+        self, backend: str, kernel_id: str, session: held.Record, change: bool
+    ) -> held.Pending:
+        return held.Pending(
+            kernel_id=kernel_id,
+            url=self._url(backend),
+            backend=backend,
+            session_id=str(session["id"]),
+            path=session.get("path"),
+            name=session.get("name"),
+            type=session.get("type"),
+            change=change,
+            owner=held.this_owner(),
+            # When its start has surely ended: the relay's own wait for it, and a margin.
+            deadline=time.time() + self.timeout + START_MARGIN,
+        )
 
     @contextlib.asynccontextmanager
     async def _session_turn(self, session_id: str) -> AsyncIterator[None]:
@@ -246,7 +285,7 @@ class Sessions(Kernels):
         self, here: Located, changes: Mapping[str, Any], kernel: dict[str, Any] | None
     ) -> dict[str, Any]:
         gone = NotFound(f"session {here.own_id} does not exist any more (it was deleted)")
-        stored = self.held.get(here.own_id)
+        stored = await self.held.get(here.own_id)
         if stored is None:  # e.g. deleted through another relay sharing the state
             raise gone
         record = dict(stored)
@@ -255,15 +294,16 @@ class Sessions(Kernels):
                 record[key] = changes[key]
         old_kernel = record.get("kernel_id")
         if kernel is not None:
-            model = await self._gateway_kernel(here.backend, kernel, record.get("path"))
+            model = await self._gateway_kernel(here.backend, kernel, record, True)
             record["kernel_id"] = model["id"]
-            if self.held.get(here.own_id) is None:  # deleted while the kernel started
+            if await self.held.get(here.own_id) is None:  # deleted while the kernel started
+                await self.held.settle(str(model["id"]))
                 await self._end_kernel(here.backend, str(model["id"]))
                 raise gone
-        self.held.put(record)
+        await self.held.settle(str(record["kernel_id"]), record)
         if old_kernel and old_kernel != record["kernel_id"]:  # as Jupyter does
             await self._end_kernel(here.backend, str(old_kernel))
-        raw = await self._held_model(record)
+        raw = await self._held_model(here.backend, record)
         if raw is None:
             raise NotFound(f"session {here.own_id}: its kernel is gone")
         return raw
@@ -303,10 +343,12 @@ class Sessions(Kernels):
     async def _end_session(self, backend: str, own_id: str) -> Result:
         """End a session where it lives, and so its kernel."""
         if self._holds(backend):
-            record = self.held.get(own_id)
-            self.held.drop(own_id)
+            # The kernel first: a relay that dies between the two leaves a record whose
+            # kernel is gone (dropped at the next list), never a kernel nobody knows.
+            record = await self.held.get(own_id)
             if record is not None:
                 await self._end_kernel(backend, str(record["kernel_id"]))
+            await self.held.drop(own_id)
             return Result(204)
         answer = await self._call(backend, "DELETE", f"api/sessions/{own_id}", slow=True)
         if not answer.ok:
