@@ -147,7 +147,7 @@ class Sessions(Kernels):
             body.pop("kernel")
         if client_id is not None:
             body["type"] = names.mark(body.get("type"), client_id)
-        answer = await self._call(backend, "POST", "api/sessions", body, slow=True)
+        answer = await self._start(backend, "POST", "api/sessions", body)
         if not answer.ok:
             raise Passed(self._passed(backend, answer))
         return self._object(backend, answer)
@@ -189,7 +189,7 @@ class Sessions(Kernels):
             body = {"name": kernel["name"]} if kernel and kernel.get("name") else {}
             if isinstance(path, str):
                 body["path"] = path
-            answer = await self._call(backend, "POST", "api/kernels", body, slow=True)
+            answer = await self._start(backend, "POST", "api/kernels", body)
         if not answer.ok:
             raise Passed(self._passed(backend, answer))
         model = self._object(backend, answer)
@@ -236,7 +236,10 @@ class Sessions(Kernels):
             if "type" in changes and here.own_id != session_id:
                 changes["type"] = names.mark(changes["type"], session_id)
             path = f"api/sessions/{here.own_id}"
-            answer = await self._call(here.backend, "PATCH", path, changes, slow=True)
+            if kernel is not None:  # it may start one
+                answer = await self._start(here.backend, "PATCH", path, changes)
+            else:
+                answer = await self._call(here.backend, "PATCH", path, changes, slow=True)
             if not answer.ok:
                 return self._passed(here.backend, answer)
             raw = self._object(here.backend, answer)
