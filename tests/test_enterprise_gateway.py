@@ -263,6 +263,17 @@ async def test_a_slow_start_holds_up_nothing_else(
     await shut_down(client, base, kernel["id"])
 
 
+async def test_a_launch_eg_gives_up_on_is_answered_with_egs_words(
+    relay: WatchedRelay, client: aiohttp.ClientSession
+) -> None:
+    """Within --kernel-start-timeout the client sees EG's own answer: here its launch
+    timeout (KERNEL_LAUNCH_TIMEOUT, from the client's env) shorter than the slow start."""
+    body = {"name": f"eg--{SLOW_SPEC}", "env": {"KERNEL_LAUNCH_TIMEOUT": "1"}}
+    status, error = await answer(client, "POST", relay.base + "api/kernels", body)
+    assert status == 500, error
+    assert "Waited too long (1.0s) to get connection file" in error["message"], error
+
+
 async def test_a_start_past_kernel_start_timeout_is_a_504_naming_the_flag(
     jupyter: JupyterServer,
     eg: EnterpriseGateway,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from jupyter_relay.mixer.api import Answer, error_body
 from jupyter_relay.mixer.start_env import refusal, relay_env, sent_user, start_body
 
 
@@ -58,3 +59,17 @@ def test_refusal_moves_egs_reason_into_the_message_with_a_hint() -> None:
     jupyter_shaped = refusal({"message": "no", "reason": "Nope"}, None)
     assert jupyter_shaped["reason"] == "Nope"
     assert "no KERNEL_USERNAME was sent" in jupyter_shaped["message"]
+
+
+def test_a_gateways_sentence_in_reason_becomes_the_message() -> None:
+    """Tornado's HTTPError(500, reason=...) of EG: `message` empty, the words in `reason`."""
+    eg = {"reason": "KernelID: 'k' launch timeout due to: Waited too long (2s)", "message": ""}
+    assert error_body("eg", Answer(500, eg)) == {
+        "reason": "Internal Server Error",
+        "message": "KernelID: 'k' launch timeout due to: Waited too long (2s)",
+    }
+    jupyter = {"message": "Kernel does not exist: k", "reason": None}
+    assert error_body("lab", Answer(404, jupyter)) == jupyter
+    assert error_body("eg", Answer(599, {"message": "", "reason": "odd"}))["reason"] == (
+        "Backend Error"
+    )
