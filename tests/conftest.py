@@ -52,6 +52,7 @@ UNIT_MODULES = frozenset(
         "test_responses",
         "test_routes",
         "test_scrub",
+        "test_start_env",
         "test_ssh_config",
         "test_status_page",
     }

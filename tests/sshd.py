@@ -84,6 +84,7 @@ class Sshd:
     proc: subprocess.Popen[bytes] | None = None
     alias: str = ALIAS
     base_config: str = ""  # sshd_config as start_sshd wrote it
+    address: str = "127.0.0.1"  # the loopback address it listens on
 
     @property
     def host_public_key(self) -> str:
@@ -91,7 +92,7 @@ class Sshd:
 
     @property
     def known_hosts_line(self) -> str:
-        return f"[127.0.0.1]:{self.port} {self.host_public_key}\n"
+        return f"[{self.address}]:{self.port} {self.host_public_key}\n"
 
     def backend_arg(self, name: str = "gpu", ssh_config: Path | None = None, **options: str) -> str:
         """`NAME=ssh://ALIAS?ssh_config=...&...` for --backend."""
@@ -116,7 +117,7 @@ class Sshd:
         path = self.dir / f"ssh_config-{tag}"
         path.write_text(
             f"Host {self.alias}\n"
-            f"    HostName 127.0.0.1\n"
+            f"    HostName {self.address}\n"
             f"    Port {self.port}\n"
             f"    User {user}\n"
             f"    IdentityFile {identity or self.user_key}\n"
@@ -157,7 +158,7 @@ class Sshd:
 
     def _launch(self) -> None:
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
-        mark = f"Server listening on 127.0.0.1 port {self.port}"
+        mark = f"Server listening on {self.address} port {self.port}"
         offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -239,12 +240,17 @@ def _alive(proc: psutil.Process) -> bool:
 
 
 def _sshd_config(
-    sshd_dir: Path, port: int, host_key: Path, authorized_keys: Path, env: dict[str, str]
+    sshd_dir: Path,
+    port: int,
+    host_key: Path,
+    authorized_keys: Path,
+    env: dict[str, str],
+    address: str = "127.0.0.1",
 ) -> str:
     setenv = " ".join(f'"{key}={value}"' for key, value in env.items())
     return (
         f"Port {port}\n"
-        "ListenAddress 127.0.0.1\n"
+        f"ListenAddress {address}\n"
         f"HostKey {host_key}\n"
         f"PidFile {sshd_dir / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {authorized_keys}\n"
@@ -264,8 +270,15 @@ def _sshd_config(
     )
 
 
-def start_sshd(workdir: Path, *, alias: str = ALIAS) -> Sshd:
-    """A real sshd on a free loopback port with private keys, known_hosts and ssh_config."""
+def start_sshd(
+    workdir: Path, *, alias: str = ALIAS, address: str = "127.0.0.1", port: int | None = None
+) -> Sshd:
+    """A real sshd on a free loopback port with private keys, known_hosts and ssh_config.
+
+    `address` is the loopback address it listens on (127.0.0.2 is "another host" to a
+    program that takes only 127.0.0.1 for this one); `port` a port to take instead of a
+    free one (RuntimeError if it is taken).
+    """
     sshd_dir = workdir / f"sshd-{secrets.token_hex(4)}"
     sshd_dir.mkdir(mode=0o700, parents=True)
     runtime_dir = sshd_dir / "runtime"
@@ -290,9 +303,10 @@ def start_sshd(workdir: Path, *, alias: str = ALIAS) -> Sshd:
     }
     config = sshd_dir / "sshd_config"
     sshd: Sshd | None = None
+    given_port = port
     for _ in range(5):  # sshd has no port 0: pick one, retry if taken meanwhile
-        port = free_port()
-        base_config = _sshd_config(sshd_dir, port, host_key, authorized_keys, env)
+        port = given_port or free_port()
+        base_config = _sshd_config(sshd_dir, port, host_key, authorized_keys, env, address)
         config.write_text(base_config)
         sshd = Sshd(
             dir=sshd_dir,
@@ -309,12 +323,13 @@ def start_sshd(workdir: Path, *, alias: str = ALIAS) -> Sshd:
             log=sshd_dir / f"sshd-{port}.log",
             alias=alias,
             base_config=base_config,
+            address=address,
         )
         try:
             sshd._launch()
             break
         except RuntimeError:
-            if "Address already in use" in sshd.logs():
+            if "Address already in use" in sshd.logs() and given_port is None:
                 continue
             raise
     else:

@@ -50,6 +50,21 @@ def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
     assert config.log_level == "debug"
 
 
+def test_kernel_start_timeout_and_the_env_of_gateway_starts(tmp_path: Path) -> None:
+    assert load().kernel_start_timeout == 600.0
+    file = tmp_path / "relay.toml"
+    file.write_text("kernel_start_timeout = 900\n")
+    assert load(path=str(file)).kernel_start_timeout == 900.0
+    env = {"JUPYTER_RELAY_KERNEL_START_TIMEOUT": "300"}
+    assert load(env=env, path=str(file)).kernel_start_timeout == 300.0
+    assert load({"kernel_start_timeout": "30"}, env=env).kernel_start_timeout == 30.0
+    with pytest.raises(ConfigError, match="--kernel-start-timeout must be a positive"):
+        load({"kernel_start_timeout": "0"})
+    config = load(env={"KERNEL_USERNAME": "alice", "KERNEL_TEAM": "ml", "HOME": "/h"})
+    assert config.kernel_env == {"KERNEL_USERNAME": "alice", "KERNEL_TEAM": "ml"}
+    assert "KERNEL_TEAM" not in repr(config)
+
+
 def test_default_file_in_jupyter_config_dir(tmp_path: Path) -> None:
     (tmp_path / "jupyter-relay.toml").write_text("port = 4444\n")
     assert load_config({}, [], {"JUPYTER_CONFIG_DIR": str(tmp_path)}).port == 4444

@@ -195,9 +195,10 @@ def slow_server(own_work: Path) -> Iterator[JupyterServer]:
 
 @pytest.fixture(scope="module")
 def nolist_gateway(own_work: Path) -> Iterator[KernelGateway]:
-    gateway = start_kernel_gateway(
-        own_work, list_kernels=False, env_extra={"RELAY_TEST_BACKEND": NOLIST}
-    )
+    # The relay's starts carry an `env` (as GatewayClient's do): then the kernel sees
+    # only the variables the gateway lists.
+    env = {"RELAY_TEST_BACKEND": NOLIST, "KG_ENV_PROCESS_WHITELIST": "RELAY_TEST_BACKEND"}
+    gateway = start_kernel_gateway(own_work, list_kernels=False, env_extra=env)
     try:
         yield gateway
     finally:

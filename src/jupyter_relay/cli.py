@@ -95,6 +95,7 @@ GROUPS = {
         "connect_timeout",
         "backend_timeout",
         "list_timeout",
+        "kernel_start_timeout",
         "start_timeout",
         "shutdown_timeout",
         "log_level",

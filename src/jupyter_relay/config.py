@@ -9,6 +9,7 @@ names the key and what it allows.
 
 from __future__ import annotations
 
+import getpass
 import ipaddress
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,7 @@ from jupyter_core.paths import jupyter_config_dir
 from . import kept_token
 from .credentials import Secret
 from .errors import ConfigError
+from .mixer.start_env import relay_env
 from .proxy.allow import Allowlist, parse_port_ranges
 from .proxy.appspec import AppSpec, parse_apps
 from .settings import (
@@ -70,6 +72,10 @@ class RelayConfig:
         return "https" if self.certfile is not None else "http"
 
     metrics_public: bool = False  # /relay/metrics without the token
+    kernel_start_timeout: float = 600.0
+    # The `env` of kernel starts on gateways, from the relay's environment (start_env.py).
+    # Not in repr: a KERNEL_* variable may hold something private.
+    kernel_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def loopback(self) -> bool:
@@ -181,6 +187,8 @@ def load_config(
         certfile=certfile,
         keyfile=keyfile,
         metrics_public=values["metrics_public"],
+        kernel_start_timeout=values["kernel_start_timeout"],
+        kernel_env=relay_env(env, env.get("KERNEL_USERNAME") or getpass.getuser()),
     )
 
 

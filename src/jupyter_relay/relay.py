@@ -87,6 +87,8 @@ class Relay:
             list_timeout=config.list_timeout,
             timeout=config.backend_timeout,
             held_dir=config.state_dir or held.default_dir(),
+            kernel_start_timeout=config.kernel_start_timeout,
+            start_env=config.kernel_env,
         )
         self.bridge = colab.Bridge(
             colab.BridgeSettings(

@@ -201,6 +201,15 @@ SETTINGS: tuple[Setting, ...] = (
         "S",
     ),
     Setting(
+        "kernel_start_timeout",
+        _positive,
+        600.0,
+        "seconds a kernel start (POST /api/kernels, a session that starts a kernel) may take "
+        "on any backend before answering 504; well above Enterprise Gateway's own launch "
+        "timeout, so the gateway's answer is the one the client sees",
+        "S",
+    ),
+    Setting(
         "list_timeout",
         _positive,
         5.0,

@@ -11,6 +11,7 @@ import asyncio
 import json
 import secrets
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp
@@ -121,9 +122,22 @@ async def read_bounded(stream: aiohttp.StreamReader, limit: int) -> bytes:
 
 def error_body(backend: str, answer: Answer) -> dict[str, Any]:
     """A backend's error answer in Jupyter's shape, naming the backend if it gave no JSON."""
-    if isinstance(answer.data, dict) and "message" in answer.data:
-        return answer.data
+    data = answer.data
+    if isinstance(data, dict) and "message" in data:
+        reason = data.get("reason")
+        if not data["message"] and isinstance(reason, str) and reason:
+            # Tornado's HTTPError(status, reason=...) of the Kernel and Enterprise Gateways:
+            # the sentence in `reason`, `message` empty. Clients show `message`.
+            return {**data, "message": reason, "reason": _phrase(answer.status)}
+        return data
     return {
         "message": f"backend '{backend}' answered HTTP {answer.status}",
         "reason": "Backend Error",
     }
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Backend Error"

@@ -64,12 +64,18 @@ class Fanout:
         list_timeout: float,
         timeout: float,
         held_dir: Path | None = None,
+        kernel_start_timeout: float | None = None,
+        start_env: Mapping[str, str] | None = None,
     ) -> None:
         self.backends = backends
         self.held = held.HeldSessions(held_dir)
         self.naming = Naming(primary, tuple(backends))
         self.list_timeout = list_timeout
         self.timeout = timeout
+        # Requests that may start a kernel wait this long (--kernel-start-timeout).
+        self.kernel_start_timeout = kernel_start_timeout or timeout
+        # The `env` of kernel starts on gateways, as GatewayClient sends it (start_env.py).
+        self.start_env: Mapping[str, str] = dict(start_env or {})
         self.kernel_owner: dict[str, str] = {}
         # Mixed kernelspec name -> (backend, its own name), from the latest merged lists.
         self.spec_owners: dict[str, tuple[str, str]] = {}

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import (
     BackendError,
+    BackendTimeout,
     NotFound,
 )
-from . import names
-from .api import call
+from . import names, start_env
+from .api import Answer, call, error_body
 from .fanout import ListingRefused, Result
 from .kernelspecs import Kernelspecs
 
@@ -54,7 +56,7 @@ class Kernels(Kernelspecs):
         backend, own = await self._kernel_target(model.get("name"))
         if own is not None:
             model["name"] = own
-        answer = await self._call(backend, "POST", "api/kernels", model, slow=True)
+        answer = await self._start(backend, "POST", "api/kernels", model)
         if not answer.ok:
             return self._passed(backend, answer)
         kernel = self._object(backend, answer)
@@ -65,6 +67,35 @@ class Kernels(Kernelspecs):
             names.kernel_model(kernel, backend, self.naming),
             f"/api/kernels/{kernel_id}",
         )
+
+    async def _start(self, backend: str, method: str, path: str, body: dict[str, Any]) -> Answer:
+        """A request that may start a kernel, bounded by --kernel-start-timeout.
+
+        A kernel start on a gateway carries the `env` GatewayClient sends (start_env.py),
+        and a refusal of it says what to change. Only this request waits that long: every
+        other goes on meanwhile.
+        """
+        if self._holds(backend) and path == "api/kernels":
+            body = start_env.start_body(body, self.start_env)
+        limit = self.kernel_start_timeout
+        try:
+            async with asyncio.timeout(limit):
+                # The call's own bound is the outer one's, so the outer one says why.
+                answer = await call(
+                    self.backends[backend], method, path, timeout=limit + 1, body=body
+                )
+        except TimeoutError:
+            raise BackendTimeout(
+                backend,
+                f"backend '{backend}' did not start the kernel within {limit:g} s; "
+                "a start that needs longer (an image to pull, a busy cluster) needs a "
+                "larger --kernel-start-timeout",
+                "kernel start timed out",
+            ) from None
+        if answer.status == 403 and self._holds(backend) and path == "api/kernels":
+            error = error_body(backend, answer)
+            return Answer(403, start_env.refusal(error, start_env.sent_user(body)))
+        return answer
 
     async def _kernel_target(self, name: Any) -> tuple[str, str | None]:
         """Where a kernel of spec `name` starts: (backend, its own spec name or None)."""

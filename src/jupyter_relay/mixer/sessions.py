@@ -154,7 +154,7 @@ class Sessions(Kernels):
             body.pop("kernel")
         if client_id is not None:
             body["type"] = names.mark(body.get("type"), client_id)
-        answer = await self._call(backend, "POST", "api/sessions", body, slow=True)
+        answer = await self._start(backend, "POST", "api/sessions", body)
         if not answer.ok:
             raise Passed(self._passed(backend, answer))
         return self._object(backend, answer)
@@ -207,7 +207,7 @@ class Sessions(Kernels):
             body["kernel_id"] = kernel_id
             body["env"] = {"KERNEL_ID": kernel_id}
             await self.held.add_pending(self._pending(backend, kernel_id, session, change))
-            answer = await self._call(backend, "POST", "api/kernels", body, slow=True)
+            answer = await self._start(backend, "POST", "api/kernels", body)
             if not answer.ok:  # an answer, so nothing runs; a timeout is left to reconcile
                 await self.held.settle(kernel_id)
             elif isinstance(answer.data, dict) and answer.data.get("id") != kernel_id:
@@ -232,7 +232,7 @@ class Sessions(Kernels):
             change=change,
             owner=held.this_owner(),
             # When its start has surely ended: the relay's own wait for it, and a margin.
-            deadline=time.time() + self.timeout + START_MARGIN,
+            deadline=time.time() + self.kernel_start_timeout + START_MARGIN,
         )
 
     @contextlib.asynccontextmanager
@@ -275,7 +275,10 @@ class Sessions(Kernels):
             if "type" in changes and here.own_id != session_id:
                 changes["type"] = names.mark(changes["type"], session_id)
             path = f"api/sessions/{here.own_id}"
-            answer = await self._call(here.backend, "PATCH", path, changes, slow=True)
+            if kernel is not None:  # it may start one
+                answer = await self._start(here.backend, "PATCH", path, changes)
+            else:
+                answer = await self._call(here.backend, "PATCH", path, changes, slow=True)
             if not answer.ok:
                 return self._passed(here.backend, answer)
             raw = self._object(here.backend, answer)
