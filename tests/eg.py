@@ -27,14 +27,13 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .servers import free_port
+from .servers import KernelGateway, free_port
 from .sshd import USER, Sshd, kill_remote_processes, start_sshd
 from .waiting import eventually_sync
 
@@ -64,35 +63,20 @@ def installed() -> tuple[Path, Path]:
 
 
 @dataclass
-class EnterpriseGateway:
-    """A running EG, its token, and the two sshd it launches kernels on."""
+class EnterpriseGateway(KernelGateway):
+    """A running EG, its token, and the two sshd it launches kernels on.
 
-    proc: subprocess.Popen[bytes]
-    port: int
-    token: str
-    log: Path
-    hosts: list[Sshd]
+    Reached as a Kernel Gateway is (`base`, `backend_arg`), with its hosts beside it.
+    """
 
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    @property
-    def backend_arg(self) -> str:
-        return f"gateway+{self.base}?token={self.token}"
+    hosts: list[Sshd] = field(default_factory=list)
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
         """Stop EG (it shuts its kernels down), then the hosts and whatever still runs there."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        super().stop()
         for host in self.hosts:
             host.stop()
             kill_remote_processes(host)
@@ -217,7 +201,7 @@ def start_enterprise_gateway(work: Path, hosts: list[Sshd]) -> EnterpriseGateway
                 env=env,
                 cwd=eg_dir,
             )
-        gateway = EnterpriseGateway(proc, port, token, log, hosts)
+        gateway = EnterpriseGateway(proc, port, token, log, hosts=hosts)
         try:
             eventually_sync(
                 lambda gateway=gateway: _answers(gateway),  # type: ignore[misc]

@@ -38,7 +38,8 @@ from .kernel_client import run_code, start_kernel
 from .needs import need_chromium
 from .proxying import PREFIX_HEADERS, assert_json_error, clients_of, fetch, proxy_relay, seen, url
 from .servers import JupyterServer, RelayProcess, start_relay_process
-from .sshd import Sshd, far_sides, running_sshd, start_remote_jupyter
+from .sshd import Sshd, running_sshd, start_remote_jupyter
+from .test_proxy_ssh import only_the_remote_side
 from .webapps import WebApp, run_webapp
 
 TIMEOUT_MS = 60_000
@@ -97,15 +98,6 @@ async def local_app() -> AsyncIterator[WebApp]:
         yield state
 
 
-def on_the_remote_side(sshd: Sshd, port: int) -> None:
-    """Everything connected to `port` is sshd or the relay's helper there, never the relay."""
-    clients = clients_of(port)
-    assert clients, f"nothing is connected to port {port}"
-    helpers = {p.pid for p in far_sides(sshd)}
-    strays = {p: n for p, n in clients.items() if not n.startswith("sshd") and p not in helpers}
-    assert not strays, (strays, clients)
-
-
 async def test_ssh_primary_ports_are_the_remote_machines(
     sshd: Sshd,
     ssh_relay: RelayProcess,
@@ -128,7 +120,7 @@ async def test_ssh_primary_ports_are_the_remote_machines(
         assert resp.status == 200, await resp.text()
         first = await resp.content.readline()
         assert first.startswith(b"data: "), first
-        on_the_remote_side(sshd, remote_app.port)
+        only_the_remote_side(sshd, remote_app.port)
         assert (await resp.content.read()).count(b"data: ") == 2
     # A websocket with the app's subprotocol.
     target = url(base, f"{prefix}/_ws")
@@ -136,7 +128,7 @@ async def test_ssh_primary_ports_are_the_remote_machines(
         assert ws.protocol == "chosen.v2"
         await ws.send_str("hello over ssh")
         assert (await ws.receive()).data == "hello over ssh"
-        on_the_remote_side(sshd, remote_app.port)
+        only_the_remote_side(sshd, remote_app.port)
     # This machine's ports, explicitly: the relay itself connects.
     local = f"/proxy/localhost:{local_app.port}"
     async with asyncio.timeout(30), client.get(url(base, f"{local}/_sse?n=2&gap=0.5")) as resp:

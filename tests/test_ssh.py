@@ -165,6 +165,12 @@ def clients_of(port: int) -> set[str]:
     return names
 
 
+def only_sshd_talks_to(port: int) -> None:
+    """What holds the connections to `port` is sshd alone (its own forwarding, no helper)."""
+    names = {psutil.Process(pid).name() for pid in client_pids(port)}
+    assert names and all(n.startswith("sshd") for n in names), names
+
+
 def only_the_far_side_talks_to(sshd: Sshd, port: int) -> None:
     """What holds the connections to the remote `port` is the relay's helper there, alone."""
     helpers = {p.pid for p in far_sides(sshd)}

@@ -44,7 +44,12 @@ from .conftest import WatchedRelay, watched_relay
 from .kernel_client import run_code, start_kernel
 from .servers import JupyterServer, free_port
 from .sshd import Sshd, far_sides, running_sshd, start_remote_jupyter, start_sshd
-from .test_ssh import client_pids, only_the_far_side_talks_to, wait_for_status
+from .test_ssh import (
+    client_pids,
+    only_sshd_talks_to,
+    only_the_far_side_talks_to,
+    wait_for_status,
+)
 from .waiting import eventually, eventually_sync
 
 GPU = "gpu"
@@ -369,8 +374,7 @@ async def test_without_unix_socket_forwarding_channels_go_direct_and_the_log_say
         kernel_id = await start_kernel(client, relay.base)
         url = f"{relay.base}api/kernels/{kernel_id}/channels"
         async with asyncio.timeout(60), client.ws_connect(url) as ws:
-            names = {psutil.Process(pid).name() for pid in client_pids(remote.port)}
-            assert names and all(n.startswith("sshd") for n in names), names
+            only_sshd_talks_to(remote.port)
             await ws.close()
         assert await run_code(client, relay.base, kernel_id, "print(6 * 7)") == "42"
         await client.delete(f"{relay.base}api/kernels/{kernel_id}")
@@ -387,8 +391,7 @@ async def test_through_a_proxyjump_host_the_helper_runs_on_the_last_one(
         async with watched_relay([arg], timeout=90) as relay:
             assert "the relay's helper there" in relay.said, relay.said
             # The target's sshd is reached by the jump host's sshd, not by the relay.
-            names = {psutil.Process(pid).name() for pid in client_pids(live_sshd.port)}
-            assert names and all(n.startswith("sshd") for n in names), names
+            only_sshd_talks_to(live_sshd.port)
             assert os.getpid() not in client_pids(live_sshd.port)
             kernel_id = await start_kernel(client, relay.base)
             url = f"{relay.base}api/kernels/{kernel_id}/channels"
@@ -425,8 +428,7 @@ async def test_a_helper_killed_alone_is_said_once_and_connections_go_direct(
         assert len(said) == 1 and "sshd's own forwarding" in said[0], said
         url = f"{relay.base}api/kernels/{kernel_id}/channels"
         async with asyncio.timeout(60), client.ws_connect(url) as ws:
-            names = {psutil.Process(pid).name() for pid in client_pids(remote.port)}
-            assert names and all(n.startswith("sshd") for n in names), names
+            only_sshd_talks_to(remote.port)
             await ws.close()
         await client.delete(f"{relay.base}api/kernels/{kernel_id}")
 
