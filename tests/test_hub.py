@@ -860,6 +860,8 @@ def test_no_token_is_one_line_saying_where_to_make_one(hub_work: Path, source: s
         uri += f"&token_file={empty}"
     env = _child_env()
     env.pop("JUPYTERHUB_API_TOKEN", None)
+    data = hub_work / f"data-{source}"  # fresh: the relay would mint a token here
+    env["JUPYTER_DATA_DIR"] = str(data)
     result = subprocess.run(
         [str(BIN / "jupyter-relay"), "--port", "0", "--backend", uri],
         capture_output=True,
@@ -876,6 +878,7 @@ def test_no_token_is_one_line_saying_where_to_make_one(hub_work: Path, source: s
         assert f"write it into {empty}" in lines[0], lines[0]
     else:
         assert "export JUPYTERHUB_API_TOKEN, or give token_file=" in lines[0], lines[0]
+    assert not (data / "jupyter-relay" / "token").exists()  # a refused start keeps no token
 
 
 async def test_cookies_of_the_users_server_get_the_relays_path(

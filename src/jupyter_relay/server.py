@@ -174,9 +174,10 @@ async def start(config: RelayConfig, progress: Progress) -> RunningRelay:
     context = tls_context(config)
     sock = bind(config.ip, config.port) if config.sock is None else bind_unix(config.sock)
     try:
-        _keep_token(config, progress)
         relay = Relay(config, sock.getsockname()[1] if config.sock is None else 0)
         await relay.start_backends(progress)
+        # Kept once nothing can refuse the start: a backend that cannot start is one line.
+        _keep_token(config, progress)
         # The relay's own answers: reached by the engine only, which logs every request.
         runner = web.AppRunner(
             make_app(relay),
