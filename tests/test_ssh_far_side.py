@@ -24,7 +24,9 @@ import logging
 import os
 import re
 import signal
+import socket
 import stat
+import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -59,10 +61,17 @@ BOUND = 30.0  # seconds for what should take well under one
 # --- the helper alone ---------------------------------------------------------------------
 
 
+SPLICE_LINE = 'SPLICE = getattr(os, "splice", None)'
+
+
 class Helper:
-    def __init__(self) -> None:
+    def __init__(self, copying: bool = False) -> None:
+        text = program()
+        if copying:  # as on Python < 3.10, which has no os.splice
+            assert SPLICE_LINE in text
+            text = text.replace(SPLICE_LINE, "SPLICE = None")
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", "-c", program()],
+            [sys.executable, "-u", "-c", text],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -76,9 +85,9 @@ class Helper:
         return self.proc.wait(BOUND)
 
 
-@pytest.fixture
-def helper() -> Iterator[Helper]:
-    running = Helper()
+@pytest.fixture(params=["splice", "copy"])
+def helper(request: pytest.FixtureRequest) -> Iterator[Helper]:
+    running = Helper(copying=request.param == "copy")
     yield running
     if running.proc.poll() is None:
         running.proc.kill()
@@ -118,6 +127,40 @@ async def test_bridges_bytes_both_ways_with_half_close(helper: Helper) -> None:
             writer.write_eof()  # the echo server closes only once it sees this end
             echoed = await reader.read()  # to EOF: passed back by the helper
         assert echoed == b"first " + big
+        writer.close()
+
+
+async def test_a_side_that_breaks_ends_the_other(helper: Helper) -> None:
+    """The target resets the connection mid-stream: the relay's side ends too, at once."""
+    reset = asyncio.Event()
+
+    async def breaks(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # an RST, not a FIN
+        reset.set()
+
+    server = await asyncio.start_server(breaks, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await greet(helper.path, f"127.0.0.1 {port}\n".encode())
+        async with asyncio.timeout(BOUND):
+            assert await reader.readline() == b"ok\n"
+            writer.write(b"x")
+            await reset.wait()
+            with contextlib.suppress(ConnectionResetError):
+                assert await reader.read() == b""  # ended, not left hanging
+        writer.close()
+    finally:
+        server.close()
+    # and it serves the next connection
+    async with echo_server() as port:
+        reader, writer = await greet(helper.path, f"127.0.0.1 {port}\nhi".encode())
+        async with asyncio.timeout(BOUND):
+            assert await reader.readline() == b"ok\n"
+            writer.write_eof()
+            assert await reader.read() == b"hi"
         writer.close()
 
 
