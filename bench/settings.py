@@ -64,7 +64,7 @@ FULL = Settings(
     ssh_executes_v1=300,
     ssh_executes_other=100,
     ssh_transfer_bytes=256 * MIB,
-    ssh_page_loads=5,
+    ssh_page_loads=9,
 )
 
 QUICK = Settings(

@@ -13,10 +13,13 @@ gets the same measurements, made by the other scenarios' functions:
   through the relay, the forwarded port through `ssh -L`: Jupyter's contents API
   (base64 in JSON, written to disk) would measure Jupyter, not the tunnel;
 - the JupyterLab cold page load (page_load), measured before the rest and
-  round-robin over the three paths (one load of each in turn): the loads run
-  Chromium, the heaviest thing here, and a path measured after another's
-  transfers and load generators (or later as the machine drifts) was up to
-  1.2x slower for it, where interleaved the paths were level;
+  round-robin over the three paths (one load of each in turn, the order turned
+  by one each round, so each path is first, second and third as often): the
+  loads run Chromium, the heaviest thing here, and a path measured after
+  another's transfers and load generators (or later as the machine drifts) was
+  up to 1.2x slower for it, where interleaved the paths were level. A load
+  varies by ±10% here (2 cores, Chromium compiling ~5 MB of JavaScript), so 9
+  loads a path;
 - the port proxy to the ssh backend's ports (issue 19's requirement 4): small HTTP
   with wrk and the same download from nginx, and the websocket ping-pong through
   the node echo, the relay's `/proxy/gpu:<port>/` beside `ssh -L` to that port.
@@ -112,7 +115,8 @@ class Ssh(Scenario):
         loads: dict[str, list[float]] = {p.name: [] for p in paths}
         rounds = ctx.settings.ssh_page_loads + (1 if ctx.settings.page_warmup else 0)
         for round_ in range(rounds):
-            for path in paths:
+            turn = round_ % len(paths)
+            for path in paths[turn:] + paths[:turn]:
                 seconds = await cold_load(self.browser, ctx, path)
                 if round_ or not ctx.settings.page_warmup:
                     loads[path.name].append(seconds)
