@@ -117,6 +117,17 @@ async def greet(path: str, line: bytes) -> tuple[asyncio.StreamReader, asyncio.S
     return reader, writer
 
 
+async def serves_the_next_connection(helper: Helper) -> None:
+    """As if nothing had happened before."""
+    async with echo_server() as port:
+        reader, writer = await greet(helper.path, f"127.0.0.1 {port}\nhi".encode())
+        async with asyncio.timeout(BOUND):
+            assert await reader.readline() == b"ok\n"
+            writer.write_eof()
+            assert await reader.read() == b"hi"
+        writer.close()
+
+
 async def test_bridges_bytes_both_ways_with_half_close(helper: Helper) -> None:
     async with echo_server() as port:
         reader, writer = await greet(helper.path, f"127.0.0.1 {port}\nfirst ".encode())
@@ -154,14 +165,7 @@ async def test_a_side_that_breaks_ends_the_other(helper: Helper) -> None:
         writer.close()
     finally:
         server.close()
-    # and it serves the next connection
-    async with echo_server() as port:
-        reader, writer = await greet(helper.path, f"127.0.0.1 {port}\nhi".encode())
-        async with asyncio.timeout(BOUND):
-            assert await reader.readline() == b"ok\n"
-            writer.write_eof()
-            assert await reader.read() == b"hi"
-        writer.close()
+    await serves_the_next_connection(helper)
 
 
 async def test_a_refused_port_is_answered_with_its_errno_and_reason(helper: Helper) -> None:
@@ -182,12 +186,7 @@ async def test_a_garbled_greeting_is_refused(helper: Helper, greeting: bytes) ->
         answer = await reader.read()
     assert answer.startswith(b"error "), answer
     writer.close()
-    # It serves the next connection as if nothing happened.
-    async with echo_server() as port:
-        reader, writer = await greet(helper.path, f"127.0.0.1 {port}\n".encode())
-        async with asyncio.timeout(BOUND):
-            assert await reader.readline() == b"ok\n"
-        writer.close()
+    await serves_the_next_connection(helper)
 
 
 @pytest.fixture(scope="module")
